@@ -1,0 +1,356 @@
+"""Media I/O on PyAV: open and probe an input, demux it, write the output atomically.
+
+Every non-video stream is copied as packets (PyAV's remux pattern: a stream made from the
+input's template, packets re-parented to it, nothing decoded). Video frames keep their pts and
+time base; the output container gets no wall-clock metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from ._errors import InputError, OutputError
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+#: Encoders by output container when the user names none.
+_DEFAULT_CODEC = {".webm": "libvpx-vp9"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderSettings:
+    """How the masked video is encoded. Recorded in every render manifest.
+
+    ``threads`` is fixed (not "all cores") because x264's output depends on its thread
+    count: the same settings give the same bytes on every machine.
+    """
+
+    codec: str | None = None  # None: libx264, or libvpx-vp9 for .webm
+    preset: str = "veryfast"
+    crf: int = 18
+    pix_fmt: str = "yuv420p"
+    threads: int = 4
+
+    def codec_for(self, output: Path) -> str:
+        return self.codec or _DEFAULT_CODEC.get(output.suffix.lower(), "libx264")
+
+    def options(self, codec: str) -> dict[str, str]:
+        if codec in ("libx264", "libx265"):
+            return {"crf": str(self.crf), "preset": self.preset, "threads": str(self.threads)}
+        if codec.startswith("libvpx"):
+            return {
+                "crf": str(self.crf + 13),
+                "b": "0",
+                "deadline": "good",
+                "cpu-used": "4",
+                "threads": str(self.threads),
+                "row-mt": "1",
+            }
+        return {"threads": str(self.threads)}
+
+    def to_json(self, output: Path) -> dict[str, Any]:
+        codec = self.codec_for(output)
+        return {
+            "codec": codec,
+            "options": self.options(codec),
+            "pix_fmt": self.pix_fmt,
+            "ffmpeg": str(av.ffmpeg_version_info),
+            "pyav": av.__version__,
+        }
+
+
+@dataclass
+class StreamDigest:
+    """Packet count and payload hash of one stream: proof that a stream was not touched."""
+
+    index: int
+    kind: str
+    codec: str
+    time_base: Fraction
+    packets: int = 0
+    _sha: Any = field(default_factory=hashlib.sha256, repr=False)
+
+    def add(self, packet: av.Packet) -> None:
+        self.packets += 1
+        self._sha.update(bytes(packet))
+
+    @property
+    def payload_sha256(self) -> str:
+        return str(self._sha.hexdigest())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "type": self.kind,
+            "codec": self.codec,
+            "time_base": str(self.time_base),
+            "packets": self.packets,
+            "payload_sha256": self.payload_sha256,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoInfo:
+    """The video stream as probed before the job."""
+
+    index: int
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str
+    time_base: Fraction
+    average_rate: Fraction | None
+    frames: int  # from the container index; 0 when it does not say
+    rotation: int
+    color_range: int
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "pix_fmt": self.pix_fmt,
+            "time_base": str(self.time_base),
+            "average_rate": None if self.average_rate is None else str(self.average_rate),
+            "frames_declared": self.frames,
+            "rotation": self.rotation,
+            "color": {
+                "range": self.color_range,
+                "space": self.colorspace,
+                "primaries": self.color_primaries,
+                "trc": self.color_trc,
+            },
+        }
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable video file ({exc.strerror or exc})") from exc
+
+
+def probe(path: Path) -> VideoInfo:
+    """Open ``path``, check it has a decodable video stream, and describe that stream."""
+    with _open(path) as container:
+        if not container.streams.video:
+            kinds = ", ".join(s.type for s in container.streams) or "no streams"
+            raise InputError(f"{path}: no video stream (it has {kinds})")
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path}: the video stream cannot be decoded ({exc})") from exc
+        if first is None:
+            raise InputError(f"{path}: the video stream has no decodable frame")
+        ctx = stream.codec_context
+        return VideoInfo(
+            index=stream.index,
+            codec=ctx.name,
+            width=first.width,
+            height=first.height,
+            pix_fmt=first.format.name,
+            time_base=stream.time_base or Fraction(1, 90000),
+            average_rate=stream.average_rate,
+            frames=stream.frames or 0,
+            rotation=int(first.rotation or 0),
+            color_range=int(ctx.color_range or 0),
+            colorspace=int(ctx.colorspace or 0),
+            color_primaries=int(ctx.color_primaries or 0),
+            color_trc=int(ctx.color_trc or 0),
+        )
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    frame: av.VideoFrame
+
+
+class Input:
+    """A demuxed input: video frames in presentation order, other streams as packets."""
+
+    def __init__(self, path: Path, info: VideoInfo) -> None:
+        self.path = path
+        self.info = info
+        self.container = _open(path)
+        self.video = self.container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.digests = {
+            s.index: StreamDigest(
+                index=s.index,
+                kind=s.type,
+                codec=s.codec_context.name if s.codec_context else "none",
+                time_base=s.time_base or Fraction(1, 1),
+            )
+            for s in self.container.streams
+        }
+        self.copied = [s for s in self.container.streams if s.index != self.video.index]
+
+    def __enter__(self) -> Input:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+    def demux(self) -> Iterator[DecodedFrame | av.Packet]:
+        """Frames of the video stream and packets of every other stream, in file order."""
+        index = 0
+        try:
+            for packet in self.container.demux():
+                if packet.stream.index != self.video.index:
+                    if packet.size:  # skip only empty flush packets
+                        self.digests[packet.stream.index].add(packet)
+                        yield packet
+                    continue
+                if packet.size:
+                    self.digests[packet.stream.index].add(packet)
+                for frame in packet.decode():
+                    yield DecodedFrame(index, frame)
+                    index += 1
+        except av.error.FFmpegError as exc:
+            raise InputError(
+                f"{self.path}: decoding failed after frame {index - 1} ({exc})"
+            ) from exc
+        if self.info.frames and index < self.info.frames:
+            raise InputError(
+                f"{self.path}: truncated: the container declares {self.info.frames} frames "
+                f"but only {index} could be decoded"
+            )
+
+
+def partial_path(final: Path) -> Path:
+    """Where an output is written before it is complete (same folder, same extension)."""
+    return final.with_name(f".{final.stem}.veil-partial-{os.getpid()}{final.suffix}")
+
+
+class Output:
+    """An output file written under a temporary name and renamed only when complete."""
+
+    def __init__(
+        self, path: Path, source: Input, encoder: EncoderSettings
+    ) -> None:
+        self.path = path
+        self.tmp = partial_path(path)
+        self.encoder = encoder
+        self.codec = encoder.codec_for(path)
+        self._committed = False
+        info = source.info
+        try:
+            self.container = av.open(
+                str(self.tmp), "w", options={"fflags": "+bitexact"}
+            )
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise OutputError(f"{path}: cannot write this kind of file ({exc})") from exc
+        try:
+            self.video = self._add_video(info, source)
+            self.streams: dict[int, av.stream.Stream] = {}
+            for stream in source.copied:
+                self.streams[stream.index] = self._add_copy(stream)
+            self.container.start_encoding()
+        except Exception:
+            self.abort()
+            raise
+
+    def _add_video(self, info: VideoInfo, source: Input) -> av.VideoStream:
+        options = self.encoder.options(self.codec)
+        try:
+            stream = self.container.add_stream(
+                self.codec, rate=info.average_rate or None, options=options
+            )
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise OutputError(f"{self.path}: encoder {self.codec} is not available ({exc})") from exc
+        stream.width, stream.height = info.width, info.height
+        stream.pix_fmt = self.encoder.pix_fmt
+        stream.time_base = info.time_base
+        ctx = stream.codec_context
+        ctx.time_base = info.time_base
+        ctx.color_range = info.color_range
+        ctx.colorspace = info.colorspace
+        ctx.color_primaries = info.color_primaries
+        ctx.color_trc = info.color_trc
+        if source.video.sample_aspect_ratio:
+            ctx.sample_aspect_ratio = source.video.sample_aspect_ratio
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        return stream
+
+    def _add_copy(self, stream: av.stream.Stream) -> av.stream.Stream:
+        try:
+            out = self.container.add_stream_from_template(stream)
+        except (av.error.FFmpegError, ValueError, TypeError) as exc:
+            raise OutputError(
+                f"stream #{stream.index} ({stream.type}, {stream.codec_context.name}) cannot be "
+                f"copied into {self.path.suffix or 'this container'}: {exc}"
+            ) from exc
+        return out
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if not self._committed:
+            self.abort()
+
+    def copy(self, packet: av.Packet) -> None:
+        packet.stream = self.streams[packet.stream.index]
+        self._mux(packet)
+
+    def encode(self, frame: av.VideoFrame | None) -> None:
+        for packet in self.video.encode(frame):
+            self._mux(packet)
+
+    def _mux(self, packet: av.Packet) -> None:
+        try:
+            self.container.mux(packet)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.path}: writing failed ({exc})") from exc
+
+    def commit(self) -> None:
+        """Flush the encoder, close the file and move it to its final name."""
+        self.encode(None)
+        try:
+            self.container.close()
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.path}: finishing the file failed ({exc})") from exc
+        with self.tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        self._committed = True
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the job already failed; the file goes anyway
+            logger.debug("closing a failed output raised", exc_info=True)
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+"""Detector settings and the presets that bundle them (fast, balanced, thorough)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
+
+from ._errors import ConfigError
+from ._tracker import TrackerConfig
+
+
+class Preset(str, Enum):
+    FAST = "fast"
+    BALANCED = "balanced"
+    THOROUGH = "thorough"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorSettings:
+    """Which model runs, at what size and thresholds, where. ``max_side`` in pixels."""
+
+    model: str = "centerface"
+    max_side: int = 640
+    score_threshold: float = 0.4
+    nms_threshold: float = 0.3
+    provider: str = "cpu"
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.max_side <= 8192:
+            raise ConfigError(f"max_side {self.max_side} must be between 32 and 8192")
+        if not 0 < self.score_threshold < 1:
+            raise ConfigError(f"score_threshold {self.score_threshold} must be in (0, 1)")
+        if not 0 < self.nms_threshold < 1:
+            raise ConfigError(f"nms_threshold {self.nms_threshold} must be in (0, 1)")
+        if not 1 <= self.batch_size <= 64:
+            raise ConfigError(f"batch_size {self.batch_size} must be between 1 and 64")
+
+    def updated(self, **changes: Any) -> DetectorSettings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
+    Preset.FAST: (
+        DetectorSettings(model="retinaface_mnet025", max_side=640, score_threshold=0.5),
+        TrackerConfig(max_gap=8, lead_in=4, lead_out=4),
+    ),
+    Preset.BALANCED: (
+        DetectorSettings(model="centerface", max_side=640, score_threshold=0.4),
+        TrackerConfig(max_gap=12, lead_in=6, lead_out=6),
+    ),
+    Preset.THOROUGH: (
+        DetectorSettings(model="centerface", max_side=1280, score_threshold=0.3),
+        TrackerConfig(max_gap=15, lead_in=8, lead_out=8),
+    ),
+}

@@ -1,0 +1,315 @@
+"""Track ids and temporal smoothing: the tracker adds coverage, it never removes it.
+
+Two parts, both deterministic and streaming:
+
+* ``Associator`` gives each detection a track id, frame by frame (greedy matching on IoU and
+  centre distance against each live track's constant-velocity prediction).
+* ``Smoother`` turns per-track evidence (detected and manual masks) into the mask set of each
+  frame: the evidence itself, plus boxes interpolated across gaps of up to ``max_gap`` frames,
+  ``lead_in`` frames before a track's first evidence and ``lead_out`` after its last. It looks
+  ``lookahead`` frames ahead, so memory is bounded whatever the video's length.
+
+Weighed and not taken: norfair (Kalman tracking built for live use: a track is only reported
+after ``initialization_delay`` hits, it cannot look ahead or fill gaps backwards, and it brings
+scipy and rich) and ByteTrack as packaged in supervision (a large dependency for a matching
+step of forty lines). Offline smoothing with look-ahead is the part that matters here, and no
+library does it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+
+from ._detections import Detections
+from ._errors import ConfigError
+
+Box = tuple[float, float, float, float]
+
+#: The track id of masks that cover a whole frame by policy (detection failed for it).
+POLICY_TRACK = 0
+
+
+class Origin(str, Enum):
+    DETECTED = "detected"
+    INTERPOLATED = "interpolated"
+    EXTRAPOLATED = "extrapolated"
+    MANUAL = "manual"
+    POLICY = "policy"
+
+
+#: Origins that are evidence; the others are derived from evidence by the ``Smoother``.
+EVIDENCE = frozenset({Origin.DETECTED, Origin.MANUAL, Origin.POLICY})
+
+
+def _r(value: float, digits: int = 2) -> float:
+    return round(float(value), digits)
+
+
+@dataclass(frozen=True, kw_only=True, order=True)
+class Mask:
+    """One masked area of one frame, as the record lists it. Box in display pixels."""
+
+    track: int
+    origin: Origin
+    box: Box
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", Origin(self.origin))
+        object.__setattr__(self, "box", tuple(_r(v) for v in self.box))
+        object.__setattr__(self, "score", _r(self.score, 4))
+        if self.landmarks is not None:
+            object.__setattr__(
+                self, "landmarks", tuple((_r(x), _r(y)) for x, y in self.landmarks)
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "track": self.track,
+            "origin": self.origin.value,
+            "box": list(self.box),
+            "score": self.score,
+        }
+        if self.landmarks is not None:
+            data["landmarks"] = [list(p) for p in self.landmarks]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Mask:
+        landmarks = data.get("landmarks")
+        return cls(
+            track=int(data["track"]),
+            origin=Origin(data["origin"]),
+            box=tuple(data["box"]),  # type: ignore[arg-type]
+            score=float(data["score"]),
+            landmarks=None if landmarks is None else tuple(tuple(p) for p in landmarks),  # type: ignore[misc]
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackerConfig:
+    """Tracking and smoothing parameters, in frames. Recorded in the detection record."""
+
+    max_gap: int = 12
+    lead_in: int = 6
+    lead_out: int = 6
+    match_iou: float = 0.1
+    growth_per_frame: float = 0.03
+
+    def __post_init__(self) -> None:
+        for name in ("max_gap", "lead_in", "lead_out"):
+            if not 0 <= getattr(self, name) <= 300:
+                raise ConfigError(f"tracker {name} must be between 0 and 300 frames")
+        if not 0 < self.match_iou <= 1:
+            raise ConfigError("tracker match_iou must be in (0, 1]")
+        if not 0 <= self.growth_per_frame <= 0.5:
+            raise ConfigError("tracker growth_per_frame must be between 0 and 0.5")
+
+    @property
+    def lookahead(self) -> int:
+        """Frames the smoother must see past a frame before that frame's masks are final."""
+        return max(self.max_gap + 1, self.lead_in)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_gap": self.max_gap,
+            "lead_in": self.lead_in,
+            "lead_out": self.lead_out,
+            "match_iou": self.match_iou,
+            "growth_per_frame": self.growth_per_frame,
+        }
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _shift(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
+    w, h = box[2] - box[0], box[3] - box[1]
+    gx, gy = w * grow / 2, h * grow / 2
+    return (box[0] + dx - gx, box[1] + dy - gy, box[2] + dx + gx, box[3] + dy + gy)
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+@dataclass
+class _Live:
+    box: Box
+    frame: int
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+
+class Associator:
+    """Gives detections stable track ids, one frame at a time, in frame order."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self._config = config
+        self._live: dict[int, _Live] = {}
+        self._next_id = POLICY_TRACK + 1
+
+    def assign(self, index: int, detections: Detections) -> list[Mask]:
+        cfg = self._config
+        self._live = {
+            t: s for t, s in self._live.items() if index - s.frame <= cfg.max_gap + 1
+        }
+        boxes = [tuple(map(float, b)) for b in detections.boxes]
+        candidates: list[tuple[float, int, int]] = []
+        for track, state in self._live.items():
+            dt = index - state.frame
+            predicted = _shift(state.box, state.velocity[0] * dt, state.velocity[1] * dt)
+            pcx, pcy = _centre(predicted)
+            psize = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
+            for j, box in enumerate(boxes):
+                iou = _iou(predicted, box)  # type: ignore[arg-type]
+                cx, cy = _centre(box)  # type: ignore[arg-type]
+                size = max(box[2] - box[0], box[3] - box[1], 1.0)
+                near = math.hypot(cx - pcx, cy - pcy) / psize
+                similar = 0.5 <= size / psize <= 2.0
+                if iou >= cfg.match_iou or (near <= 0.5 and similar):
+                    candidates.append((iou + max(0.0, 1.0 - near) * 0.5, track, j))
+        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+        track_of: dict[int, int] = {}
+        taken: set[int] = set()
+        for _, track, j in candidates:
+            if track in taken or j in track_of:
+                continue
+            taken.add(track)
+            track_of[j] = track
+        masks = []
+        for j, box in enumerate(boxes):
+            track = track_of.get(j)
+            if track is None:
+                track = self._next_id
+                self._next_id += 1
+                self._live[track] = _Live(box, index)  # type: ignore[arg-type]
+            else:
+                state = self._live[track]
+                (ox, oy), (nx, ny) = _centre(state.box), _centre(box)  # type: ignore[arg-type]
+                dt = index - state.frame
+                self._live[track] = _Live(box, index, ((nx - ox) / dt, (ny - oy) / dt))  # type: ignore[arg-type]
+            landmarks = None
+            if detections.landmarks is not None:
+                landmarks = tuple((float(x), float(y)) for x, y in detections.landmarks[j])
+            masks.append(
+                Mask(
+                    track=track,
+                    origin=Origin.DETECTED,
+                    box=box,  # type: ignore[arg-type]
+                    score=float(detections.scores[j]),
+                    landmarks=landmarks,
+                )
+            )
+        return sorted(masks)
+
+
+@dataclass
+class FrameMasks:
+    """The final mask set of one frame."""
+
+    index: int
+    pts: int | None
+    masks: list[Mask]
+
+
+class Smoother:
+    """Adds interpolated and extrapolated masks around per-track evidence, streaming.
+
+    Feed frames in order with ``push``; each frame comes back from ``push`` (or ``flush``)
+    once ``config.lookahead`` later frames have been seen, with its final masks.
+    """
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self._config = config
+        self._pending: deque[tuple[int, int | None, list[Mask]]] = deque()
+        self._evidence: dict[int, list[tuple[int, Mask]]] = {}
+
+    def push(self, index: int, pts: int | None, masks: list[Mask]) -> Iterator[FrameMasks]:
+        self._pending.append((index, pts, masks))
+        for mask in masks:
+            if mask.origin is not Origin.POLICY:
+                self._evidence.setdefault(mask.track, []).append((index, mask))
+        while self._pending and self._pending[0][0] <= index - self._config.lookahead:
+            yield self._finalise(*self._pending.popleft())
+
+    def flush(self) -> Iterator[FrameMasks]:
+        while self._pending:
+            yield self._finalise(*self._pending.popleft())
+
+    def _finalise(self, index: int, pts: int | None, evidence: list[Mask]) -> FrameMasks:
+        cfg = self._config
+        masks = set(evidence)
+        present = {m.track for m in evidence}
+        for track, points in list(self._evidence.items()):
+            if track in present:
+                continue
+            derived = self._derive(index, points)
+            if derived is not None:
+                masks.add(derived)
+        self._prune(index - max(cfg.max_gap + 1, cfg.lead_out))
+        return FrameMasks(index, pts, sorted(masks))
+
+    def _derive(self, index: int, points: list[tuple[int, Mask]]) -> Mask | None:
+        cfg = self._config
+        before = after = None
+        for k in range(len(points) - 1, -1, -1):
+            if points[k][0] < index:
+                before = k
+                break
+        if before is None:
+            after = 0 if points[0][0] > index else None
+        elif before + 1 < len(points):
+            after = before + 1
+        if before is not None and after is not None:
+            (f0, m0), (f1, m1) = points[before], points[after]
+            if f1 - f0 - 1 <= cfg.max_gap:
+                t = (index - f0) / (f1 - f0)
+                box = tuple(a + (b - a) * t for a, b in zip(m0.box, m1.box, strict=True))
+                return Mask(
+                    track=m0.track,
+                    origin=Origin.INTERPOLATED,
+                    box=box,  # type: ignore[arg-type]
+                    score=min(m0.score, m1.score),
+                )
+        if after is not None and points[after][0] - index <= cfg.lead_in:
+            f1, m1 = points[after]
+            box = _shift(m1.box, 0.0, 0.0, cfg.growth_per_frame * (f1 - index))
+            return Mask(track=m1.track, origin=Origin.EXTRAPOLATED, box=box, score=m1.score)
+        if before is not None and index - points[before][0] <= cfg.lead_out:
+            f0, m0 = points[before]
+            vx = vy = 0.0
+            if before > 0:
+                fp, mp = points[before - 1]
+                (px, py), (cx, cy) = _centre(mp.box), _centre(m0.box)
+                vx, vy = (cx - px) / (f0 - fp), (cy - py) / (f0 - fp)
+            dt = index - f0
+            box = _shift(m0.box, vx * dt, vy * dt, cfg.growth_per_frame * dt)
+            return Mask(track=m0.track, origin=Origin.EXTRAPOLATED, box=box, score=m0.score)
+        return None
+
+    def _prune(self, horizon: int) -> None:
+        """Forget evidence no frame at or after ``horizon`` can use (keep two per track)."""
+        for track in list(self._evidence):
+            points = self._evidence[track]
+            if points[-1][0] < horizon:
+                del self._evidence[track]
+                continue
+            keep = 0
+            while keep < len(points) - 2 and points[keep + 1][0] < horizon:
+                keep += 1
+            if keep:
+                del points[:keep]
+
