@@ -55,7 +55,7 @@ def open_detector(settings: DetectorSettings) -> Detector:
             f"the in-process detector needs onnxruntime ({exc}); install veil[local]"
         ) from exc
     try:
-        return load_detector(  # type: ignore[no-any-return]
+        return load_detector(
             settings.model,
             max_side=settings.max_side,
             score_threshold=settings.score_threshold,

