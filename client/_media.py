@@ -8,8 +8,10 @@ time base; the output container gets no wall-clock metadata.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -216,6 +218,7 @@ class Input:
             for s in self.container.streams
         }
         self.copied = [s for s in self.container.streams if s.index != self.video.index]
+        self.timestamps_repaired = 0
 
     def __enter__(self) -> Input:
         return self
@@ -226,6 +229,7 @@ class Input:
     def demux(self) -> Iterator[DecodedFrame | av.Packet]:
         """Frames of the video stream and packets of every other stream, in file order."""
         index = 0
+        timing = _Timestamps()
         try:
             for packet in self.container.demux():
                 if packet.stream.index != self.video.index:
@@ -236,17 +240,70 @@ class Input:
                 if packet.size:
                     self.digests[packet.stream.index].add(packet)
                 for frame in packet.decode():
-                    yield DecodedFrame(index, frame)
-                    index += 1
+                    for ready in timing.push(frame):
+                        yield DecodedFrame(index, ready)
+                        index += 1
         except av.error.FFmpegError as exc:
             raise InputError(
                 f"{self.path}: decoding failed after frame {index - 1} ({exc})"
             ) from exc
-        if self.info.frames and index < self.info.frames:
+        for ready in timing.flush():
+            yield DecodedFrame(index, ready)
+            index += 1
+        if timing.repaired:
+            logger.warning(
+                "%s: %d frames had missing or out-of-order timestamps; they were given the "
+                "input's timestamps in sorted order", self.path, timing.repaired
+            )
+        self.timestamps_repaired = timing.repaired
+        # Only the MP4/MOV sample table counts frames exactly (AVI's header may not).
+        exact_count = "mp4" in self.container.format.name.split(",")
+        if exact_count and self.info.frames and index < self.info.frames:
             raise InputError(
                 f"{self.path}: truncated: the container declares {self.info.frames} frames "
                 f"but only {index} could be decoded"
             )
+
+
+class _Timestamps:
+    """Gives decoded frames increasing pts, as presentation order requires.
+
+    Containers without a pts field (AVI) hand the decoder dts values, which come back
+    shuffled when the stream has B-frames. A short reorder window assigns each frame the
+    smallest pending pts: the identity for a well-formed stream, the sorted pts otherwise.
+    """
+
+    WINDOW = 8
+
+    def __init__(self) -> None:
+        self._frames: deque[av.VideoFrame] = deque()
+        self._pts: list[int] = []
+        self._last: int | None = None
+        self.repaired = 0
+
+    def push(self, frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
+        if frame.pts is None:
+            frame.pts = (self._pts[-1] if self._pts else (self._last or -1)) + 1
+            self.repaired += 1
+        self._frames.append(frame)
+        heapq.heappush(self._pts, frame.pts)
+        while len(self._frames) > self.WINDOW:
+            yield self._pop()
+
+    def flush(self) -> Iterator[av.VideoFrame]:
+        while self._frames:
+            yield self._pop()
+
+    def _pop(self) -> av.VideoFrame:
+        frame = self._frames.popleft()
+        pts = heapq.heappop(self._pts)
+        if self._last is not None and pts <= self._last:
+            pts = self._last + 1
+        if pts != frame.pts:
+            self.repaired += 1
+            frame.pts = pts
+        self._last = pts
+        return frame
 
 
 def partial_path(final: Path) -> Path:

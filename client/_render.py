@@ -132,7 +132,8 @@ def render_frame(
     for dst, source in zip(planes, plane_arrays(src), strict=True):
         dst[...] = source
     out.pts = frame.pts
-    out.time_base = frame.time_base
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
     out.color_range = frame.color_range
     out.colorspace = frame.colorspace
     bits = max(c.bits for c in out.format.components)

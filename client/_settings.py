@@ -43,7 +43,9 @@ class DetectorSettings:
 
 PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     Preset.FAST: (
-        DetectorSettings(model="retinaface_mnet025", max_side=640, score_threshold=0.5),
+        DetectorSettings(
+            model="retinaface_mnet025", max_side=640, score_threshold=0.5, nms_threshold=0.4
+        ),
         TrackerConfig(max_gap=8, lead_in=4, lead_out=4),
     ),
     Preset.BALANCED: (

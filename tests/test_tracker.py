@@ -1,0 +1,133 @@
+"""Tracking and smoothing: ids stay stable, gaps are bridged, the tracker only adds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import veil
+from veil import DetectionConfig, Detections, Mask, Origin, TrackerConfig
+from veil._media import DecodedFrame
+from veil._pipeline import _FromRecord
+from veil._tracker import Associator, FrameMasks, Smoother
+
+CONFIG = TrackerConfig(max_gap=4, lead_in=3, lead_out=2)
+
+
+def _detected(track: int, box: tuple[float, float, float, float]) -> Mask:
+    return Mask(track=track, origin=Origin.DETECTED, box=box, score=0.9)
+
+
+def _smooth(evidence: dict[int, list[Mask]], frames: int, config: TrackerConfig = CONFIG) -> list[FrameMasks]:
+    smoother = Smoother(config)
+    out = []
+    for i in range(frames):
+        out.extend(smoother.push(i, i, evidence.get(i, [])))
+    out.extend(smoother.flush())
+    return out
+
+
+def test_a_one_frame_miss_is_interpolated() -> None:
+    evidence = {i: [_detected(1, (10.0 + i, 10, 50 + i, 60))] for i in range(10) if i != 5}
+    frames = _smooth(evidence, 10)
+    (mask,) = frames[5].masks
+    assert mask.origin is Origin.INTERPOLATED
+    assert mask.box == (15.0, 10.0, 55.0, 60.0)
+
+
+def test_gaps_up_to_max_gap_are_bridged_and_longer_ones_are_not() -> None:
+    box = (0.0, 0.0, 10.0, 10.0)
+    short = {0: [_detected(1, box)], 5: [_detected(1, box)]}  # 4 frames missing
+    assert all(f.masks for f in _smooth(short, 6))
+    long = {0: [_detected(1, box)], 20: [_detected(1, box)]}
+    middle = [f for f in _smooth(long, 21) if not f.masks]
+    assert [f.index for f in middle] == list(range(3, 17))  # lead-out 2, lead-in 3
+
+
+def test_masks_start_before_the_first_detection_and_end_after_the_last() -> None:
+    evidence = {i: [_detected(1, (20.0, 20, 40, 40))] for i in range(10, 15)}
+    frames = _smooth(evidence, 30)
+    masked = [f.index for f in frames if f.masks]
+    assert masked == list(range(7, 17))
+    lead_in = frames[7].masks[0]
+    assert lead_in.origin is Origin.EXTRAPOLATED
+    w = lead_in.box[2] - lead_in.box[0]
+    assert w > 20  # grown while it is a guess
+
+
+def test_associator_keeps_ids_through_motion_and_misses() -> None:
+    associator = Associator(CONFIG)
+    ids = []
+    for i in range(12):
+        boxes = np.array([[10 + 6 * i, 10, 50 + 6 * i, 60], [200, 100, 240, 150]], np.float32)
+        if i == 5:
+            boxes = boxes[1:]  # the moving face is missed once
+        masks = associator.assign(i, Detections(boxes, np.full(len(boxes), 0.9)))
+        ids.append({m.track for m in masks})
+    assert set().union(*ids) == {1, 2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 39), st.integers(1, 4), st.floats(0, 500), st.floats(0, 500)),
+        max_size=60,
+    ),
+    st.integers(0, 6),
+    st.integers(0, 6),
+)
+def test_the_smoother_never_drops_evidence(
+    points: list[tuple[int, int, float, float]], gap: int, lead: int
+) -> None:
+    evidence: dict[int, list[Mask]] = {}
+    for frame, track, x, y in points:
+        if any(m.track == track for m in evidence.get(frame, [])):
+            continue
+        evidence.setdefault(frame, []).append(_detected(track, (x, y, x + 30, y + 30)))
+    config = TrackerConfig(max_gap=gap, lead_in=lead, lead_out=lead)
+    frames = _smooth(evidence, 40, config)
+    assert [f.index for f in frames] == list(range(40))
+    for f in frames:
+        assert set(evidence.get(f.index, [])) <= set(f.masks)
+
+
+def test_a_detection_removed_from_a_record_is_filled_by_interpolation(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    record_path = tmp_path / "rec.json"
+    record = veil.detect(sample_clip, record_path, config=DetectionConfig.from_preset("fast"))
+    # A frame whose track was detected just before and just after it.
+    target = track = None
+    for i in range(1, len(record.frames) - 1):
+        before = {m.track for m in record.frames[i - 1].masks if m.origin is Origin.DETECTED}
+        after = {m.track for m in record.frames[i + 1].masks if m.origin is Origin.DETECTED}
+        here = [m for m in record.frames[i].masks if m.origin is Origin.DETECTED]
+        common = [m for m in here if m.track in before & after]
+        if common:
+            target, track = i, common[0]
+            break
+    assert target is not None and track is not None
+    document = json.loads(record_path.read_text())
+    masks = document["frames"][target]["masks"]
+    document["frames"][target]["masks"] = [
+        m for m in masks if not (m["track"] == track.track and m["origin"] == "detected")
+    ]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(document))
+
+    source = _FromRecord(veil.Record.load(edited))
+    finals = {}
+    with av.open(str(sample_clip)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            finals.update({f.index: f for _, f in source.push(DecodedFrame(i, frame))})
+    finals.update({f.index: f for _, f in source.flush()})
+    filled = [m for m in finals[target].masks if m.track == track.track]
+    assert [m.origin for m in filled] == [Origin.INTERPOLATED]
+    x0, y0, x1, y1 = filled[0].box
+    tx0, ty0, tx1, ty1 = track.box
+    assert abs(x0 - tx0) < 0.2 * (tx1 - tx0) and abs(y1 - ty1) < 0.2 * (ty1 - ty0)
