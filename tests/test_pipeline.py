@@ -142,3 +142,22 @@ def test_render_refuses_a_record_made_for_another_input(tmp_path: Path) -> None:
     with pytest.raises(veil.RecordError, match=r"made for 'a.mp4'.*not for b.mp4"):
         veil.render(b, tmp_path / "a.json", tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("short_hamilton_clip.mp4", ".mp4"), ("Megamind.avi", ".mkv"), ("elon-musk-smoke.gif", ".mp4")],
+)
+def test_real_videos_keep_audio_and_frame_count(
+    tmp_path: Path, shared_data: Path, name: str, suffix: str
+) -> None:
+    src = shared_data / "videos" / name
+    dst = tmp_path / f"out{suffix}"
+    record = _anonymize(src, dst)
+    with av.open(str(src)) as container:
+        has_audio = bool(container.streams.audio)
+    if has_audio:
+        before, after = packets(src, "audio"), packets(dst, "audio")
+        assert [p[2] for p in after] == [p[2] for p in before]
+    (_, pts_in), (_, pts_out) = frame_times(src), frame_times(dst)
+    assert len(pts_out) == len(pts_in) == len(record.frames)
