@@ -27,9 +27,13 @@ class DetectorInfo:
     score_threshold: float
     nms_threshold: float
     options: dict[str, Any] = field(default_factory=dict)
+    #: How frames reached a remote detector (hybrid/cloud mode), e.g. ``{"mode": "hybrid",
+    #: "encoding": "png", "lossless": true}``; ``None`` in process. The only field of the
+    #: detector block that differs between modes for the same model and settings.
+    transport: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "model": self.model,
             "weights_sha256": self.weights_sha256,
             "backend": self.backend,
@@ -39,6 +43,9 @@ class DetectorInfo:
             "nms_threshold": self.nms_threshold,
             "options": dict(self.options),
         }
+        if self.transport is not None:
+            document["transport"] = dict(self.transport)
+        return document
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -71,3 +78,69 @@ class Detector(Protocol):
     ) -> list[Detections]: ...
 
     def close(self) -> None: ...
+
+
+def _quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns that bring a decoded frame upright, as displayed.
+
+    ``rotation`` is the display matrix's angle as PyAV's ``VideoFrame.rotation`` gives it.
+    """
+    return round(rotation / 90) % 4
+
+
+def unrotate(detections: Detections, turns: int, size: tuple[int, int]) -> Detections:
+    """Map detections found on a frame turned ``turns`` quarter turns counter-clockwise back
+    to pixels of the decoded frame of ``size`` (width, height)."""
+    if turns == 0 or len(detections) == 0:
+        return detections
+    w, h = size
+
+    def back(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if turns == 1:
+            return w - y, x
+        if turns == 2:
+            return w - x, h - y
+        return y, h - x
+
+    b = detections.boxes
+    xa, ya = back(b[:, 0], b[:, 1])
+    xb, yb = back(b[:, 2], b[:, 3])
+    boxes = np.stack(
+        [np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb)], axis=1
+    )
+    landmarks = None
+    if detections.landmarks is not None:
+        lx, ly = back(detections.landmarks[..., 0], detections.landmarks[..., 1])
+        landmarks = np.stack([lx, ly], axis=-1)
+    return Detections(boxes, detections.scores, landmarks)
+
+
+class Upright:
+    """A detector that sees frames upright, as a player displays them.
+
+    Phone videos are often stored sideways with a rotation in their metadata; a face detector
+    misses sideways faces. Images are turned upright before detection and the boxes turned
+    back, so records and masks stay in pixels of the decoded frame (the frame masks are
+    drawn on; the output keeps the rotation metadata).
+    """
+
+    def __init__(self, inner: Detector, rotation: float) -> None:
+        self._inner = inner
+        self._turns = _quarter_turns(rotation)
+
+    @property
+    def info(self) -> DetectorInfo:
+        return self._inner.info
+
+    def detect(
+        self, images: Sequence[Image], display_sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        if self._turns == 0:
+            return self._inner.detect(images, display_sizes)
+        turned = [np.ascontiguousarray(np.rot90(image, self._turns)) for image in images]
+        sizes = [(h, w) if self._turns % 2 else (w, h) for w, h in display_sizes]
+        results = self._inner.detect(turned, sizes)
+        return [unrotate(d, self._turns, s) for d, s in zip(results, display_sizes, strict=True)]
+
+    def close(self) -> None:
+        self._inner.close()

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._detections import Detections
-from ._detector import Detector, fit_size
+from ._detector import Detector, Upright, fit_size
 from ._errors import RecordError
 from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
 from ._record import Record, validate, write_json_atomic
@@ -226,7 +226,7 @@ def run_job(
     masks_source: _Detecting | _FromRecord
     if detector is not None:
         tracker = tracker or TrackerConfig()
-        masks_source = _Detecting(detector, tracker, batch_size)
+        masks_source = _Detecting(Upright(detector, info.rotation), tracker, batch_size)
     else:
         assert record is not None
         masks_source = _FromRecord(record)
