@@ -10,6 +10,7 @@ from ._detector import Detector
 from ._errors import DetectorError
 from ._media import EncoderSettings
 from ._pipeline import JobResult, run_job
+from ._provenance import Signer
 from ._record import Record
 from ._settings import PRESETS, DetectorSettings, Preset
 from ._style import Style
@@ -23,6 +24,16 @@ class DetectionConfig:
     preset: Preset = Preset.BALANCED
     detector: DetectorSettings = field(default_factory=lambda: PRESETS[Preset.BALANCED][0])
     tracker: TrackerConfig = field(default_factory=lambda: PRESETS[Preset.BALANCED][1])
+
+    @property
+    def tracker_for_run(self) -> TrackerConfig:
+        """The tracker settings a detection run uses: with a track threshold, only detections
+        at ``score_threshold`` or above start tracks (the model runs at the track threshold)."""
+        if self.detector.track_threshold is None:
+            return self.tracker
+        from dataclasses import replace
+
+        return replace(self.tracker, new_track_score=self.detector.score_threshold)
 
     @classmethod
     def from_preset(
@@ -46,8 +57,16 @@ class DetectionConfig:
         )
 
 
-def open_detector(settings: DetectorSettings) -> Detector:
-    """The in-process detector (onnxruntime) for ``settings``."""
+def open_detector(
+    settings: DetectorSettings, *, url: str | None = None, channel: Any = None
+) -> Detector:
+    """The detector for ``settings``: in process (onnxruntime), or on the veil server at
+    ``url`` (``grpc[s]://HOST:PORT``, hybrid mode) reached with ``channel``
+    (``veil._remote.ChannelOptions``; None: defaults)."""
+    if url is not None:
+        from ._remote import RemoteDetector
+
+        return RemoteDetector(url, settings, channel)
     try:
         from veil.server import load_detector
     except ImportError as exc:
@@ -58,9 +77,11 @@ def open_detector(settings: DetectorSettings) -> Detector:
         return load_detector(
             settings.model,
             max_side=settings.max_side,
-            score_threshold=settings.score_threshold,
+            score_threshold=settings.model_threshold,
             nms_threshold=settings.nms_threshold,
             provider=settings.provider,
+            flip=settings.flip,
+            tiles=settings.tiles,
         )
     except (OSError, RuntimeError, ValueError) as exc:
         raise DetectorError(f"cannot load detector {settings.model!r}: {exc}") from exc
@@ -80,7 +101,7 @@ def _detect_job(
             Path(input),
             detector=detector,
             detector_json=detector_json,
-            tracker=config.tracker,
+            tracker=config.tracker_for_run,
             batch_size=config.detector.batch_size,
             **job,
         )
@@ -116,8 +137,12 @@ def render(
     style: Style | None = None,
     encoder: EncoderSettings | None = None,
     progress: bool = False,
+    sign_key: Path | str | None = None,
+    manifest: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Mask ``input`` as ``record`` says; writes ``output`` and ``output.manifest.json``."""
+    """Mask ``input`` as ``record`` says (reviewer edits applied); writes ``output`` and its
+    manifest (``manifest``, default ``output.manifest.json``), signed with ``sign_key``."""
+    signer = None if sign_key is None else Signer.load(sign_key)
     if not isinstance(record, Record):
         record = Record.load(Path(record))
     result = run_job(
@@ -127,6 +152,8 @@ def render(
         style=style,
         encoder=encoder,
         progress=progress,
+        signer=signer,
+        manifest_out=None if manifest is None else Path(manifest),
     )
     assert result.manifest is not None
     return result.manifest
@@ -148,8 +175,12 @@ def anonymize(
     style: Style | None = None,
     encoder: EncoderSettings | None = None,
     progress: bool = False,
+    sign_key: Path | str | None = None,
+    manifest: Path | str | None = None,
 ) -> JobResult:
-    """Detect, track and mask in one pass; the record goes beside ``output`` by default."""
+    """Detect, track and mask in one pass; the record goes beside ``output`` by default.
+    The manifest (``manifest``, default ``output.manifest.json``) is signed with ``sign_key``."""
+    signer = None if sign_key is None else Signer.load(sign_key)
     record_path = None
     if write_record:
         record_path = Path(record) if record is not None else default_record_path(output)
@@ -162,4 +193,6 @@ def anonymize(
         style=style,
         encoder=encoder,
         progress=progress,
+        signer=signer,
+        manifest_out=None if manifest is None else Path(manifest),
     )

@@ -239,7 +239,7 @@ class Input:
                     continue
                 if packet.size:
                     self.digests[packet.stream.index].add(packet)
-                for frame in packet.decode():
+                for frame in self.video.decode(packet):
                     for ready in timing.push(frame):
                         yield DecodedFrame(index, ready)
                         index += 1
@@ -253,7 +253,9 @@ class Input:
         if timing.repaired:
             logger.warning(
                 "%s: %d frames had missing or out-of-order timestamps; they were given the "
-                "input's timestamps in sorted order", self.path, timing.repaired
+                "input's timestamps in sorted order",
+                self.path,
+                timing.repaired,
             )
         self.timestamps_repaired = timing.repaired
         # Only the MP4/MOV sample table counts frames exactly (AVI's header may not).
@@ -314,9 +316,7 @@ def partial_path(final: Path) -> Path:
 class Output:
     """An output file written under a temporary name and renamed only when complete."""
 
-    def __init__(
-        self, path: Path, source: Input, encoder: EncoderSettings
-    ) -> None:
+    def __init__(self, path: Path, source: Input, encoder: EncoderSettings) -> None:
         self.path = path
         self.tmp = partial_path(path)
         self.encoder = encoder
@@ -324,9 +324,7 @@ class Output:
         self._committed = False
         info = source.info
         try:
-            self.container = av.open(
-                str(self.tmp), "w", options={"fflags": "+bitexact"}
-            )
+            self.container = av.open(str(self.tmp), "w", options={"fflags": "+bitexact"})
         except (av.error.FFmpegError, ValueError) as exc:
             raise OutputError(f"{path}: cannot write this kind of file ({exc})") from exc
         try:
@@ -346,7 +344,11 @@ class Output:
                 self.codec, rate=info.average_rate or None, options=options
             )
         except (av.error.FFmpegError, ValueError) as exc:
-            raise OutputError(f"{self.path}: encoder {self.codec} is not available ({exc})") from exc
+            raise OutputError(
+                f"{self.path}: encoder {self.codec} is not available ({exc})"
+            ) from exc
+        if not isinstance(stream, av.VideoStream):
+            raise OutputError(f"{self.path}: {self.codec} is not a video encoder")
         stream.width, stream.height = info.width, info.height
         stream.pix_fmt = self.encoder.pix_fmt
         stream.time_base = info.time_base
@@ -408,6 +410,6 @@ class Output:
     def abort(self) -> None:
         try:
             self.container.close()
-        except Exception:  # noqa: BLE001 - the job already failed; the file goes anyway
+        except Exception:
             logger.debug("closing a failed output raised", exc_info=True)
         self.tmp.unlink(missing_ok=True)

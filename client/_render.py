@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import cv2
@@ -74,18 +75,20 @@ class _Geometry:
         return np.clip(1.0 - outside / self.feather, 0.0, 1.0).astype(np.float32)
 
 
-def _blur(roi: npt.NDArray[np.generic], sigma: float) -> npt.NDArray[np.generic]:
+def _blur(roi: npt.NDArray[Any], sigma: float) -> npt.NDArray[Any]:
     """A Gaussian blur of ``sigma`` pixels; large sigmas run on a downscaled copy."""
     h, w = roi.shape
     step = max(1, int(sigma // 3))
     if step == 1:
         return cv2.GaussianBlur(roi, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    small = cv2.resize(roi, (max(1, -(-w // step)), max(1, -(-h // step))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        roi, (max(1, -(-w // step)), max(1, -(-h // step))), interpolation=cv2.INTER_AREA
+    )
     small = cv2.GaussianBlur(small, (0, 0), sigma / step, borderType=cv2.BORDER_REFLECT)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _pixelate(roi: npt.NDArray[np.generic], block: float) -> npt.NDArray[np.generic]:
+def _pixelate(roi: npt.NDArray[Any], block: float) -> npt.NDArray[Any]:
     h, w = roi.shape
     small = cv2.resize(
         roi,
@@ -108,14 +111,16 @@ def _solid_values(color: tuple[int, int, int], full_range: bool, bits: int) -> t
     return tuple(round(c * (1 << (bits - 8))) for c in yuv)
 
 
-def plane_arrays(frame: av.VideoFrame) -> list[npt.NDArray[np.generic]]:
+def plane_arrays(frame: av.VideoFrame) -> list[npt.NDArray[Any]]:
     """Writable views of a planar frame's planes, each (plane height, plane width)."""
     bits = max(c.bits for c in frame.format.components)
     dtype = np.dtype(np.uint16 if bits > 8 else np.uint8)
     arrays = []
     for plane in frame.planes:
-        flat = np.frombuffer(plane, dtype)
-        arrays.append(flat.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width])
+        flat = np.frombuffer(memoryview(plane), dtype)
+        arrays.append(
+            flat.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width]
+        )
     return arrays
 
 
@@ -150,7 +155,7 @@ def render_frame(
 
 
 def _mask_plane(
-    plane: npt.NDArray[np.generic],
+    plane: npt.NDArray[Any],
     width: int,
     height: int,
     roi: tuple[int, int, int, int],

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ._errors import ConfigError
 from ._tracker import TrackerConfig
 
 
-class Preset(str, Enum):
+class Preset(StrEnum):
     FAST = "fast"
     BALANCED = "balanced"
     THOROUGH = "thorough"
@@ -26,6 +26,13 @@ class DetectorSettings:
     nms_threshold: float = 0.3
     provider: str = "cpu"
     batch_size: int = 4
+    #: Track-aware threshold: detections down to this score are kept when they continue a
+    #: track (``score_threshold`` still decides which may start one). None: off.
+    track_threshold: float | None = None
+    #: Second opinion: also detect on the horizontal mirror (about 2x detector time).
+    flip: bool = False
+    #: 2: also detect on 2x2 overlapping tiles upscaled 2x, for small faces (about 5x).
+    tiles: int = 1
 
     def __post_init__(self) -> None:
         if not 32 <= self.max_side <= 8192:
@@ -36,6 +43,20 @@ class DetectorSettings:
             raise ConfigError(f"nms_threshold {self.nms_threshold} must be in (0, 1)")
         if not 1 <= self.batch_size <= 64:
             raise ConfigError(f"batch_size {self.batch_size} must be between 1 and 64")
+        if (
+            self.track_threshold is not None
+            and not 0 < self.track_threshold <= self.score_threshold
+        ):
+            raise ConfigError(
+                f"track_threshold {self.track_threshold} must be in (0, score_threshold]"
+            )
+        if self.tiles not in (1, 2):
+            raise ConfigError(f"tiles {self.tiles} must be 1 or 2")
+
+    @property
+    def model_threshold(self) -> float:
+        """The threshold the model runs at: the track threshold when there is one."""
+        return self.score_threshold if self.track_threshold is None else self.track_threshold
 
     def updated(self, **changes: Any) -> DetectorSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

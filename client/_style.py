@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ MIN_SAFE_BLUR = 1 / 8
 MAX_SAFE_BLOCKS = 5
 
 
-class Effect(str, Enum):
+class Effect(StrEnum):
     BLUR = "blur"
     PIXELATE = "pixelate"
     SOLID = "solid"
 
 
-class Shape(str, Enum):
+class Shape(StrEnum):
     BOX = "box"
     ELLIPSE = "ellipse"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +26,90 @@ def sample_clip() -> Path:
     """The bundled sample: real footage of a face, with audio."""
     assert SAMPLE.is_file(), f"the bundled sample {SAMPLE} is missing (make sample)"
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A test CA, a server certificate for localhost/127.0.0.1 and a client certificate,
+    made with the ``openssl`` CLI (PEM files: ca, server_cert, server_key, client_cert,
+    client_key, plus other_ca/other_cert/other_key from an unrelated CA)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    where = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    def ca(name: str) -> None:
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem")  # fmt: skip
+
+    def leaf(name: str, issuer: str, extensions: str) -> None:
+        (where / f"{name}.ext").write_text(extensions)
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey",
+            f"{issuer}.key", "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+            "-extfile", f"{name}.ext")  # fmt: skip
+
+    ca("ca")
+    ca("other_ca")
+    leaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    leaf("client", "ca", "extendedKeyUsage=clientAuth\n")
+    leaf("other", "other_ca", "extendedKeyUsage=clientAuth\n")
+    return {
+        "ca": where / "ca.pem",
+        "server_cert": where / "server.pem",
+        "server_key": where / "server.key",
+        "client_cert": where / "client.pem",
+        "client_key": where / "client.key",
+        "other_ca": where / "other_ca.pem",
+        "other_cert": where / "other.pem",
+        "other_key": where / "other.key",
+    }
+
+
+@pytest.fixture(scope="session")
+def detection_backend() -> Iterator[Any]:
+    """One in-process onnxruntime backend (centerface, 2 threads) shared by test servers."""
+    from veil.server._serve import ServeConfig, open_backend
+
+    backend = open_backend(ServeConfig(threads=2))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def veil_server(detection_backend: Any) -> Iterator[Callable[..., Any]]:
+    """Start real veil servers on 127.0.0.1 port 0: ``veil_server(**settings)`` (the keys of
+    a ``[serve]`` TOML table).
+    They share :func:`detection_backend` and stop (drained) when the test ends."""
+    from veil.server._serve import ServeConfig, create_server
+
+    class _Shared:  # the servers must not close the shared backend
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def close(self) -> None:
+            pass
+
+    started: list[Any] = []
+
+    def start(**fields: Any) -> Any:
+        fields = {"listen": "127.0.0.1:0", **fields}
+        server = create_server(
+            ServeConfig.from_sources(toml=fields),
+            backend_factory=lambda _: _Shared(detection_backend),
+        ).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(0)

@@ -100,7 +100,11 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
             samples = (tone * 32767).astype(np.int16)
         else:
             samples = tone.astype(np.float32)
-        data = np.stack([samples, samples]) if planar else np.stack([samples, samples], 1).reshape(1, -1)
+        data = (
+            np.stack([samples, samples])
+            if planar
+            else np.stack([samples, samples], 1).reshape(1, -1)
+        )
         frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="stereo")
         frame.sample_rate = sample_rate
         frame.pts = pts
@@ -115,11 +119,7 @@ def packets(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]
     """(pts, dts, payload) of every non-empty packet of the first stream of ``kind``."""
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
-        return [
-            (p.pts, p.dts, bytes(p))
-            for p in container.demux(stream)
-            if p.size
-        ]
+        return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
 
 
 def frame_times(path: Path) -> tuple[Fraction, list[int]]:

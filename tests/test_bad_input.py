@@ -88,9 +88,10 @@ def test_truncated_mid_stream_is_an_error_not_a_short_output(tmp_path: Path) -> 
 
     clip = make_clip(tmp_path / "whole.mp4", frames=60)
     faststart = tmp_path / "fs.mp4"
-    with av.open(str(clip)) as src, av.open(
-        str(faststart), "w", options={"movflags": "+faststart"}
-    ) as out:
+    with (
+        av.open(str(clip)) as src,
+        av.open(str(faststart), "w", options={"movflags": "+faststart"}) as out,
+    ):
         streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
         for packet in src.demux():
             if packet.size:

@@ -76,7 +76,9 @@ def test_blur_strength_scales_with_face_size() -> None:
 
 
 def test_solid_fill_is_one_value() -> None:
-    out = _luma(render_frame(_textured_frame(), [FACE], Style(effect=Effect.SOLID), pix_fmt="yuv420p"))
+    out = _luma(
+        render_frame(_textured_frame(), [FACE], Style(effect=Effect.SOLID), pix_fmt="yuv420p")
+    )
     assert np.unique(_face(out)).tolist() == [16.0]  # black, limited range
 
 
