@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from ._local import InferenceBackend, LocalDetector, load_detector
     from ._models import CenterFace, FaceModel, RetinaFace
     from ._onnxruntime import BackendError, ExecutionProvider, OnnxRuntimeBackend
+    from ._serve import ServeConfig, VeilServer, create_server, serve
+    from ._service import Limits
     from .weights import ModelNotFoundError, WeightsError, model_path, weights_sha256
 
 __all__ = [
@@ -21,13 +23,18 @@ __all__ = [
     "ExecutionProvider",
     "FaceModel",
     "InferenceBackend",
+    "Limits",
     "LocalDetector",
     "ModelNotFoundError",
     "OnnxRuntimeBackend",
     "RetinaFace",
+    "ServeConfig",
+    "VeilServer",
     "WeightsError",
+    "create_server",
     "load_detector",
     "model_path",
+    "serve",
     "weights_sha256",
 ]
 
@@ -41,6 +48,11 @@ _WHERE = {
     "BackendError": "._onnxruntime",
     "ExecutionProvider": "._onnxruntime",
     "OnnxRuntimeBackend": "._onnxruntime",
+    "ServeConfig": "._serve",
+    "VeilServer": "._serve",
+    "create_server": "._serve",
+    "serve": "._serve",
+    "Limits": "._service",
     "ModelNotFoundError": ".weights",
     "WeightsError": ".weights",
     "model_path": ".weights",

@@ -1,0 +1,249 @@
+"""Dynamic micro-batching of frames from concurrent requests and streams.
+
+Frames from every caller enter one bounded queue. A worker takes the oldest frame and waits
+up to ``max_delay_s`` after it arrived for more frames with the same thresholds, then runs up
+to ``max_batch`` of them as one inference. A full queue refuses new frames at once
+(:class:`Overloaded`); a frame whose deadline passed before its batch ran is answered
+:class:`DeadlineExceeded` without being run; a cancelled one is dropped.
+
+Batching never changes a result: the detector is deterministic per image, whatever else
+shares its batch (``veil.server.LocalDetector``'s promise), so a remote client gets the same
+detections as the same model in process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from veil._detections import Detections
+from veil._detector import Image
+
+from ._local import InferenceBackend, LocalDetector
+from ._metrics import Metrics
+from ._models import make_model
+from ._status import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+
+__all__ = ["Batcher", "BatcherConfig", "Thresholds"]
+
+logger = logging.getLogger(__name__)
+
+Thresholds = tuple[float, float]
+"""``(score_threshold, nms_threshold)``: frames batch together only when these match."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatcherConfig:
+    """``max_batch`` frames per inference at most; wait at most ``max_delay_s`` for a batch to
+    fill; at most ``max_queue`` frames waiting; ``workers`` inferences at a time (1 suits an
+    in-process CPU backend, more keep a remote Triton busy)."""
+
+    max_batch: int = 16
+    max_delay_s: float = 0.005
+    max_queue: int = 256
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= 256:
+            raise ValueError(f"max_batch {self.max_batch} must be between 1 and 256")
+        if not 0 <= self.max_delay_s <= 1:
+            raise ValueError(f"max_delay_s {self.max_delay_s} must be between 0 and 1")
+        if self.max_queue < self.max_batch:
+            raise ValueError(f"max_queue {self.max_queue} is below max_batch {self.max_batch}")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers {self.workers} must be between 1 and 64")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Item:
+    key: Thresholds
+    image: Image
+    display_size: tuple[int, int]
+    deadline: float  # time.monotonic()
+    queued: float
+    future: Future[Detections]
+
+
+class Batcher:
+    """Runs one model on one backend for every caller; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        backend: InferenceBackend,
+        model: str,
+        max_side: int,
+        config: BatcherConfig,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._backend = backend
+        self._model = model
+        self._max_side = max_side
+        self._config = config
+        self._metrics = metrics
+        self._labels = (backend.name, model)
+        self._detectors: dict[Thresholds, LocalDetector] = {}
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._workers = [
+            threading.Thread(target=self._work, name=f"veil-batch-{i}", daemon=True)
+            for i in range(config.workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def backend(self) -> InferenceBackend:
+        return self._backend
+
+    @property
+    def config(self) -> BatcherConfig:
+        return self._config
+
+    def detector(self, score_threshold: float | None, nms_threshold: float | None) -> LocalDetector:
+        """The model with these thresholds (``None``: its defaults) on the shared backend."""
+        face_model = make_model(
+            self._model, score_threshold=score_threshold, nms_threshold=nms_threshold
+        )
+        key = (face_model.score_threshold, face_model.nms_threshold)
+        with self._cond:
+            found = self._detectors.get(key)
+            if found is None:
+                found = LocalDetector(
+                    model=face_model,
+                    backend=self._backend,
+                    max_side=self._max_side,
+                    max_batch=self._config.max_batch,
+                )
+                self._detectors[key] = found
+            return found
+
+    def submit(
+        self,
+        key: Thresholds,
+        images: Sequence[Image],
+        display_sizes: Sequence[tuple[int, int]],
+        *,
+        deadline: float,
+    ) -> list[Future[Detections]]:
+        """Queue frames for detection; one future per frame. ``key`` must come from a
+        :meth:`detector` call. All the frames are queued, or none (:class:`Overloaded`)."""
+        now = time.monotonic()
+        items = [
+            _Item(
+                key=key,
+                image=image,
+                display_size=size,
+                deadline=deadline,
+                queued=now,
+                future=Future(),
+            )
+            for image, size in zip(images, display_sizes, strict=True)
+        ]
+        with self._cond:
+            if self._closed:
+                raise Unavailable("the server is shutting down")
+            if len(self._queue) + len(items) > self._config.max_queue:
+                if self._metrics is not None:
+                    self._metrics.frames.labels(*self._labels, "overloaded").inc(len(items))
+                raise Overloaded(
+                    f"detection queue full ({len(self._queue)} of {self._config.max_queue} "
+                    "frames waiting); retry with backoff"
+                )
+            self._queue.extend(items)
+            self._gauge()
+            self._cond.notify_all()
+        return [item.future for item in items]
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking frames, finish the queued ones, stop the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join(timeout)
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(len(self._queue))
+
+    def _take(self) -> list[_Item] | None:
+        """The next batch, once full or due; ``None`` when closed and drained."""
+        with self._cond:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                first = self._queue[0]
+                due = first.queued + self._config.max_delay_s
+                same = sum(1 for item in self._queue if item.key == first.key)
+                now = time.monotonic()
+                if same >= self._config.max_batch or now >= due or self._closed:
+                    break
+                self._cond.wait(due - now)
+            batch: list[_Item] = []
+            rest: deque[_Item] = deque()
+            for item in self._queue:
+                if item.key == first.key and len(batch) < self._config.max_batch:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self._queue = rest
+            self._gauge()
+            return batch
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        if self._metrics is not None and n:
+            self._metrics.frames.labels(*self._labels, outcome).inc(n)
+
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            now = time.monotonic()
+            live = []
+            for item in batch:
+                if not item.future.set_running_or_notify_cancel():
+                    self._count("cancelled")
+                elif item.deadline <= now:
+                    self._count("expired")
+                    item.future.set_exception(
+                        DeadlineExceeded("the deadline passed while the frame was queued")
+                    )
+                else:
+                    live.append(item)
+            if live:
+                self._run(live)
+
+    def _run(self, batch: list[_Item]) -> None:
+        detector = self._detectors[batch[0].key]
+        start = time.perf_counter()
+        try:
+            found = detector.detect(
+                [item.image for item in batch], [item.display_size for item in batch]
+            )
+        except Exception as exc:
+            logger.error("inference on %d frames failed", len(batch), exc_info=exc)
+            self._count("failed", len(batch))
+            for item in batch:
+                item.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+            return
+        end = time.perf_counter()
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(*self._labels).observe(len(batch))
+            self._metrics.inference_seconds.labels(*self._labels).observe(end - start)
+        self._count("detected", len(batch))
+        done = time.monotonic()
+        for item, detections in zip(batch, found, strict=True):
+            if self._metrics is not None:
+                self._metrics.frame_latency.labels(*self._labels).observe(done - item.queued)
+            item.future.set_result(detections)

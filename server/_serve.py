@@ -1,0 +1,403 @@
+"""``veil serve``: configuration, :func:`create_server` and :func:`serve`.
+
+:func:`create_server` builds a :class:`VeilServer` without starting it, so tests run a real
+server on port 0 in process; :func:`serve` adds signal handling and waits. The server
+listens at once, reports health NOT_SERVING while the model loads, and SERVING only after a
+warm-up inference passed. SIGTERM drains: health goes NOT_SERVING, new calls get
+UNAVAILABLE, calls in flight get ``grace_s`` to finish.
+
+Settings come from, in rising precedence: defaults, a TOML file's ``[serve]`` table (with an
+optional ``[serve.limits]``), ``VEIL_*`` environment variables, command-line flags.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from veil._detector import fit_size
+from veil._errors import ConfigError, DetectorError
+from veil.v1 import detection_pb2_grpc as pb_grpc
+
+from ._auth import AuthInterceptor, TokenStore
+from ._batcher import Batcher, BatcherConfig
+from ._local import InferenceBackend
+from ._metrics import Metrics, MetricsInterceptor
+from ._service import SERVICE_NAME, DetectionServicer, Limits
+
+__all__ = ["BackendKind", "ServeConfig", "VeilServer", "create_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_ENV = {
+    "listen": "VEIL_LISTEN",
+    "metrics": "VEIL_METRICS",
+    "backend": "VEIL_BACKEND",
+    "triton": "VEIL_TRITON",
+    "model": "VEIL_MODEL",
+    "provider": "VEIL_PROVIDER",
+    "tls_cert": "VEIL_TLS_CERT",
+    "tls_key": "VEIL_TLS_KEY",
+    "tls_client_ca": "VEIL_TLS_CLIENT_CA",
+    "token_file": "VEIL_TOKEN_FILE",
+    "insecure": "VEIL_INSECURE",
+}
+
+
+class BackendKind(StrEnum):
+    ONNXRUNTIME = "onnxruntime"
+    TRITON = "triton"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"address {address!r} must read HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Everything ``veil serve`` needs; validated once, here.
+
+    ``listen``/``metrics``: ``HOST:PORT`` (port 0: any free one; ``metrics`` None: no HTTP
+    endpoint). ``backend``: ``onnxruntime`` in process (``provider``, ``threads``) or
+    ``triton`` at ``triton`` (``HOST:PORT`` of its gRPC endpoint) serving ``model`` from a
+    ``models/`` repository. ``tls_cert``/``tls_key`` turn on TLS; ``tls_client_ca`` also
+    requires client certificates signed by it (mutual TLS). ``token_file`` and/or
+    ``tokens`` (``VEIL_TOKENS``) turn on bearer-token auth. A non-loopback ``listen`` without
+    TLS is refused unless ``insecure``. ``batching`` and ``limits`` bound the work; messages
+    above ``max_message_bytes`` are refused (RESOURCE_EXHAUSTED); ``grace_s`` is the drain time.
+    """
+
+    listen: str = "127.0.0.1:50051"
+    metrics: str | None = None
+    backend: BackendKind = BackendKind.ONNXRUNTIME
+    triton: str | None = None
+    model: str = "centerface"
+    provider: str = "cpu"
+    threads: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    token_file: Path | None = None
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    insecure: bool = False
+    batching: BatcherConfig = field(default_factory=BatcherConfig)
+    limits: Limits = field(default_factory=Limits)
+    max_message_bytes: int = 16 << 20
+    max_workers: int = 64
+    grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "backend", BackendKind(self.backend))
+        except ValueError:
+            raise ConfigError(f"backend {self.backend!r} is not onnxruntime or triton") from None
+        host, _ = split_address(self.listen)
+        if self.metrics is not None:
+            split_address(self.metrics)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if self.tls_cert is None and not is_loopback(host) and not self.insecure:
+            raise ConfigError(
+                f"refusing to listen on {self.listen} without TLS: give --tls-cert and "
+                "--tls-key, or --insecure on a trusted network"
+            )
+        if self.backend is BackendKind.TRITON and not self.triton:
+            raise ConfigError("--backend triton needs --triton HOST:PORT")
+        if self.triton:
+            split_address(self.triton)
+        if self.max_message_bytes < 1024 or self.max_workers < 4 or self.grace_s < 0:
+            raise ConfigError("max_message_bytes, max_workers or grace_s out of range")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @classmethod
+    def from_sources(
+        cls,
+        *,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        toml: Mapping[str, Any] | None = None,
+    ) -> ServeConfig:
+        """Defaults < ``toml`` (the ``[serve]`` table) < ``env`` < ``flags`` (None: unset)."""
+        values: dict[str, Any] = {}
+        table = dict(toml or {})
+        limits = table.pop("limits", {})
+        batching = table.pop("batching", {})
+        known = {f.name for f in fields(cls)} - {"limits", "batching"}
+        known |= {"max_batch", "max_queue", "workers", "max_delay_ms"}
+        unknown = set(table) - known
+        if unknown:
+            raise ConfigError(f"config [serve]: unknown keys {', '.join(sorted(unknown))}")
+        values.update(table)
+        env = env or {}
+        for name, variable in _ENV.items():
+            if env.get(variable):
+                values[name] = env[variable]
+        if env.get("VEIL_TOKENS"):
+            values["tokens"] = tuple(t.strip() for t in env["VEIL_TOKENS"].split(",") if t.strip())
+        values.update({k: v for k, v in (flags or {}).items() if v is not None})
+        if isinstance(values.get("insecure"), str):
+            values["insecure"] = values["insecure"].lower() in ("1", "true", "yes")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        batching = dict(batching)
+        for name in ("max_batch", "max_queue", "workers"):  # flags that tune the batcher
+            if (value := values.pop(name, None)) is not None:
+                batching[name] = int(value)
+        if (delay_ms := values.pop("max_delay_ms", None)) is not None:
+            batching["max_delay_s"] = float(delay_ms) / 1000
+        try:
+            return cls(**values, batching=BatcherConfig(**batching), limits=Limits(**limits))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid serve settings: {exc}") from exc
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from exc
+
+
+def open_backend(config: ServeConfig) -> InferenceBackend:
+    """The inference backend ``config`` names, its weights checked against the manifest."""
+    from ._models import make_model
+    from .weights import WeightsError, model_path, weights_sha256
+
+    backend: InferenceBackend
+    if config.backend is BackendKind.TRITON:
+        from ._triton import TritonBackend  # tritonclient only when asked for
+
+        assert config.triton is not None  # checked in ServeConfig
+        backend = TritonBackend(url=config.triton, model=config.model)
+    else:
+        from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+
+        face_model = make_model(config.model)
+        backend = OnnxRuntimeBackend(
+            model_path(config.model),
+            input_name=face_model.input_name,
+            output_names=face_model.output_names,
+            config=OnnxRuntimeConfig(
+                provider=ExecutionProvider(config.provider), threads=config.threads
+            ),
+        )
+    expected = weights_sha256(config.model)
+    if backend.weights_sha256 != expected:
+        backend.close()
+        raise WeightsError(
+            f"{config.backend.value} serves {config.model} with sha256 {backend.weights_sha256}, "
+            f"the manifest pins {expected}"
+        )
+    return backend
+
+
+class VeilServer:
+    """A configured veil server: :meth:`start`, :meth:`stop`, or use it as a context manager.
+
+    ``port`` and ``metrics_port`` are the bound ports (useful with port 0).
+    """
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        backend_factory: Callable[[ServeConfig], InferenceBackend] = open_backend,
+    ) -> None:
+        self.config = config
+        self._backend_factory = backend_factory
+        self.metrics = Metrics()
+        tokens = None
+        if config.token_file is not None or config.tokens:
+            tokens = TokenStore.load(config.token_file, {"VEIL_TOKENS": ",".join(config.tokens)})
+        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        if tokens is not None:
+            interceptors.append(AuthInterceptor(tokens))
+        self._servicer = DetectionServicer(
+            limits=config.limits, metrics=self.metrics, tokens=tokens
+        )
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="veil-rpc"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=config.max_workers - 4,
+        )
+        pb_grpc.add_DetectionServiceServicer_to_server(self._servicer, self._server)
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._bind()
+        self.metrics_port: int | None = None
+        self._backend: InferenceBackend | None = None
+        self._batcher: Batcher | None = None
+        self._stopped = threading.Event()
+
+    def _bind(self) -> int:
+        config = self.config
+        if config.tls_cert is not None and config.tls_key is not None:
+            client_ca = config.tls_client_ca
+            credentials = grpc.ssl_server_credentials(
+                [(_read(config.tls_key, "TLS key"), _read(config.tls_cert, "TLS certificate"))],
+                root_certificates=None if client_ca is None else _read(client_ca, "client CA"),
+                require_client_auth=client_ca is not None,
+            )
+            port = self._server.add_secure_port(config.listen, credentials)
+        else:
+            port = self._server.add_insecure_port(config.listen)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {config.listen} (in use, or not an address here)")
+        return port
+
+    def _set_health(self, status: Any) -> None:
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, status)
+
+    @property
+    def address(self) -> str:
+        host, _ = split_address(self.config.listen)
+        return f"{host}:{self.port}"
+
+    def start(self) -> VeilServer:
+        """Listen, load the model, warm it up, then report SERVING."""
+        config = self.config
+        self._server.start()
+        if config.metrics is not None:
+            host, port = split_address(config.metrics)
+            self.metrics_port = self.metrics.serve_http(host, port)
+        logger.info(
+            "listening on %s (%s); loading %s on %s",
+            self.address,
+            "mTLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
+            config.model,
+            config.backend.value,
+        )
+        try:
+            self._backend = self._backend_factory(config)
+            self._batcher = Batcher(
+                backend=self._backend,
+                model=config.model,
+                max_side=640,
+                config=config.batching,
+                metrics=self.metrics,
+            )
+            self._warm_up(self._batcher)
+        except BaseException:
+            self.stop(0)
+            raise
+        self._servicer.set_ready(self._batcher)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving %s on %s", config.model, self.address)
+        return self
+
+    @staticmethod
+    def _warm_up(batcher: Batcher) -> None:
+        start = time.perf_counter()
+        detector = batcher.detector(None, None)
+        width, height = fit_size(1280, 720, 640)
+        image = np.full((height, width, 3), 128, np.uint8)
+        try:
+            detector.detect([image], [(1280, 720)])
+        except Exception as exc:
+            raise DetectorError(f"the warm-up inference failed: {exc}") from exc
+        logger.info("warm-up inference passed in %.0f ms", 1e3 * (time.perf_counter() - start))
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, refuse new calls, let calls in flight finish."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.grace_s if grace is None else grace
+        logger.info("draining (grace %.1f s)", grace)
+        self._health.enter_graceful_shutdown()
+        self._servicer.drain()
+        self._server.stop(grace).wait()
+        if self._batcher is not None:
+            self._batcher.close(timeout=grace + 1)
+        if self._backend is not None:
+            self._backend.close()
+        self.metrics.close()
+        self._stopped.set()
+        logger.info("stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def __enter__(self) -> VeilServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(0 if exc is not None else None)
+
+
+def create_server(
+    config: ServeConfig,
+    *,
+    backend_factory: Callable[[ServeConfig], InferenceBackend] = open_backend,
+) -> VeilServer:
+    """A bound, not yet started server for ``config`` (port 0 picks a free port)."""
+    return VeilServer(config, backend_factory)
+
+
+def serve(config: ServeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    server = create_server(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,171 @@
+"""Hybrid (``--detector``) and cloud (``--remote``) give the on-prem record and byte-identical
+output, on a 30-frame cut (PyAV stream copy, audio kept) of a ground-truth clip."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from veil import DetectionConfig, anonymize, detect
+from veil._remote import ChannelOptions, Encoding, RemoteDetector, job_start, run_remote_job
+from veil.cli import main
+
+FRAMES = 30
+
+
+def cut(source: Path, target: Path, frames: int) -> Path:
+    """The first ``frames`` video packets of ``source`` and the audio they span, copied."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        video = src.streams.video[0]
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        packets = [p for p in src.demux(video) if p.size]
+        pts = sorted(p.pts for p in packets)[:frames]
+        end = Fraction(pts[-1] + 1) * video.time_base
+        src.seek(0)
+        for packet in src.demux():
+            if not packet.size or packet.pts is None:
+                continue
+            if packet.stream.type == "video" and packet.pts not in pts:
+                continue
+            if packet.stream.type != "video" and packet.pts * packet.time_base >= end:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = shared_data / "clips" / "wider_group_tilted_pan.mp4"
+    return cut(source, tmp_path_factory.mktemp("clip") / source.name, FRAMES)
+
+
+@pytest.fixture(scope="module")
+def on_prem(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], bytes]:
+    out = tmp_path_factory.mktemp("onprem") / "out.mp4"
+    anonymize(clip, out)
+    return json.loads(out.with_name("out.mp4.veil.json").read_bytes()), out.read_bytes()
+
+
+def without_transport(record: dict[str, Any]) -> dict[str, Any]:
+    detector = dict(record["detector"])
+    detector.pop("transport")
+    return {**record, "detector": detector}
+
+
+@pytest.mark.parametrize("encoding", [Encoding.PNG, Encoding.RAW])
+def test_hybrid_equals_on_prem(
+    veil_server: Callable[..., Any],
+    clip: Path,
+    on_prem: tuple[dict[str, Any], bytes],
+    tmp_path: Path,
+    encoding: Encoding,
+) -> None:
+    server = veil_server()
+    out = tmp_path / "out.mp4"
+    with RemoteDetector(
+        f"grpc://127.0.0.1:{server.port}",
+        DetectionConfig().detector,
+        ChannelOptions(encoding=encoding),
+    ) as remote:
+        anonymize(clip, out, detector=remote)
+    record = json.loads(out.with_name("out.mp4.veil.json").read_bytes())
+    expected_record, expected_bytes = on_prem
+    assert record["detector"]["transport"] == {
+        "mode": "hybrid",
+        "encoding": encoding.value,
+        "lossless": True,
+    }
+    assert without_transport(record) == expected_record
+    assert record["summary"]["frames"] == FRAMES and record["summary"]["tracks"] > 0
+    assert out.read_bytes() == expected_bytes
+
+
+def test_jpeg_is_recorded_as_lossy(veil_server: Callable[..., Any], clip: Path) -> None:
+    server = veil_server()
+    options = ChannelOptions(encoding=Encoding.JPEG, jpeg_quality=80)
+    with RemoteDetector(
+        f"grpc://127.0.0.1:{server.port}", DetectionConfig().detector, options
+    ) as remote:
+        record = detect(clip, detector=remote)
+    assert record.detector["transport"] == {
+        "mode": "hybrid",
+        "encoding": "jpeg",
+        "lossless": False,
+        "jpeg_quality": 80,
+    }
+
+
+def test_cloud_equals_on_prem(
+    veil_server: Callable[..., Any],
+    clip: Path,
+    on_prem: tuple[dict[str, Any], bytes],
+    tmp_path: Path,
+) -> None:
+    server = veil_server(metrics="127.0.0.1:0")
+    out = tmp_path / "out.mp4"
+    code = main(
+        [
+            "anonymize",
+            "-q",
+            str(clip),
+            "-o",
+            str(out),
+            "--remote",
+            f"grpc://127.0.0.1:{server.port}",
+        ]
+    )
+    assert code == 0
+    record = json.loads(out.with_name("out.mp4.veil.json").read_bytes())
+    expected_record, expected_bytes = on_prem
+    assert record["detector"]["transport"] == {"mode": "cloud"}
+    assert without_transport(record) == expected_record
+    assert out.read_bytes() == expected_bytes
+    manifest = json.loads(out.with_name("out.mp4.manifest.json").read_bytes())
+    assert manifest["output"]["name"] == "out.mp4"
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_path: Path) -> None:
+    from veil import EncoderSettings, Style
+    from veil._remote import RemoteError, RetryPolicy
+
+    server = veil_server(limits={"max_job_bytes": 1000})
+    config = DetectionConfig()
+    start = job_start(
+        input_name=clip.name,
+        input_size=clip.stat().st_size,
+        output_name="out.mp4",
+        write_record=True,
+        preset="balanced",
+        detector=config.detector,
+        tracker=config.tracker,
+        style=Style(),
+        encoder=EncoderSettings(),
+    )
+    url = f"grpc://127.0.0.1:{server.port}"
+    options = ChannelOptions(retry=RetryPolicy(attempts=1))
+    with pytest.raises(RemoteError, match="RESOURCE_EXHAUSTED: RunJob: input of"):
+        run_remote_job(
+            url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
+        )
+    server = veil_server()
+    url = f"grpc://127.0.0.1:{server.port}"
+    start.input_name = "../escape.mp4"
+    with pytest.raises(RemoteError, match="INVALID_ARGUMENT: input_name"):
+        run_remote_job(
+            url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
+        )
+    start.input_name = clip.name
+    start.input_size += 10  # the upload then comes up short
+    with pytest.raises(RemoteError, match="INVALID_ARGUMENT: RunJob: the upload is truncated"):
+        run_remote_job(
+            url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
+        )
+    assert not (tmp_path / "o.mp4").exists()
