@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from ._onnxruntime import BackendError, ExecutionProvider, OnnxRuntimeBackend
     from ._serve import ServeConfig, VeilServer, create_server, serve
     from ._service import Limits
+    from ._triton import (
+        TritonBackend,
+        TritonBackendError,
+        TritonServer,
+        TritonServerConfig,
+        TritonUnavailableError,
+    )
     from .weights import ModelNotFoundError, WeightsError, model_path, weights_sha256
 
 __all__ = [
@@ -29,6 +36,11 @@ __all__ = [
     "OnnxRuntimeBackend",
     "RetinaFace",
     "ServeConfig",
+    "TritonBackend",
+    "TritonBackendError",
+    "TritonServer",
+    "TritonServerConfig",
+    "TritonUnavailableError",
     "VeilServer",
     "WeightsError",
     "create_server",
@@ -49,6 +61,11 @@ _WHERE = {
     "ExecutionProvider": "._onnxruntime",
     "OnnxRuntimeBackend": "._onnxruntime",
     "ServeConfig": "._serve",
+    "TritonBackend": "._triton",
+    "TritonBackendError": "._triton",
+    "TritonServer": "._triton",
+    "TritonServerConfig": "._triton",
+    "TritonUnavailableError": "._triton",
     "VeilServer": "._serve",
     "create_server": "._serve",
     "serve": "._serve",
