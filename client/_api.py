@@ -103,6 +103,7 @@ def _detect_job(
             detector_json=detector_json,
             tracker=config.tracker_for_run,
             batch_size=config.detector.batch_size,
+            stride=config.detector.stride,
             **job,
         )
     finally:

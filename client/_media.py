@@ -29,6 +29,8 @@ _CHUNK = 1 << 20
 
 #: Encoders by output container when the user names none.
 _DEFAULT_CODEC = {".webm": "libvpx-vp9"}
+#: NVENC's own speed presets (h264_nvenc, hevc_nvenc), fastest first.
+_NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
 
 
 def sha256_file(path: Path) -> str:
@@ -50,7 +52,7 @@ class EncoderSettings:
     codec: str | None = None  # None: libx264, or libvpx-vp9 for .webm
     preset: str = "veryfast"
     crf: int = 18
-    pix_fmt: str = "yuv420p"
+    pix_fmt: str | None = None  # None: follow the source (see ``pix_fmt_for``)
     threads: int = 4
 
     def codec_for(self, output: Path) -> str:
@@ -68,14 +70,41 @@ class EncoderSettings:
                 "threads": str(self.threads),
                 "row-mt": "1",
             }
+        if codec.endswith("_nvenc"):
+            # NVENC (GPU): constant quality at ``crf`` (its -cq), presets p1 (fastest) to p7;
+            # an x264 preset name maps to p4. Bytes repeat on the same GPU and driver only.
+            preset = self.preset if self.preset in _NVENC_PRESETS else "p4"
+            return {"preset": preset, "rc": "vbr", "cq": str(self.crf), "b": "0"}
         return {"threads": str(self.threads)}
 
-    def to_json(self, output: Path) -> dict[str, Any]:
+    def pix_fmt_for(self, source: VideoInfo) -> str:
+        """The encoder's pixel format: the one asked for, else the source's family.
+
+        Chroma subsampling, bit depth (8 or 10) and full range follow the source, so pixels
+        outside the masks are not resampled; a frame with an odd side cannot be subsampled
+        and gets 4:4:4, as do RGB and palette sources (GIF).
+        """
+        if self.pix_fmt is not None:
+            return self.pix_fmt
+        fmt = av.VideoFormat(source.pix_fmt)
+        deep = max(c.bits for c in fmt.components) > 8
+        odd = source.width % 2 or source.height % 2
+        if fmt.is_rgb or len(fmt.components) < 3 or fmt.name.startswith("pal") or odd:
+            chroma = "444"
+        else:
+            sx, sy = 64 // fmt.chroma_width(64), 64 // fmt.chroma_height(64)
+            chroma = {(2, 2): "420", (2, 1): "422"}.get((sx, sy), "444")
+        if deep:
+            return f"yuv{chroma}p10le"
+        full = source.color_range == 2 or fmt.name.startswith("yuvj")
+        return f"yuv{'j' if full else ''}{chroma}p"
+
+    def to_json(self, output: Path, pix_fmt: str) -> dict[str, Any]:
         codec = self.codec_for(output)
         return {
             "codec": codec,
             "options": self.options(codec),
-            "pix_fmt": self.pix_fmt,
+            "pix_fmt": pix_fmt,
             "ffmpeg": str(av.ffmpeg_version_info),
             "pyav": av.__version__,
         }
@@ -228,8 +257,9 @@ class Input:
 
     def demux(self) -> Iterator[DecodedFrame | av.Packet]:
         """Frames of the video stream and packets of every other stream, in file order."""
-        index = 0
+        index = decoded = 0
         timing = _Timestamps()
+        packet = None
         try:
             for packet in self.container.demux():
                 if packet.stream.index != self.video.index:
@@ -240,12 +270,17 @@ class Input:
                 if packet.size:
                     self.digests[packet.stream.index].add(packet)
                 for frame in self.video.decode(packet):
+                    decoded += 1
                     for ready in timing.push(frame):
                         yield DecodedFrame(index, ready)
                         index += 1
         except av.error.FFmpegError as exc:
+            where = ""
+            if packet is not None and packet.pts is not None and packet.time_base:
+                where = f", at {float(packet.pts * packet.time_base):.3f} s"
             raise InputError(
-                f"{self.path}: decoding failed after frame {index - 1} ({exc})"
+                f"{self.path}: video decoding failed at frame {decoded}{where} ({exc}); "
+                "nothing was written"
             ) from exc
         for ready in timing.flush():
             yield DecodedFrame(index, ready)
@@ -321,6 +356,7 @@ class Output:
         self.tmp = partial_path(path)
         self.encoder = encoder
         self.codec = encoder.codec_for(path)
+        self.pix_fmt = encoder.pix_fmt_for(source.info)
         self._committed = False
         info = source.info
         try:
@@ -350,7 +386,7 @@ class Output:
         if not isinstance(stream, av.VideoStream):
             raise OutputError(f"{self.path}: {self.codec} is not a video encoder")
         stream.width, stream.height = info.width, info.height
-        stream.pix_fmt = self.encoder.pix_fmt
+        stream.pix_fmt = self.pix_fmt
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
@@ -370,9 +406,14 @@ class Output:
         except (av.error.FFmpegError, ValueError, TypeError) as exc:
             raise OutputError(
                 f"stream #{stream.index} ({stream.type}, {stream.codec_context.name}) cannot be "
-                f"copied into {self.path.suffix or 'this container'}: {exc}"
+                f"copied into {self.path.suffix or 'this container'}: {exc} "
+                "(.mkv holds nearly every kind of stream)"
             ) from exc
         return out
+
+    def settings_json(self) -> dict[str, Any]:
+        """The encoder settings as resolved for this output (for the render manifest)."""
+        return self.encoder.to_json(self.path, self.pix_fmt)
 
     def __enter__(self) -> Output:
         return self

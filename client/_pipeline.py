@@ -1,30 +1,45 @@
 """The job: decode -> detect -> track + smooth -> record -> render -> encode -> mux.
 
-Detection runs in a worker thread, a bounded number of batches ahead of rendering; every
-decision about what is muxed when depends on frame counts only, never on timing, so the
-output is a pure function of the input, the masks and the settings.
+Four stages overlap, each in its own thread(s), joined by bounded queues:
+
+* decode: a thread demuxes and decodes the input (PyAV releases the GIL), a few items ahead;
+* detect: a worker scales the frames due for detection to the model's input and runs the
+  detector on them in batches (onnxruntime releases the GIL), a bounded number of batches
+  ahead of rendering;
+* render: a small pool draws the masks (OpenCV and numpy release the GIL);
+* encode + mux: the calling thread, in frame order (the encoder runs its own threads).
+
+Every decision about what is given to the encoder and what is muxed when depends on frame
+and packet counts only, never on timing, so the output is a pure function of the input, the
+masks and the settings. Memory is bounded by those counts, not by the video's length.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
+from av.video.reformatter import Interpolation, VideoReformatter
 from tqdm import tqdm
 
 from . import __version__
 from ._detections import Detections
 from ._detector import Detector, Upright, fit_size
-from ._errors import RecordError
+from ._edits import Replay
+from ._errors import ConfigError, DetectorLost, RecordError
 from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
-from ._record import Record, validate, write_json_atomic
-from ._render import render_frame
+from ._provenance import Signer
+from ._record import Record, residual_risk, validate, write_json_atomic
+from ._render import Box, render_frame
 from ._style import Style
 from ._tracker import POLICY_TRACK, Associator, FrameMasks, Mask, Origin, Smoother, TrackerConfig
 
@@ -32,8 +47,75 @@ logger = logging.getLogger(__name__)
 
 #: Detection batches allowed in flight ahead of rendering (bounds memory and latency).
 _IN_FLIGHT = 2
+#: Decoded items (frames and packets) the decode thread may run ahead of the job.
+_DECODE_AHEAD = 8
 
 Progress = Callable[[int, int | None], None]
+T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def render_workers() -> int:
+    """Threads that draw masks: enough to keep up with the encoder, never more than 4."""
+    return max(1, min(4, available_cores() // 2))
+
+
+class _Ahead:
+    """Runs an iterator in a thread, at most ``depth`` items ahead of the consumer.
+
+    Items come out in the iterator's order; an exception in the thread is raised in the
+    consumer at the point it happened (never a silently dead thread and a consumer waiting
+    forever). ``close`` stops the thread and waits for it, so whatever the iterator reads
+    (a container) can be closed safely afterwards.
+    """
+
+    _DONE = object()
+
+    def __init__(self, items: Iterable[T], *, depth: int, name: str) -> None:
+        self._items = items
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put((item, None)):
+                    return
+        except BaseException as exc:
+            self._put((None, exc))
+            return
+        self._put((self._DONE, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item, exc = self._queue.get()
+            if exc is not None:
+                raise exc
+            if item is self._DONE:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _policy_mask(frame: av.VideoFrame) -> Mask:
@@ -46,82 +128,131 @@ def _policy_mask(frame: av.VideoFrame) -> Mask:
 
 
 class _Detecting:
-    """Frames in, frames with final masks out: detector + associator + smoother."""
+    """Frames in, frames with final masks out: detector + associator + smoother.
 
-    def __init__(self, detector: Detector, tracker: TrackerConfig, batch_size: int) -> None:
+    With ``stride`` n > 1 the detector sees frame 0, n, 2n, ... and the last frame; the
+    frames between carry no evidence of their own and are covered by the smoother's
+    interpolation and lead-in/lead-out, exactly as ``veil render`` re-derives them from the
+    record (whose detector block states the stride). A batch holds every frame from just
+    after the previous batch up to its last detected frame: if the detector fails on it,
+    all of those frames, detected or not, are masked whole by policy.
+    """
+
+    def __init__(
+        self, detector: Detector, tracker: TrackerConfig, batch_size: int, stride: int = 1
+    ) -> None:
+        if stride < 1:
+            raise ValueError(f"detection stride {stride} is below 1")
         self._detector = detector
         self._associator = Associator(tracker)
         self._smoother = Smoother(tracker)
         self._batch_size = batch_size
+        self._stride = stride
         self._batch: list[DecodedFrame] = []
+        self._due = 0  # frames of self._batch due for detection
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-detect")
-        self._in_flight: deque[tuple[list[DecodedFrame], Future[list[Detections]]]] = deque()
+        self._in_flight: deque[tuple[list[DecodedFrame], list[bool], Future[list[Detections]]]]
+        self._in_flight = deque()
         self._held: dict[int, DecodedFrame] = {}
+        self._scaler = threading.local()
         self.policy: dict[int, str] = {}
+
+    @property
+    def near_misses(self) -> dict[int, tuple[int, float]]:
+        """Frames with weak detections that continued no track (residual risk)."""
+        return self._associator.near_misses
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         self._held[item.index] = item
         self._batch.append(item)
-        if len(self._batch) >= self._batch_size:
-            self._submit()
+        if item.index % self._stride == 0:
+            self._due += 1
+            if self._due >= self._batch_size:
+                self._submit(last=False)
         while len(self._in_flight) > _IN_FLIGHT:
             yield from self._resolve()
 
     def flush(self) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
-        self._submit()
+        self._submit(last=True)
         while self._in_flight:
             yield from self._resolve()
         for masks in self._smoother.flush():
             yield self._held.pop(masks.index), masks
-        self._pool.shutdown()
+        self.close()
 
-    def _submit(self) -> None:
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, *, last: bool) -> None:
         if not self._batch:
             return
-        batch, self._batch = self._batch, []
+        batch, self._batch, self._due = self._batch, [], 0
+        # The last frame is always detected: no face may enter in a video's final frames
+        # unseen (lead-out covers faces leaving, nothing covers faces arriving).
+        due = [
+            item.index % self._stride == 0 or (last and k == len(batch) - 1)
+            for k, item in enumerate(batch)
+        ]
+        frames = [item.frame for item, d in zip(batch, due, strict=True) if d]
+        self._in_flight.append((batch, due, self._pool.submit(self._detect, frames)))
+
+    def _detect(self, frames: list[av.VideoFrame]) -> list[Detections]:
+        """In the worker: scale each frame to the model's input size, then detect."""
+        scaler = getattr(self._scaler, "reformatter", None)
+        if scaler is None:
+            scaler = self._scaler.reformatter = VideoReformatter()
         max_side = self._detector.info.max_side
         images, sizes = [], []
-        for item in batch:
-            frame = item.frame
+        for frame in frames:
             w, h = fit_size(frame.width, frame.height, max_side)
-            images.append(frame.reformat(w, h, "rgb24", interpolation="AREA").to_ndarray())
+            scaled = scaler.reformat(frame, w, h, "rgb24", interpolation=Interpolation.AREA)
+            images.append(scaled.to_ndarray())
             sizes.append((frame.width, frame.height))
-        self._in_flight.append((batch, self._pool.submit(self._detector.detect, images, sizes)))
+        return self._detector.detect(images, sizes)
 
     def _resolve(self) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
-        batch, future = self._in_flight.popleft()
+        batch, due, future = self._in_flight.popleft()
+        expected = sum(due)
         try:
-            results = future.result()
-            if len(results) != len(batch):
-                raise RuntimeError(f"detector returned {len(results)} results for {len(batch)} frames")
-        except Exception as exc:  # noqa: BLE001 - fail closed: the frames are masked whole
-            logger.error("detection failed for frames %d-%d: %s", batch[0].index, batch[-1].index, exc)
-            results = [None] * len(batch)  # type: ignore[list-item]
+            found = future.result()
+            if len(found) != expected:
+                raise RuntimeError(f"detector returned {len(found)} results for {expected} frames")
+            it = iter(found)
+            results: list[Detections | None] = [next(it) if d else None for d in due]
+        except DetectorLost:
+            raise  # the job stops and writes nothing (fail closed, no whole-video policy mask)
+        except Exception as exc:
+            logger.error(
+                "detection failed for frames %d-%d: %s", batch[0].index, batch[-1].index, exc
+            )
+            results = [None] * len(batch)
             for item in batch:
                 self.policy[item.index] = f"detector error: {exc}"
-        for item, detections in zip(batch, results, strict=True):
-            if detections is None:
+        for item, d, detections in zip(batch, due, results, strict=True):
+            if item.index in self.policy:
                 masks = [_policy_mask(item.frame)]
-            else:
+            elif d:
+                assert detections is not None
                 masks = self._associator.assign(item.index, detections)
+            else:
+                masks = []  # not detected (stride): the smoother derives its coverage
             for final in self._smoother.push(item.index, item.frame.pts, masks):
                 yield self._held.pop(final.index), final
 
 
 class _FromRecord:
-    """Frames in, frames with the record's masks out, derived masks re-derived (union)."""
+    """Frames in, frames with the record's masks out: reviewer edits applied, derived masks
+    re-derived (union). The mask arithmetic is ``Replay``'s, shared with review and diff."""
 
     def __init__(self, record: Record) -> None:
         self._frames = record.frames
-        self._smoother = Smoother(record.tracker)
+        self._replay = Replay(record)
         self._held: dict[int, DecodedFrame] = {}
         self.policy = dict(record.policy)
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         if item.index >= len(self._frames):
-            raise RecordError(
-                f"the record lists {len(self._frames)} frames but the input has more"
-            )
+            raise RecordError(f"the record lists {len(self._frames)} frames but the input has more")
         listed = self._frames[item.index]
         if listed.pts != item.frame.pts:
             raise RecordError(
@@ -129,17 +260,47 @@ class _FromRecord:
                 f"{item.frame.pts}"
             )
         self._held[item.index] = item
-        evidence = [m for m in listed.masks if m.origin in (Origin.DETECTED, Origin.MANUAL, Origin.POLICY)]
-        yield from self._union(self._smoother.push(item.index, item.frame.pts, evidence))
+        yield from self._pair(self._replay.push(item.index))
 
     def flush(self) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
-        yield from self._union(self._smoother.flush())
+        yield from self._pair(self._replay.flush())
 
-    def _union(self, finals: Iterator[FrameMasks]) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
+    def _pair(self, finals: Iterator[FrameMasks]) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         for final in finals:
-            listed = self._frames[final.index].masks
-            masks = sorted(set(listed) | set(final.masks))
-            yield self._held.pop(final.index), FrameMasks(final.index, final.pts, masks)
+            yield self._held.pop(final.index), final
+
+    def close(self) -> None:
+        """Nothing to stop: replaying a record needs no helper thread."""
+
+
+class _Rendering:
+    """Masks drawn by a pool of threads, frames handed to the encoder in frame order.
+
+    A frame is encoded once ``depth`` later frames have been submitted (or at ``flush``):
+    a count, never a timing, decides it.
+    """
+
+    def __init__(self, out: Output, style: Style, pix_fmt: str, workers: int) -> None:
+        self._out = out
+        self._style = style
+        self._pix_fmt = pix_fmt
+        self._depth = 2 * workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="veil-render")
+        self._pending: deque[Future[av.VideoFrame]] = deque()
+
+    def push(self, frame: av.VideoFrame, boxes: list[Box]) -> None:
+        self._pending.append(
+            self._pool.submit(render_frame, frame, boxes, self._style, pix_fmt=self._pix_fmt)
+        )
+        while len(self._pending) > self._depth:
+            self._out.encode(self._pending.popleft().result())
+
+    def flush(self) -> None:
+        while self._pending:
+            self._out.encode(self._pending.popleft().result())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,16 +329,31 @@ def _output_streams(path: Path) -> list[dict[str, Any]]:
 
 
 def _manifest(
-    *, input_sha256: str, record_sha256: str, style: Style, encoder: EncoderSettings, output: Path
+    *,
+    input_sha256: str,
+    source: Input,
+    record: Record,
+    record_sha256: str,
+    style: Style,
+    encoder: dict[str, Any],
+    output: Path,
+    signer: Signer | None,
 ) -> dict[str, Any]:
+    # Output streams: the masked video first, then the copied streams in input order.
+    copied = [{"input": s.index, "output": k} for k, s in enumerate(source.copied, start=1)]
     manifest = {
         "schema": "veil.manifest/1",
         "veil_version": __version__,
         "input_sha256": input_sha256,
+        "input_streams": [d.to_json() for d in source.digests.values()],
+        "copied_streams": copied,
         "record_sha256": record_sha256,
+        "detector": record.detector,
+        "tracker": record.tracker.to_json(),
+        "edits": record.edits,
         "style": style.to_json(),
         "weak_style_settings": style.weak_settings,
-        "encoder": encoder.to_json(output),
+        "encoder": encoder,
         "output": {
             "name": output.name,
             "size": output.stat().st_size,
@@ -185,6 +361,8 @@ def _manifest(
             "streams": _output_streams(output),
         },
     }
+    if signer is not None:
+        manifest = signer.sign(manifest)
     validate(manifest, "manifest", str(output))
     return manifest
 
@@ -200,16 +378,22 @@ def run_job(
     detector_json: dict[str, Any] | None = None,
     tracker: TrackerConfig | None = None,
     batch_size: int = 4,
+    stride: int = 1,
     record: Record | None = None,
     record_path: Path | None = None,
     output: Path | None = None,
     style: Style | None = None,
     encoder: EncoderSettings | None = None,
     progress: bool = False,
+    signer: Signer | None = None,
+    manifest_out: Path | None = None,
 ) -> JobResult:
     """Run one job. Either ``detector`` (detect, optionally render) or ``record`` (render).
 
-    Writes ``output`` (and its manifest) and ``record_path`` atomically, all or nothing.
+    ``stride`` n runs the detector on every n-th frame (and the last) and lets the tracker
+    cover the frames between; the record's detector block says so (``"stride"``).
+    Writes ``output`` (and its manifest, signed by ``signer`` if given, at ``manifest_out``
+    or ``OUT.manifest.json``) and ``record_path`` atomically, all or nothing.
     """
     if (detector is None) == (record is None):
         raise ValueError("give exactly one of detector and record")
@@ -226,7 +410,13 @@ def run_job(
     masks_source: _Detecting | _FromRecord
     if detector is not None:
         tracker = tracker or TrackerConfig()
-        masks_source = _Detecting(Upright(detector, info.rotation), tracker, batch_size)
+        if stride > 1 and min(tracker.lead_in, tracker.max_gap) < stride - 1:
+            raise ConfigError(
+                f"detection stride {stride} leaves {stride - 1} frames between detections; "
+                f"the tracker's lead_in ({tracker.lead_in}) and max_gap ({tracker.max_gap}) "
+                "must both cover them"
+            )
+        masks_source = _Detecting(Upright(detector, info.rotation), tracker, batch_size, stride)
     else:
         assert record is not None
         masks_source = _FromRecord(record)
@@ -234,54 +424,83 @@ def run_job(
     total = info.frames or None
     with Input(input_path, info) as source:
         out = Output(output, source, encoder) if output is not None else None
+        decoding: _Ahead | None = None
+        rendering: _Rendering | None = None
         try:
-            bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, leave=False)
+            decoding = _Ahead(source.demux(), depth=_DECODE_AHEAD, name="veil-decode")
+            if out is not None:
+                rendering = _Rendering(out, style, out.pix_fmt, render_workers())
+            bar = tqdm(
+                total=total, unit="frame", disable=not progress, dynamic_ncols=True, leave=False
+            )
             with bar:
 
                 def emit(pairs: Iterator[tuple[DecodedFrame, FrameMasks]]) -> None:
                     for item, final in pairs:
                         frames.append(final)
-                        if out is not None:
-                            boxes = [m.box for m in final.masks]
-                            out.encode(render_frame(item.frame, boxes, style, pix_fmt=encoder.pix_fmt))
+                        if rendering is not None:
+                            rendering.push(item.frame, [m.box for m in final.masks])
                         bar.update(1)
 
-                for item in source.demux():
+                for item in decoding:
                     if isinstance(item, DecodedFrame):
                         emit(masks_source.push(item))
                     elif out is not None:
                         out.copy(item)
                 emit(masks_source.flush())
+                if rendering is not None:
+                    rendering.flush()
+            decoding.close()  # the demuxer is done: its stream digests are final
             if record is None:
                 assert detector is not None and tracker is not None
+                detector_block = dict(detector_json or detector.info.to_json())
+                detector_block["stride"] = stride
                 record = Record(
                     veil_version=__version__,
                     input=_input_identity(input_path, source),
-                    detector=detector_json or detector.info.to_json(),
+                    detector=detector_block,
                     tracker=tracker,
                     frames=frames,
                     policy=masks_source.policy,
+                    residual_risk=residual_risk(frames, masks_source.policy, masks_source.near_misses),
                 )
             elif len(frames) != len(record.frames):
                 raise RecordError(
                     f"the record lists {len(record.frames)} frames, the input has {len(frames)}"
                 )
             record_sha256 = None
-            if record_path is not None:
-                record_sha256 = record.write(record_path)
             manifest = None
-            if out is not None:
-                assert output is not None
-                out.commit()
-                manifest = _manifest(
-                    input_sha256=input_sha256,
-                    record_sha256=record_sha256 or record.sha256(),
-                    style=style,
-                    encoder=encoder,
-                    output=output,
-                )
-                write_json_atomic(manifest_path(output), manifest)
+            written: list[Path] = []  # all or nothing: undone if a later write fails
+            try:
+                if record_path is not None:
+                    record_sha256 = record.write(record_path)
+                    written.append(record_path)
+                if out is not None:
+                    assert output is not None
+                    out.commit()
+                    written.append(output)
+                    manifest = _manifest(
+                        input_sha256=input_sha256,
+                        source=source,
+                        record=record,
+                        record_sha256=record_sha256 or record.sha256(),
+                        style=style,
+                        encoder=out.settings_json(),
+                        output=output,
+                        signer=signer,
+                    )
+                    write_json_atomic(manifest_out or manifest_path(output), manifest)
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
         finally:
+            # Stop every helper thread before the containers they use are closed.
+            if decoding is not None:
+                decoding.close()
+            if rendering is not None:
+                rendering.close()
+            masks_source.close()
             if out is not None:
                 out.__exit__(None)
     logger.info("%s: %d frames, %s", input_path.name, len(frames), record.summary())

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 
 from ._errors import OutputError, RecordError
-from ._tracker import FrameMasks, Mask, TrackerConfig
+from ._tracker import FrameMasks, Mask, Origin, TrackerConfig
 
 SCHEMA = "veil.record/1"
 
@@ -56,6 +56,79 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> bytes:
     return data
 
 
+#: Most entries each residual-risk list keeps (the counts are always complete).
+RISK_LIST_LIMIT = 50
+
+
+def residual_risk(
+    frames: list[FrameMasks],
+    policy: dict[int, str],
+    near_misses: dict[int, tuple[int, float]],
+) -> dict[str, Any]:
+    """Where a reviewer should look, derived from the run's evidence (deterministic).
+
+    * ``near_threshold``: frames with detections that scored under the threshold for starting a
+      track and continued none (a face the detector half-saw, or a false alarm).
+    * ``bridged_gaps``: runs of frames where a track is masked by interpolation only: the
+      detector lost the face there and the tracker bridged it.
+    * ``unconfirmed_tracks``: tracks detected in at most two frames: the detector disagrees
+      with itself from frame to frame there (a face it barely sees, or a false alarm).
+    * ``estimate``: the frames to review (union of the above and policy frames) and a level.
+    """
+    gaps: list[dict[str, int]] = []
+    open_gap: dict[int, int] = {}
+    detected: dict[int, list[int]] = {}
+    for frame in frames:
+        present = set()
+        for mask in frame.masks:
+            if mask.origin is Origin.INTERPOLATED:
+                present.add(mask.track)
+                open_gap.setdefault(mask.track, frame.index)
+            elif mask.origin is Origin.DETECTED:
+                detected.setdefault(mask.track, []).append(frame.index)
+        for track in sorted(set(open_gap) - present):
+            gaps.append({"track": track, "first": open_gap.pop(track), "last": frame.index - 1})
+    for track, first in sorted(open_gap.items()):
+        gaps.append({"track": track, "first": first, "last": frames[-1].index})
+    gaps.sort(key=lambda g: (g["first"], g["track"]))
+    unconfirmed = [
+        {"track": t, "frames": idx} for t, idx in sorted(detected.items()) if len(idx) <= 2
+    ]
+    near = [
+        {"frame": i, "candidates": n, "best_score": best}
+        for i, (n, best) in sorted(near_misses.items())
+    ]
+    review = set(near_misses) | set(policy)
+    for gap in gaps:
+        review.update(range(gap["first"], gap["last"] + 1))
+    for entry in unconfirmed:
+        review.update(entry["frames"])
+    share = len(review) / len(frames) if frames else 0.0
+    level = "high" if share > 0.2 or policy else "medium" if share > 0.02 else "low"
+    worst = sorted(near, key=lambda e: (-e["best_score"], e["frame"]))[:RISK_LIST_LIMIT]
+    return {
+        "near_threshold": {
+            "frames": len(near),
+            "candidates": sum(e["candidates"] for e in near),
+            "worst": sorted(worst, key=lambda e: e["frame"]),
+        },
+        "bridged_gaps": {
+            "count": len(gaps),
+            "frames": sum(g["last"] - g["first"] + 1 for g in gaps),
+            "longest": max((g["last"] - g["first"] + 1 for g in gaps), default=0),
+            "list": gaps[:RISK_LIST_LIMIT],
+        },
+        "unconfirmed_tracks": {"count": len(unconfirmed), "list": unconfirmed[:RISK_LIST_LIMIT]},
+        "estimate": {
+            "review_frames": len(review),
+            "review_share": round(share, 4),
+            "level": level,
+            "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed tracks "
+            "or policy masks; the preset's measured leak rate is in docs/quality.md",
+        },
+    }
+
+
 @dataclass(kw_only=True)
 class Record:
     """A detection record in memory. ``frames`` holds every frame, in presentation order."""
@@ -67,6 +140,8 @@ class Record:
     frames: list[FrameMasks]
     policy: dict[int, str] = field(default_factory=dict)
     edits: list[dict[str, Any]] = field(default_factory=list)
+    #: Where a reviewer should look (see :func:`residual_risk`); None in older records.
+    residual_risk: dict[str, Any] | None = None
     #: sha256 of the file this record was read from or last written to.
     file_sha256: str | None = None
 
@@ -105,7 +180,7 @@ class Record:
             "summary": self.summary(),
             "frames": frames,
             "edits": self.edits,
-        }
+        } | ({} if self.residual_risk is None else {"residual_risk": self.residual_risk})
 
     def canonical_bytes(self) -> bytes:
         return _encode(self.to_json())
@@ -146,6 +221,7 @@ class Record:
             frames=frames,
             policy=policy,
             edits=list(document["edits"]),
+            residual_risk=document.get("residual_risk"),
         )
 
     @classmethod

@@ -33,6 +33,9 @@ class DetectorSettings:
     flip: bool = False
     #: 2: also detect on 2x2 overlapping tiles upscaled 2x, for small faces (about 5x).
     tiles: int = 1
+    #: Detect on every ``stride``-th frame (and the last); the tracker covers the frames
+    #: between (interpolated, lead-in/out). 1: every frame. Recorded in the record.
+    stride: int = 1
 
     def __post_init__(self) -> None:
         if not 32 <= self.max_side <= 8192:
@@ -52,6 +55,8 @@ class DetectorSettings:
             )
         if self.tiles not in (1, 2):
             raise ConfigError(f"tiles {self.tiles} must be 1 or 2")
+        if not 1 <= self.stride <= 8:
+            raise ConfigError(f"stride {self.stride} must be between 1 and 8")
 
     @property
     def model_threshold(self) -> float:
@@ -63,18 +68,22 @@ class DetectorSettings:
 
 
 PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
+    # Lead-in/out and gaps are in frames; the values are the ones `veil eval` measured best
+    # on the GT clips (docs/quality.md), not picked by eye.
     Preset.FAST: (
         DetectorSettings(
-            model="retinaface_mnet025", max_side=640, score_threshold=0.5, nms_threshold=0.4
+            model="retinaface_mnet025", max_side=640, score_threshold=0.5, track_threshold=0.3
         ),
-        TrackerConfig(max_gap=8, lead_in=4, lead_out=4),
+        TrackerConfig(max_gap=8, lead_in=6, lead_out=6),
     ),
     Preset.BALANCED: (
-        DetectorSettings(model="centerface", max_side=640, score_threshold=0.4),
-        TrackerConfig(max_gap=12, lead_in=6, lead_out=6),
+        DetectorSettings(model="centerface", max_side=640, score_threshold=0.4, track_threshold=0.2),
+        TrackerConfig(max_gap=12, lead_in=8, lead_out=8),
     ),
     Preset.THOROUGH: (
-        DetectorSettings(model="centerface", max_side=1280, score_threshold=0.3),
-        TrackerConfig(max_gap=15, lead_in=8, lead_out=8),
+        DetectorSettings(
+            model="centerface", max_side=1280, score_threshold=0.3, track_threshold=0.15, flip=True
+        ),
+        TrackerConfig(max_gap=15, lead_in=10, lead_out=10),
     ),
 }

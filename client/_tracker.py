@@ -22,10 +22,8 @@ import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
-
-
 
 from ._detections import Detections
 from ._errors import ConfigError
@@ -36,7 +34,7 @@ Box = tuple[float, float, float, float]
 POLICY_TRACK = 0
 
 
-class Origin(str, Enum):
+class Origin(StrEnum):
     DETECTED = "detected"
     INTERPOLATED = "interpolated"
     EXTRAPOLATED = "extrapolated"
@@ -67,9 +65,7 @@ class Mask:
         object.__setattr__(self, "box", tuple(_r(v) for v in self.box))
         object.__setattr__(self, "score", _r(self.score, 4))
         if self.landmarks is not None:
-            object.__setattr__(
-                self, "landmarks", tuple((_r(x), _r(y)) for x, y in self.landmarks)
-            )
+            object.__setattr__(self, "landmarks", tuple((_r(x), _r(y)) for x, y in self.landmarks))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -103,6 +99,9 @@ class TrackerConfig:
     lead_out: int = 6
     match_iou: float = 0.1
     growth_per_frame: float = 0.03
+    #: Track-aware threshold: a detection scoring below this continues a live track but never
+    #: starts one (0: every detection may start a track). Run the detector lower than this.
+    new_track_score: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_gap", "lead_in", "lead_out"):
@@ -112,6 +111,8 @@ class TrackerConfig:
             raise ConfigError("tracker match_iou must be in (0, 1]")
         if not 0 <= self.growth_per_frame <= 0.5:
             raise ConfigError("tracker growth_per_frame must be between 0 and 0.5")
+        if not 0 <= self.new_track_score < 1:
+            raise ConfigError("tracker new_track_score must be in [0, 1)")
 
     @property
     def lookahead(self) -> int:
@@ -125,7 +126,7 @@ class TrackerConfig:
             "lead_out": self.lead_out,
             "match_iou": self.match_iou,
             "growth_per_frame": self.growth_per_frame,
-        }
+        } | ({"new_track_score": self.new_track_score} if self.new_track_score else {})
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -154,20 +155,25 @@ class _Live:
 
 
 class Associator:
-    """Gives detections stable track ids, one frame at a time, in frame order."""
+    """Gives detections stable track ids, one frame at a time, in frame order.
+
+    With ``config.new_track_score`` set, a weak detection (below it) is kept only when it
+    continues a live track; the weak ones left over are dropped from the masks and listed in
+    ``near_misses`` (frame index -> count and best score), where a reviewer should look.
+    """
 
     def __init__(self, config: TrackerConfig) -> None:
         self._config = config
         self._live: dict[int, _Live] = {}
         self._next_id = POLICY_TRACK + 1
+        self.near_misses: dict[int, tuple[int, float]] = {}
 
     def assign(self, index: int, detections: Detections) -> list[Mask]:
         cfg = self._config
-        self._live = {
-            t: s for t, s in self._live.items() if index - s.frame <= cfg.max_gap + 1
-        }
+        self._live = {t: s for t, s in self._live.items() if index - s.frame <= cfg.max_gap + 1}
         boxes = [tuple(map(float, b)) for b in detections.boxes]
-        candidates: list[tuple[float, int, int]] = []
+        weak = [float(s) < cfg.new_track_score for s in detections.scores]
+        candidates: list[tuple[bool, float, int, int]] = []
         for track, state in self._live.items():
             dt = index - state.frame
             predicted = _shift(state.box, state.velocity[0] * dt, state.velocity[1] * dt)
@@ -180,11 +186,12 @@ class Associator:
                 near = math.hypot(cx - pcx, cy - pcy) / psize
                 similar = 0.5 <= size / psize <= 2.0
                 if iou >= cfg.match_iou or (near <= 0.5 and similar):
-                    candidates.append((iou + max(0.0, 1.0 - near) * 0.5, track, j))
-        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+                    candidates.append((weak[j], iou + max(0.0, 1.0 - near) * 0.5, track, j))
+        # strong detections pick their tracks first; weak ones only continue what is left
+        candidates.sort(key=lambda c: (c[0], -c[1], c[2], c[3]))
         track_of: dict[int, int] = {}
         taken: set[int] = set()
-        for _, track, j in candidates:
+        for _, _, track, j in candidates:
             if track in taken or j in track_of:
                 continue
             taken.add(track)
@@ -192,6 +199,13 @@ class Associator:
         masks = []
         for j, box in enumerate(boxes):
             track = track_of.get(j)
+            if track is None and weak[j]:
+                count, best = self.near_misses.get(index, (0, 0.0))
+                self.near_misses[index] = (
+                    count + 1,
+                    max(best, round(float(detections.scores[j]), 4)),
+                )
+                continue
             if track is None:
                 track = self._next_id
                 self._next_id += 1
@@ -214,6 +228,24 @@ class Associator:
                 )
             )
         return sorted(masks)
+
+    def predict(self, index: int, *, grow: float = 0.0) -> list[tuple[int, Box]]:
+        """Where each live track is expected at frame ``index``: its last box moved at constant
+        velocity (forwards, or backwards for a frame before its last detection) and grown by
+        ``growth_per_frame`` per frame of staleness plus ``grow`` (a share of the box).
+
+        Live mode's stand-in for the ``Smoother``, which needs look-ahead live mode cannot have.
+        """
+        cfg = self._config
+        predicted = []
+        for track, state in sorted(self._live.items()):
+            dt = index - state.frame
+            if dt > cfg.max_gap + 1:
+                continue
+            vx, vy = state.velocity
+            box = _shift(state.box, vx * dt, vy * dt, cfg.growth_per_frame * abs(dt) + grow)
+            predicted.append((track, box))
+        return predicted
 
 
 @dataclass
@@ -312,4 +344,3 @@ class Smoother:
                 keep += 1
             if keep:
                 del points[:keep]
-

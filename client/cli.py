@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,19 @@ examples:
   veil serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --token-file tokens
   veil anonymize in.mp4 -o out.mp4 --detector grpcs://pool:50051 --tls-ca ca.pem   (hybrid)
   veil anonymize in.mp4 -o out.mp4 --remote grpcs://pool:50051 --tls-ca ca.pem     (cloud)
+  veil live rtsp://cam/1 udp://10.0.0.9:9000 --delay-ms 300 --record cam1.jsonl  (real-time)
+
+audit and review:
+  veil keygen -o site.key                           Ed25519 key pair (site.key, site.key.pub)
+  veil anonymize in.mp4 -o out.mp4 --sign-key site.key      signed out.mp4.manifest.json
+  veil verify out.mp4 out.mp4.manifest.json --input in.mp4 --public-key site.key.pub
+  veil review in.mp4 in.veil.json -o report.html    one self-contained HTML page
+  veil edit in.veil.json --suppress 3 --grow 1:0.3 --who "A. Reviewer" --why "reflection"
+  veil edit in.veil.json --add-box 10:40,30,90,100 --add-box 40:60,30,110,100 --who ... --why ...
+  veil diff before.veil.json after.veil.json        what an edit changed
 
 exit codes: 0 ok, 2 bad usage or config, 3 bad input, 4 bad record, 5 output error,
-6 detector error, 130 interrupted.
+6 detector error, 7 verification failed, 130 interrupted; veil diff: 0 same, 1 different.
 """
 
 
@@ -47,6 +58,11 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--provider", choices=["cpu", "cuda", "tensorrt"], help="onnxruntime execution provider"
     )
+    group.add_argument(
+        "--stride",
+        type=int,
+        help="detect on every N-th frame, the tracker covering the frames between (default 1)",
+    )
 
 
 def _add_render_args(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +76,11 @@ def _add_render_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     group.add_argument("--crf", type=int, help="encoder quality (default 18)")
     group.add_argument("--encoder-preset", help="encoder speed preset (default veryfast)")
+    group.add_argument(
+        "--encoder-threads",
+        type=int,
+        help="encoder threads (default 4; recorded: x264's bytes depend on it, so not 'auto')",
+    )
 
 
 def _add_remote_args(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +129,24 @@ def _add_serve_parser(sub: Any) -> None:
     p.add_argument("--max-queue", type=int, help="frames waiting at most (default 256)")
 
 
+def _add_common_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=default(0), help="more log output"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="errors only"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default(None),
+        help="TOML file with [style] [detector] [tracker] [encoder] tables",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="veil",
@@ -116,12 +155,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"veil {__version__}")
+    _add_common_args(parser, defaults=True)
+    # The same options after the command name (`veil anonymize -q ...`); SUPPRESS keeps a
+    # value given before the command name from being reset by the subcommand's default.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
-    common.add_argument(
-        "--config", type=Path, help="TOML file with [style] [detector] [tracker] [encoder] tables"
-    )
+    _add_common_args(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub_add_parser = sub.add_parser
 
@@ -137,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true", help="do not write the record")
     _add_detection_args(p)
     _add_render_args(p)
+    _add_manifest_args(p)
     _add_remote_args(p)
 
     p = sub.add_parser("detect", help="write the detection record only")
@@ -150,8 +189,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("record", type=Path, help="detection record")
     p.add_argument("-o", "--output", type=Path, required=True, help="output video")
     _add_render_args(p)
+    _add_manifest_args(p)
     _add_serve_parser(sub)
+    _add_eval_parser(sub)
+    _add_live_parser(sub)
+    _add_audit_parsers(sub)
     return parser
+
+
+def _add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="score presets (and deface) against ground-truth clips")
+    p.add_argument("--clips", type=Path, nargs="*", default=[], help="GT clips: dirs or files")
+    p.add_argument("--preset", choices=[x.value for x in Preset], action="append",
+                   help="preset to score (repeatable; default balanced)")
+    p.add_argument("--all-presets", action="store_true", help="score fast, balanced and thorough")
+    p.add_argument("--compare-deface", action="store_true", help="also run and score deface")
+    p.add_argument("--generated", action="store_true",
+                   help="also generate and score the hard clips (blur, low light, crowds, ...)")
+    p.add_argument("--stills", action="store_true", help="also score recall on WIDER/dlib stills")
+    p.add_argument("--stills-limit", type=int, help="at most this many images per stills set")
+    p.add_argument("--no-pixels", action="store_true", help="score records only (no render)")
+    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data dir")
+    p.add_argument("--cache", type=Path, default=Path(".cache/eval"),
+                   help="generated clips and deface results are kept here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -180,7 +241,12 @@ def _encoder(args: argparse.Namespace, config: dict[str, Any]) -> EncoderSetting
         raise ConfigError(f"config [encoder]: {exc}") from exc
     from dataclasses import replace
 
-    changes = {"codec": args.codec, "crf": args.crf, "preset": args.encoder_preset}
+    changes = {
+        "codec": args.codec,
+        "crf": args.crf,
+        "preset": args.encoder_preset,
+        "threads": args.encoder_threads,
+    }
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -195,6 +261,7 @@ def _detection(args: argparse.Namespace, config: dict[str, Any]) -> DetectionCon
                 "score_threshold": args.threshold,
                 "max_side": args.max_side,
                 "provider": args.provider,
+                "stride": args.stride,
             }.items()
             if v is not None
         }
@@ -237,6 +304,8 @@ def _remote_job(args: argparse.Namespace, config: dict[str, Any], progress: bool
     from ._api import default_record_path
     from ._remote import job_start, run_remote_job
 
+    if getattr(args, "sign_key", None) or getattr(args, "manifest", None):
+        raise ConfigError("--remote jobs cannot take --sign-key or --manifest (yet)")
     detection = _detection(args, config)
     video = args.output if args.command == "anonymize" else None
     record = args.output if args.command == "detect" else None
@@ -282,6 +351,10 @@ def _run(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     if args.command == "serve":
         return _serve(args, config)
+    if args.command == "live":
+        return _live(args, config)
+    if args.command in _AUDIT_COMMANDS:
+        return _audit(args, config)
     if getattr(args, "remote", None):
         return _remote_job(args, config, progress)
     detector = None
@@ -310,6 +383,8 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             style=_style(args, config),
             encoder=_encoder(args, config),
             progress=progress,
+            sign_key=args.sign_key,
+            manifest=args.manifest,
         )
         summary = result.record.summary()
         print(
@@ -333,6 +408,8 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             style=_style(args, config),
             encoder=_encoder(args, config),
             progress=progress,
+            sign_key=args.sign_key,
+            manifest=args.manifest,
         )
         print(f"{args.output}: sha256 {manifest['output']['sha256']}")
     elif args.command == "eval":
@@ -364,12 +441,241 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit and review: keygen, verify, review, edit, diff ----------------------------------
+
+_AUDIT_COMMANDS = ("keygen", "verify", "review", "edit", "diff")
+
+
+def _add_manifest_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("provenance")
+    group.add_argument(
+        "--sign-key", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 key (PEM)"
+    )
+    group.add_argument(
+        "--manifest", type=Path, metavar="F", help="manifest path (default: OUT.manifest.json)"
+    )
+
+
+def _add_audit_parsers(sub: Any) -> None:
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing manifests")
+    p.add_argument("-o", "--output", type=Path, required=True, help="private key (KEY and KEY.pub)")
+
+    p = sub.add_parser("verify", help="check an output against its (signed) manifest")
+    p.add_argument("output", type=Path, help="the output video")
+    p.add_argument("manifest", type=Path, help="its manifest (OUT.manifest.json)")
+    p.add_argument("--input", type=Path, help="the input: check its hash and copied streams")
+    p.add_argument("--public-key", type=Path, metavar="F", help="the key the manifest must be "
+                   "signed with (default: the key named in the manifest)")
+    p.add_argument("--record", type=Path, help="the record (default: OUT.veil.json if present)")
+
+    p = sub.add_parser("review", help="one self-contained HTML page to review a record")
+    p.add_argument("input", type=Path, help="input video (the one the record was made for)")
+    p.add_argument("record", type=Path, help="detection record")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report (.html)")
+    p.add_argument("--unmasked", action="store_true",
+                   help="thumbnails show faces UNMASKED (authorised reviewers only)")
+    p.add_argument("--thumbnails", type=int, default=6, metavar="N",
+                   help="thumbnails per track (default 6)")
+
+    p = sub.add_parser("edit", help="add reviewer edits to a record (appended to its log)")
+    p.add_argument("record", type=Path, help="detection record (rewritten unless -o)")
+    p.add_argument("-o", "--output", type=Path, help="write the edited record here instead")
+    p.add_argument("--add-box", action="append", default=[], metavar="FRAME[-LAST]:x0,y0,x1,y1",
+                   help="a manual box keyframe (repeatable; all form one track, linear between "
+                   "keyframes; FIRST-LAST holds one box over a range)")
+    p.add_argument("--track", type=int, help="add the boxes to this track (default: a new one)")
+    p.add_argument("--suppress", action="append", type=int, default=[], metavar="TRACK",
+                   help="drop a false-positive track and all its masks (repeatable)")
+    p.add_argument("--grow", action="append", default=[], metavar="TRACK:FACTOR",
+                   help="grow a track's masks, e.g. 3:0.3 for 30%% (repeatable)")
+    p.add_argument("--who", required=True, help="who decides (name or id)")
+    p.add_argument("--why", required=True, help="why (kept in the record's edit log)")
+
+    p = sub.add_parser("diff", help="what changed between two records")
+    p.add_argument("a", type=Path, help="record A (before)")
+    p.add_argument("b", type=Path, help="record B (after)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from ._edits import add_edits, describe, diff, parse_box_spec, parse_grow_spec
+    from ._provenance import keygen, verify
+    from ._record import Record
+
+    if args.command == "keygen":
+        private, public = keygen(args.output)
+        print(f"{private}: private key (keep it secret)\n{public}: public key (give to verifiers)")
+    elif args.command == "verify":
+        result = verify(
+            args.output, args.manifest, input=args.input, public_key=args.public_key,
+            record=args.record,
+        )
+        for check in result.checks:
+            mark = {True: "ok    ", False: "FAILED", None: "note  "}[check.ok]
+            print(f"{mark}  {check.name}: {check.detail}")
+        if not result.ok:
+            names = ", ".join(c.name for c in result.failed)
+            print(f"veil: verify failed: {names}", file=sys.stderr)
+            return 7
+        print(f"{args.output}: verified")
+    elif args.command == "review":
+        from ._review import write_report
+
+        style = Style.from_json(_section(config, "style"))
+        write_report(
+            args.input, args.record, args.output, unmasked=args.unmasked, style=style,
+            thumbnails=args.thumbnails,
+        )
+        print(f"{args.output}: review report" + (" (UNMASKED thumbnails)" if args.unmasked else ""))
+    elif args.command == "edit":
+        record = Record.load(args.record)
+        boxes = [k for spec in args.add_box for k in parse_box_spec(spec)]
+        if args.track is not None and not boxes:
+            raise ConfigError("--track names the track --add-box boxes go to; no --add-box given")
+        entries = add_edits(
+            record, who=args.who, why=args.why, add_boxes=boxes, track=args.track,
+            suppress=args.suppress, grow=[parse_grow_spec(g) for g in args.grow],
+        )
+        target = args.output or args.record
+        sha = record.write(target)
+        for entry in entries:
+            print(f"edit {describe(entry)}")
+        print(f"{target}: {len(record.edits)} edits in the log, sha256 {sha}")
+    elif args.command == "diff":
+        result = diff(Record.load(args.a), Record.load(args.b))
+        if args.json:
+            print(json.dumps(result.document, indent=1))
+        elif result.identical:
+            print("the records mask the same areas with the same settings and edits")
+        else:
+            print("\n".join(result.lines))
+        return 0 if result.identical else 1
+    return 0
+
+
+# --- veil live (issue 4) ------------------------------------------------------------------
+
+
+def _add_live_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "live",
+        help="anonymise a live stream within a bounded delay (see docs/live.md)",
+        description="SOURCE: rtsp:// udp:// rtp:// rtmp:// http(s):// (HLS too) srt:// (if "
+        "FFmpeg has libsrt), /dev/videoN, or a file (played at its native rate). SINK: udp:// "
+        "srt:// tcp:// (MPEG-TS), rtmp://, rtsp:// (push), a .m3u8 playlist (HLS segments "
+        "beside it) or a file. Frames are never sent unmasked: a frame whose detection is late "
+        "is masked from grown track predictions, and whole while the detector is gone.",
+    )
+    p.add_argument("source", help="source URL, /dev/videoN or file")
+    p.add_argument("sink", help="sink URL or path")
+    p.add_argument("--delay-ms", type=float, default=200.0,
+                   help="delay budget: no frame is held longer (default 200)")
+    p.add_argument("--record", type=Path, metavar="REC.jsonl",
+                   help="stream the detection record here (JSON Lines)")
+    p.add_argument("--on-outage", choices=["mask", "stop"], default="mask",
+                   help="detector gone longer than the delay: mask whole frames (default) "
+                   "or finish the output and stop")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics here (needs prometheus-client)")
+    p.add_argument("--reconnect-attempts", type=int, metavar="N",
+                   help="give up after N failed reconnects in a row (default: never)")
+    p.add_argument("--live-crf", type=int, help="live encoder quality (default 23)")
+    p.add_argument("--live-preset", help="live x264 preset (default ultrafast)")
+    _add_detection_args(p)
+    p.set_defaults(preset="fast")
+    style = p.add_argument_group("mask style")
+    style.add_argument("--style", choices=[e.value for e in Effect], help="default: blur")
+    style.add_argument("--shape", choices=[s.value for s in Shape], help="default: box")
+    style.add_argument("--margin", type=float, help="grow each face box by this share per side")
+    style.add_argument("--feather", type=float, help="soft edge beyond the mask, share of face")
+    style.add_argument("--blur-strength", type=float, help="blur sigma as a share of face size")
+    style.add_argument("--pixel-blocks", type=int, help="pixel blocks across a face")
+    remote = p.add_argument_group("remote detection")
+    remote.add_argument("--detector", metavar="URL",
+                        help="detect on a veil server, grpc[s]://HOST:PORT")
+    remote.add_argument("--tls-ca", type=Path, metavar="F", help="CA that signed the server")
+    remote.add_argument("--tls-cert", type=Path, metavar="F", help="client certificate (mTLS)")
+    remote.add_argument("--tls-key", type=Path, metavar="F", help="client key (mTLS)")
+    remote.add_argument("--token-file", type=Path, metavar="F",
+                        help="bearer token file (default: $VEIL_TOKEN)")
+    remote.add_argument("--frame-encoding", choices=["png", "raw", "jpeg"], default="raw",
+                        help="how frames travel to --detector (default raw: lossless, cheap)")
+
+
+def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """``veil live``: runs until the source ends or SIGINT/SIGTERM, which finish the output
+    and the record (exit 0)."""
+    import signal
+    import threading
+    from dataclasses import replace
+
+    from ._api import open_detector
+    from ._live import LiveConfig, ReconnectPolicy, run_live
+    from ._live_io import LiveEncoder
+
+    detection = _detection(args, config)
+    changes = {"crf": args.live_crf, "preset": args.live_preset}
+    base = replace(LiveEncoder().base, **{k: v for k, v in changes.items() if v is not None})
+    live = LiveConfig(
+        delay_s=args.delay_ms / 1000,
+        on_outage=args.on_outage,
+        reconnect=ReconnectPolicy(attempts=args.reconnect_attempts),
+        tracker=detection.tracker_for_run,
+        style=_style(args, config),
+        encoder=LiveEncoder(base=base),
+    )
+    stop = threading.Event()
+    caught: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        caught.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        detector = open_detector(
+            detection.detector,
+            url=args.detector,
+            channel=_channel(args) if args.detector else None,
+        )
+        try:
+            summary = run_live(
+                args.source,
+                args.sink,
+                detector=detector,
+                config=live,
+                record=args.record,
+                metrics=args.metrics,
+                stop=stop,
+                detector_json=detector.info.to_json() | {"preset": detection.preset.value},
+            )
+        finally:
+            _close_soon(detector)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    how = f" on {caught[0]}" if caught else ""
+    print(f"veil live: ended{how}: {json.dumps(summary)}", file=sys.stderr)
+    return 0
+
+
+def _close_soon(detector: Any, timeout_s: float = 2.0) -> None:
+    """Close a detector without waiting on one that hangs (live mode outlives it)."""
+    import threading
+
+    closer = threading.Thread(target=detector.close, name="veil-detector-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
         min(args.verbose, 2)
     ]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so partial outputs are removed on the way out.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(args)
     except VeilError as exc:
@@ -378,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("veil: interrupted; no output was written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def make_clip(
     codec: str = "libx264",
     rotation: int = 0,
     picture: np.ndarray | None = None,
+    pix_fmt: str = "yuv420p",
+    audio_tracks: int = 1,
 ) -> Path:
     """Write a clip: ``frames`` video frames at ``rate`` (or irregular pts when ``vfr``),
     plus a sine tone in ``audio`` codec covering the same duration.
@@ -48,18 +50,19 @@ def make_clip(
         # AVI has no pts field: B-frames would come back with shuffled timestamps.
         options = {"bf": "0"} if path.suffix == ".avi" and codec == "libx264" else {}
         video = out.add_stream(codec, rate=rate, options=options)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         time_base = Fraction(1, 1000) if vfr else 1 / rate
         video.time_base = time_base
         video.codec_context.time_base = time_base
         if rotation:
             video.set_display_rotation(rotation)
-        astream = None
-        if audio is not None:
-            name, fmt, sample_rate = AUDIO_CODECS[audio]
+        astreams = []
+        for _ in range(audio_tracks if audio is not None else 0):
+            name, fmt, sample_rate = AUDIO_CODECS[audio]  # type: ignore[index]
             astream = out.add_stream(name, rate=sample_rate)
             astream.layout = "stereo"
             astream.format = fmt
+            astreams.append(astream)
         pts = 0
         duration = Fraction(0)
         rng = np.random.default_rng(7)
@@ -70,7 +73,7 @@ def make_clip(
                 ox = min(width - pw, i) if width > pw else 0
                 oy = (height - ph) // 2 if height > ph else 0
                 image[oy : oy + ph, ox : ox + pw] = picture[: height - oy, : width - ox]
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)
             frame.pts = pts
             frame.time_base = time_base
             for packet in video.encode(frame):
@@ -80,12 +83,14 @@ def make_clip(
             duration = pts * time_base
         for packet in video.encode(None):
             out.mux(packet)
-        if astream is not None:
-            _write_tone(out, astream, float(duration))
+        for k, astream in enumerate(astreams):
+            _write_tone(out, astream, float(duration), 440 * (k + 1))
     return path
 
 
-def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
+def _write_tone(
+    out: av.container.OutputContainer, stream: av.AudioStream, seconds: float, hz: float
+) -> None:
     sample_rate = stream.rate
     frame_size = stream.codec_context.frame_size or 1024
     total = int(seconds * sample_rate)
@@ -95,7 +100,7 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
     while pts < total:
         n = min(frame_size, total - pts)
         t = (np.arange(pts, pts + n) / sample_rate).astype(np.float32)
-        tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+        tone = 0.3 * np.sin(2 * np.pi * hz * t)
         if fmt.startswith("s16"):
             samples = (tone * 32767).astype(np.int16)
         else:
@@ -115,10 +120,10 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
         out.mux(packet)
 
 
-def packets(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:
-    """(pts, dts, payload) of every non-empty packet of the first stream of ``kind``."""
+def packets(path: Path, kind: str, nth: int = 0) -> list[tuple[int | None, int | None, bytes]]:
+    """(pts, dts, payload) of every non-empty packet of the ``nth`` stream of ``kind``."""
     with av.open(str(path)) as container:
-        stream = next(s for s in container.streams if s.type == kind)
+        stream = [s for s in container.streams if s.type == kind][nth]
         return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
 
 
@@ -127,3 +132,26 @@ def frame_times(path: Path) -> tuple[Fraction, list[int]]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return stream.time_base, [f.pts for f in container.decode(stream)]
+
+
+def add_subtitles(clip: Path, dst: Path, lines: int = 3) -> Path:
+    """``clip`` with a SubRip subtitle stream added (stream copy of everything)."""
+    srt = dst.with_suffix(".srt")
+    srt.write_text(
+        "".join(
+            f"{i + 1}\n00:00:0{i},000 --> 00:00:0{i},900\nline {i + 1}\n\n" for i in range(lines)
+        )
+    )
+    with av.open(str(clip)) as media, av.open(str(srt)) as subs, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in media.streams}
+        sub = out.add_stream_from_template(subs.streams[0])
+        for packet in media.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        for packet in subs.demux():
+            if packet.size:
+                packet.stream = sub
+                out.mux(packet)
+    srt.unlink()
+    return dst

@@ -71,7 +71,7 @@ def test_bad_input_is_refused_cleanly(
     before = set(tmp_path.iterdir())
     out = tmp_path / ("out.mp4" if command == "anonymize" else "out.json")
     result = subprocess.run(
-        [sys.executable, "-m", "veil.cli", "-q", command, str(src), "-o", str(out)],
+        [sys.executable, "-m", "veil.cli", command, "-q", str(src), "-o", str(out)],
         capture_output=True,
         text=True,
     )
@@ -102,7 +102,7 @@ def test_truncated_mid_stream_is_an_error_not_a_short_output(tmp_path: Path) -> 
     cut.write_bytes(data[: int(len(data) * 0.6)])
     out_path = tmp_path / "out.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "veil.cli", "-q", "anonymize", str(cut), "-o", str(out_path)],
+        [sys.executable, "-m", "veil.cli", "anonymize", "-q", str(cut), "-o", str(out_path)],
         capture_output=True,
         text=True,
     )

@@ -112,7 +112,7 @@ def test_record_and_manifest_describe_the_job(tmp_path: Path) -> None:
 
 def _render_in_subprocess(src: Path, record: Path, dst: Path) -> bytes:
     subprocess.run(
-        [sys.executable, "-m", "veil.cli", "-q", "render", str(src), str(record), "-o", str(dst)],
+        [sys.executable, "-m", "veil.cli", "render", "-q", str(src), str(record), "-o", str(dst)],
         check=True,
     )
     return dst.read_bytes()
