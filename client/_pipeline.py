@@ -322,9 +322,11 @@ def _input_identity(path: Path, source: Input) -> dict[str, Any]:
 
 
 def _output_streams(path: Path) -> list[dict[str, Any]]:
+    """Packet counts and payload hashes of what was written (packets only: nothing decoded)."""
     with Input(path, probe(path)) as written:
-        for _ in written.demux():
-            pass
+        for packet in written.container.demux():
+            if packet.size:  # the same packets Input.demux counts
+                written.digests[packet.stream.index].add(packet)
         return [d.to_json() for d in written.digests.values()]
 
 
@@ -462,7 +464,9 @@ def run_job(
                     tracker=tracker,
                     frames=frames,
                     policy=masks_source.policy,
-                    residual_risk=residual_risk(frames, masks_source.policy, masks_source.near_misses),
+                    residual_risk=residual_risk(
+                        frames, masks_source.policy, masks_source.near_misses
+                    ),
                 )
             elif len(frames) != len(record.frames):
                 raise RecordError(

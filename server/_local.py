@@ -9,12 +9,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+import cv2
 import numpy as np
 import numpy.typing as npt
+
 from veil._detections import Detections
 from veil._detector import DetectorInfo, Image
 
-from ._models import FaceModel, make_model
+from ._models import FaceModel, make_model, nms
 from .weights import WeightsError, model_path, weights_sha256
 
 __all__ = [
@@ -75,6 +77,51 @@ def to_display(
     return Detections(boxes, scaled.scores, scaled.landmarks)
 
 
+_MIRROR_LANDMARKS = [1, 0, 2, 4, 3]  # left/right eye and mouth corner swap in a mirror
+
+
+def _unmirror(found: Detections, width: int) -> Detections:
+    """Detections on a horizontally mirrored image, mapped back to the image."""
+    boxes = found.boxes.copy()
+    boxes[:, 0], boxes[:, 2] = width - found.boxes[:, 2], width - found.boxes[:, 0]
+    landmarks = None
+    if found.landmarks is not None:
+        landmarks = found.landmarks[:, _MIRROR_LANDMARKS].copy()
+        landmarks[:, :, 0] = width - landmarks[:, :, 0]
+    return Detections(boxes, found.scores, landmarks)
+
+
+def _tile_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Four equal tiles covering the image, overlapping by 1/8 of its size (a face up to
+    that size cut by one tile's edge is whole in its neighbour)."""
+    tw, th = min(width, (width + 1) // 2 + width // 8), min(height, (height + 1) // 2 + height // 8)
+    return [(x, y, x + tw, y + th) for y in (0, height - th) for x in (0, width - tw)]
+
+
+def _shifted(found: Detections, dx: float, dy: float) -> Detections:
+    landmarks = None
+    if found.landmarks is not None:
+        landmarks = found.landmarks + np.array([dx, dy], np.float32)
+    return Detections(found.boxes + np.array([dx, dy, dx, dy], np.float32), found.scores, landmarks)
+
+
+def _merge(
+    parts: list[Detections], nms_threshold: float, image_size: tuple[int, int]
+) -> Detections:
+    """The union of several passes' detections, duplicates removed by NMS, by score."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Detections.empty()
+    with_marks = all(p.landmarks is not None for p in parts)
+    boxes = np.concatenate([p.boxes for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    width, height = image_size
+    boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+    keep = nms(boxes, scores, nms_threshold)
+    landmarks = np.concatenate([p.landmarks for p in parts])[keep] if with_marks else None  # type: ignore[misc]
+    return Detections(boxes[keep], scores[keep], landmarks)
+
+
 class LocalDetector:
     """Finds faces in process; implements the client's ``veil.Detector`` protocol.
 
@@ -90,7 +137,13 @@ class LocalDetector:
         backend: InferenceBackend,
         max_side: int = DEFAULT_MAX_SIDE,
         max_batch: int = DEFAULT_MAX_BATCH,
+        flip: bool = False,
+        tiles: int = 1,
     ) -> None:
+        if tiles not in (1, 2):
+            raise ValueError(f"tiles {tiles} must be 1 (whole image) or 2 (plus 2x2 tiles at 2x)")
+        self._flip = flip
+        self._tiles = tiles
         if max_side < 32:
             raise ValueError(f"max_side {max_side} is below 32")
         if max_batch < 1:
@@ -106,7 +159,7 @@ class LocalDetector:
             max_side=max_side,
             score_threshold=model.score_threshold,
             nms_threshold=model.nms_threshold,
-            options=model.options(),
+            options=model.options() | {"flip": flip, "tiles": tiles},
         )
 
     @property
@@ -146,6 +199,37 @@ class LocalDetector:
         return [r if r is not None else Detections.empty() for r in results]
 
     def _run(self, images: list[Image], image_size: tuple[int, int]) -> list[Detections]:
+        """The model's detections on ``images``, plus its second opinions when configured:
+        the horizontal mirror (profile faces looking one way are found more easily than the
+        other) and 2x2 overlapping tiles upscaled 2x (faces under ~16 px). All passes are
+        mapped back to image pixels and merged by the model's NMS."""
+        passes = self._infer(images, image_size)
+        if not self._flip and self._tiles == 1:
+            return passes
+        width, height = image_size
+        merged: list[list[Detections]] = [[d] for d in passes]
+        if self._flip:
+            mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in images]
+            for i, found in enumerate(self._infer(mirrored, image_size)):
+                merged[i].append(_unmirror(found, width))
+        if self._tiles == 2:
+            crops = _tile_boxes(width, height)
+            tile_images, where = [], []
+            for i, image in enumerate(images):
+                for x0, y0, x1, y1 in crops:
+                    tile = cv2.resize(image[y0:y1, x0:x1], ((x1 - x0) * 2, (y1 - y0) * 2),
+                                      interpolation=cv2.INTER_LINEAR)
+                    tile_images.append(tile)
+                    where.append((i, x0, y0))
+            tile_size = ((crops[0][2] - crops[0][0]) * 2, (crops[0][3] - crops[0][1]) * 2)
+            for start in range(0, len(tile_images), self._max_batch):
+                chunk = tile_images[start : start + self._max_batch]
+                found_tiles = self._infer(chunk, tile_size)
+                for (i, x0, y0), found in zip(where[start:], found_tiles, strict=False):
+                    merged[i].append(_shifted(found.scaled(0.5, 0.5), x0, y0))
+        return [_merge(parts, self._model.nms_threshold, image_size) for parts in merged]
+
+    def _infer(self, images: list[Image], image_size: tuple[int, int]) -> list[Detections]:
         t0 = time.perf_counter()
         batch = self._model.preprocess(images)
         t1 = time.perf_counter()
@@ -187,14 +271,17 @@ def load_detector(
     provider: str = "cpu",
     threads: int | None = None,
     repository: Path | None = None,
+    flip: bool = False,
+    tiles: int = 1,
 ) -> LocalDetector:
     """A :class:`LocalDetector` running ``model`` with onnxruntime.
 
     ``model`` is ``"centerface"`` or ``"retinaface_mnet025"``; ``None`` thresholds take the
     model's defaults. ``provider`` is ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (an error if the
     session does not get it); ``threads`` is onnxruntime's intra-op count (``None``: all
-    cores). The weights come from ``repository`` (default: ``$VEIL_MODEL_REPOSITORY`` or
-    ``models/``) and must match the manifest's sha256.
+    cores). ``flip`` adds a mirrored pass, ``tiles=2`` a pass over 2x2 tiles upscaled 2x
+    (see :meth:`LocalDetector._run`). The weights come from ``repository`` (default:
+    ``$VEIL_MODEL_REPOSITORY`` or ``models/``) and must match the manifest's sha256.
     """
     from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
 
@@ -213,4 +300,6 @@ def load_detector(
             f"{path} has sha256 {backend.weights_sha256}, the manifest pins {expected}: "
             "run `make models` to rebuild it"
         )
-    return LocalDetector(model=face_model, backend=backend, max_side=max_side)
+    return LocalDetector(
+        model=face_model, backend=backend, max_side=max_side, flip=flip, tiles=tiles
+    )
