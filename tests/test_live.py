@@ -1,0 +1,645 @@
+"""``veil live`` end to end over loopback UDP MPEG-TS (issue 4).
+
+A clip is published at its native rate; ``veil live`` anonymises it to a loopback sink; the
+test decodes what arrived and checks, for every frame that came back, that every face
+(>= 20 px tall) is covered by the frame's masks in the JSONL record AND has lost its structure
+in the pixels, that the audio packets are byte for byte the published ones, and that the
+detector dying mid-stream (raising, hanging, or a real ``veil serve`` killed with SIGKILL)
+leaves frames flowing, masked by policy, with the record saying so. Latency is reported, not
+asserted (two shared cores): what is asserted is what must hold on a loaded machine too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from live_loopback import (
+    Publisher,
+    Receiver,
+    free_udp_port,
+    latencies,
+    make_ts,
+    packets,
+    wait_udp_bound,
+)
+
+from veil import DetectionConfig, Detections, DetectorError, Style
+from veil._detector import DetectorInfo
+from veil._live import LiveConfig, run_live
+from veil._live_io import ProtocolError, sink_endpoint, source_endpoint
+
+pytestmark = pytest.mark.timeout(600)
+
+ROOT = Path(__file__).resolve().parents[1]
+VEIL = [sys.executable, "-m", "veil.cli"]
+MIN_FACE_PX = 20
+#: covered share of a face box by the frame's rendered masks (record boxes grown by the style
+#: margin). Not 1.0: WIDER GT boxes are loose (shared/data/README.md), and a detector's tight
+#: box grown by the margin covers ~0.85-0.95 of one; the pixel check below catches the rest.
+MIN_COVER = 0.8
+#: a masked face keeps at most this share of its source's fine structure (|Laplacian|)
+MAX_STRUCTURE = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# detectors for the tests
+
+
+class _Fixed:
+    """A detector that finds one fixed box in every frame, instantly."""
+
+    def __init__(self, box: tuple[float, float, float, float] = (10, 10, 60, 70)) -> None:
+        self.box = box
+
+    @property
+    def info(self) -> DetectorInfo:
+        return DetectorInfo(model="fixed", weights_sha256="0" * 64, backend="test",
+                            execution_provider="none", max_side=320, score_threshold=0.5,
+                            nms_threshold=0.3)  # fmt: skip
+
+    def detect(self, images: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        return [Detections(np.array([self.box], np.float32), np.array([0.9], np.float32))
+                for _ in images]  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+class _Dying:
+    """Wraps a detector; from ``after_s`` seconds after its first call it raises or hangs."""
+
+    def __init__(self, inner: Any, after_s: float, how: str) -> None:
+        self._inner, self._after, self._how = inner, after_s, how
+        self._t0: float | None = None
+        self.died_at: float | None = None
+        self._never = threading.Event()
+
+    @property
+    def info(self) -> DetectorInfo:
+        return self._inner.info  # type: ignore[no-any-return]
+
+    def detect(self, images: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        now = time.monotonic()
+        self._t0 = self._t0 or now
+        if now - self._t0 >= self._after:
+            self.died_at = self.died_at or now
+            if self._how == "hang":
+                self._never.wait(3600)
+            raise DetectorError("the detector was killed by the test")
+        return self._inner.detect(images, sizes)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._never.set()
+
+
+@pytest.fixture(scope="module")
+def light_detector() -> Iterator[Any]:
+    """The light in-process detector (retinaface_mnet025, the ``fast`` preset)."""
+    pytest.importorskip("onnxruntime")
+    from veil import open_detector
+
+    detector = open_detector(DetectionConfig.from_preset("fast").detector)
+    yield detector
+    detector.close()
+
+
+# --------------------------------------------------------------------------------------------
+# one run over loopback
+
+
+@dataclass
+class Run:
+    published: Path
+    received: Path
+    record: list[dict[str, Any]]
+    latencies: list[float]
+    summary: dict[str, Any]
+
+    @property
+    def frames(self) -> dict[int, dict[str, Any]]:
+        """Record lines of frames sent, by output pts."""
+        return {line["out_pts"]: line for line in self.record if "mode" in line}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.record if line.get("event") == name]
+
+
+def _read_record(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _source_lost(record: Path) -> bool:
+    return record.exists() and '"source_lost"' in record.read_text()
+
+
+def live_in_process(
+    tmp: Path, clip: Path, detector: Any, *, delay_s: float, loops: int = 1
+) -> Run:
+    published = make_ts(clip, tmp / "published.ts", loops=loops)
+    receiver = Receiver(tmp / "received.ts")
+    receiver.start()
+    port = free_udp_port()
+    record = tmp / "live.jsonl"
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            result["summary"] = run_live(
+                f"udp://127.0.0.1:{port}",
+                f"udp://127.0.0.1:{receiver.port}",
+                detector=detector,
+                config=LiveConfig(delay_s=delay_s, read_timeout_s=1.0),
+                record=record,
+                stop=stop,
+            )
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=go, name="veil-live-test")
+    thread.start()
+    try:
+        assert wait_udp_bound(port, 60), "veil live never listened on its UDP source"
+        publisher = Publisher(published, port)
+        publisher.start()
+        publisher.join()
+        # the source goes silent: veil notices (read timeout), flushes its decoder, reconnects
+        _wait_for(lambda: _source_lost(record), 30)
+    finally:
+        stop.set()  # what SIGINT/SIGTERM do in the CLI
+        thread.join(60)
+        receiver.wait_idle(0.5, 10)
+        receiver.stop_event.set()
+        receiver.join()
+    assert not thread.is_alive(), "veil live did not stop"
+    if "error" in result:
+        raise result["error"]
+    lat = latencies(published, publisher.sent, receiver.out, receiver.received)
+    return Run(published, receiver.out, _read_record(record), lat, result["summary"])
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def _grown(box: Sequence[float], margin: float) -> tuple[float, float, float, float]:
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h)
+
+
+def covered_share(face: Sequence[float], masks: Sequence[Sequence[float]]) -> float:
+    """Share of the ``face`` box covered by the union of ``masks`` (rasterised at 1 px)."""
+    x0, y0 = int(np.floor(face[0])), int(np.floor(face[1]))
+    x1, y1 = int(np.ceil(face[2])), int(np.ceil(face[3]))
+    if x1 <= x0 or y1 <= y0:
+        return 1.0
+    covered = np.zeros((y1 - y0, x1 - x0), bool)
+    for m in masks:
+        a0, b0 = max(0, int(np.floor(m[0])) - x0), max(0, int(np.floor(m[1])) - y0)
+        a1, b1 = min(x1 - x0, int(np.ceil(m[2])) - x0), min(y1 - y0, int(np.ceil(m[3])) - y0)
+        if a1 > a0 and b1 > b0:
+            covered[b0:b1, a0:a1] = True
+    return float(covered.mean())
+
+
+def structure(luma: np.ndarray, box: Sequence[float]) -> float:
+    """Mean |Laplacian| of the (slightly smoothed) luma in ``box``: how much fine structure
+    a region has. A masked face keeps little of its source's."""
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(luma.shape[1], int(np.ceil(box[2]))), min(luma.shape[0], int(np.ceil(box[3])))
+    region = luma[y0:y1, x0:x1].astype(np.float32)
+    if region.size < 16:
+        return 0.0
+    # edges at the scale of eyes and mouths, not the encoder's pixel-level noise
+    region = cv2.GaussianBlur(region, (0, 0), 1.5)
+    return float(np.abs(cv2.Laplacian(region, cv2.CV_32F)).mean())
+
+
+def _frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            yield int(frame.pts), frame.to_ndarray(format="gray")
+
+
+def check_masked(
+    run: Run, faces: Callable[[int], list[Sequence[float]]], style: Style | None = None
+) -> dict[str, Any]:
+    """Every face (``faces(source_frame_index)``, boxes >= 20 px tall) in every frame that
+    came back: covered by the record's masks, and without structure in the pixels."""
+    style = style or Style()
+    published = [pts for pts, _ in _frames_pts(run.published)]
+    first = published[0]
+    step = (published[-1] - first) / max(1, len(published) - 1)
+    lines = run.frames
+    leaks: list[str] = []
+    checked = 0
+    received = _frames(run.received)
+    wanted = {pts for pts, _ in _frames_pts(run.received)}
+    for pts, source in _frames(run.published):
+        if pts not in wanted:
+            continue
+        got_pts, out = next(received)
+        assert got_pts == pts
+        line = lines.get(pts)
+        assert line is not None, f"frame pts {pts} went out but the record does not list it"
+        boxes = [_grown(m["box"], style.margin) for m in line["masks"]]
+        index = round((pts - first) / step)
+        for face in faces(index):
+            if face[3] - face[1] < MIN_FACE_PX:
+                continue
+            checked += 1
+            share = covered_share(face, boxes)
+            before, after = structure(source, face), structure(out, face)
+            kept = after / before if before > 1.0 else 0.0
+            if share < MIN_COVER or kept > MAX_STRUCTURE:
+                leaks.append(f"frame {index} ({line['mode']}): face {[round(v) for v in face]} "
+                             f"covered {share:.2f}, structure kept {kept:.2f}")  # fmt: skip
+    return {"faces_checked": checked, "leaks": leaks}
+
+
+def _frames_pts(path: Path) -> list[tuple[int, None]]:
+    with av.open(str(path)) as c:
+        return sorted((int(p.pts), None) for p in c.demux(video=0) if p.size and p.pts is not None)
+
+
+def check_stream(run: Run) -> None:
+    """Timestamps kept, nothing lost unaccounted, audio untouched."""
+    sent = packets(run.published)
+    came = packets(run.received)
+    video_in = {pts for kind, pts, _, _ in sent if kind == "video"}
+    video_out = [pts for kind, pts, _, _ in came if kind == "video"]
+    assert video_out, "no video came back"
+    assert set(video_out) <= video_in, "output pts that the input does not have"
+    s = run.summary
+    assert s["frames_out"] + sum(s["frames_dropped"].values()) == s["frames_in"]
+    assert len(video_out) == s["frames_out"], "frames were sent but did not arrive"
+    assert s["frames_in"] == len(video_in), "frames published but never read"
+    audio_in = [payload for kind, _, _, payload in sent if kind == "audio"]
+    audio_out = [payload for kind, _, _, payload in came if kind == "audio"]
+    assert len(audio_out) == len(audio_in)
+    assert audio_out == audio_in, "audio payload bytes changed"
+
+
+def report(name: str, run: Run, extra: dict[str, Any]) -> dict[str, Any]:
+    lat = run.latencies
+    data = {
+        "run": name,
+        "end_to_end_ms": {"p50": round(lat[len(lat) // 2] * 1000, 1),
+                          "p95": round(lat[int(len(lat) * 0.95)] * 1000, 1)} if lat else None,
+        "in_veil_ms": run.summary["latency_ms"],
+        "frames_by_mode": run.summary["frames_by_mode"],
+        "dropped": run.summary["frames_dropped"],
+        "stride": run.summary["stride_recent_mean"],
+        "load": os.getloadavg()[0],
+    } | extra  # fmt: skip
+    print(f"\nveil live {json.dumps(data)}")
+    return data
+
+
+def policy_after_gone(run: Run) -> list[dict[str, Any]]:
+    """The frame lines after the record's last ``detector_gone`` event (a slow detector on a
+    loaded machine may be declared gone, and back, before the test kills it): it must never
+    come back, and every frame after it must be masked whole by policy."""
+    gone = [k for k, line in enumerate(run.record) if line.get("event") == "detector_gone"]
+    assert gone, "the record does not say the detector was gone"
+    assert not any(line.get("event") == "detector_back" for line in run.record[gone[-1]:])
+    after = [line for line in run.record[gone[-1]:] if "mode" in line]
+    assert after, "no frame went out after the detector was gone"
+    assert {line["mode"] for line in after} == {"policy"}
+    assert all("detector unavailable" in line["policy"] for line in after)
+    return after
+
+
+def whole_frame_masked(run: Run, out_pts: set[int]) -> None:
+    """Frames masked by policy keep no structure anywhere."""
+    received = dict.fromkeys(out_pts)
+    for pts, luma in _frames(run.received):
+        if pts in received:
+            received[pts] = structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
+    sources = {pts: structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
+               for pts, luma in _frames(run.published) if pts in received}  # fmt: skip
+    for pts, after in received.items():
+        assert after is not None
+        assert after < 0.25 * sources[pts], f"pts {pts}: whole-frame mask kept structure"
+
+
+# --------------------------------------------------------------------------------------------
+# fast tests: URLs, protocols, dependencies
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ("udp://127.0.0.1:9000", "mpegts"),
+        ("srt://127.0.0.1:9000", "mpegts"),
+        ("rtmp://host/app/key", "flv"),
+        ("rtsp://host:8554/cam", "rtsp"),
+        ("out.m3u8", "hls"),
+        ("out.ts", "mpegts"),
+    ],
+)
+def test_sink_formats(text: str, fmt: str) -> None:
+    assert sink_endpoint(text).format == fmt
+
+
+def test_udp_sink_gets_ts_sized_datagrams() -> None:
+    assert sink_endpoint("udp://127.0.0.1:9000").url.endswith("?pkt_size=1316")
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(ProtocolError, match="'gopher'"):
+        source_endpoint("gopher://host/1")
+    with pytest.raises(ProtocolError, match="'ftp'"):
+        sink_endpoint("ftp://host/out.ts")
+
+
+def test_missing_protocol_names_it(tmp_path: Path) -> None:
+    """The PyAV wheel's FFmpeg has no libsrt: an SRT source or sink fails saying so."""
+    try:
+        av.open("srt://127.0.0.1:1?timeout=1", timeout=1)
+    except av.error.ProtocolNotFoundError:
+        pass
+    except Exception:
+        pytest.skip("this FFmpeg build has an srt protocol")
+    summary_path = tmp_path / "r.jsonl"
+    with pytest.raises(ProtocolError, match="no 'srt' protocol"):
+        run_live("srt://127.0.0.1:1", str(tmp_path / "o.ts"), detector=_Fixed(),
+                 record=summary_path)  # fmt: skip
+    assert json.loads(summary_path.read_text().splitlines()[-1])["summary"]["frames_out"] == 0
+
+
+def test_client_imports_without_prometheus(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "import veil._live, veil.cli\n"
+        "from veil._live import _start_metrics, LiveStats\n"
+        "try:\n    _start_metrics('127.0.0.1:0', LiveStats())\n"
+        "except veil.ConfigError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "ERR --metrics needs prometheus-client" in out.stdout
+
+
+def test_file_source_plays_at_native_rate_to_a_file(tmp_path: Path) -> None:
+    """A file source is played at its rate; a file sink is finalised; nothing unmasked."""
+    from mediagen import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=50)  # 2 s at 25 fps
+    out, record = tmp_path / "out.ts", tmp_path / "out.jsonl"
+    started = time.monotonic()
+    summary = run_live(str(clip), str(out), detector=_Fixed(), record=record,
+                       config=LiveConfig(delay_s=0.5))  # fmt: skip
+    took = time.monotonic() - started
+    assert took >= 1.8, f"a 2 s file took {took:.2f} s: not played at its native rate"
+    assert summary["frames_in"] == 50
+    assert summary["frames_out"] + sum(summary["frames_dropped"].values()) == 50
+    lines = _read_record(record)
+    assert lines[0]["schema"] == "veil.live-record/1"
+    assert "summary" in lines[-1]
+    frames = [line for line in lines if "mode" in line]
+    # every frame has a mask: the fixed box, its prediction, or the whole frame
+    assert all(line["masks"] for line in frames)
+    with av.open(str(out)) as c:
+        assert c.streams.audio, "audio was not passed through"
+        assert sum(1 for _ in c.decode(video=0)) == summary["frames_out"]
+    src = [p for k, _, _, p in packets(clip) if k == "audio"]
+    got = [p for k, _, _, p in packets(out) if k == "audio"]
+    assert len(got) == len(src)
+
+
+def test_on_outage_stop_finishes_output_then_fails(tmp_path: Path) -> None:
+    from mediagen import make_clip
+
+    from veil._live import OutagePolicy
+
+    clip = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=75)  # 3 s
+    out, record = tmp_path / "out.ts", tmp_path / "out.jsonl"
+    dying = _Dying(_Fixed(), after_s=1.0, how="raise")
+    with pytest.raises(DetectorError, match="on-outage stop"):
+        run_live(str(clip), str(out), detector=dying, record=record,
+                 config=LiveConfig(delay_s=0.2, on_outage=OutagePolicy.STOP))  # fmt: skip
+    lines = _read_record(record)
+    summary = lines[-1]["summary"]
+    assert summary["ended"].startswith("stopped: detector unavailable")
+    assert summary["frames_out"] < 75, "it did not stop"
+    assert lines[-2].get("mode") == "policy"
+    with av.open(str(out)) as c:  # finished, playable, every frame it sent
+        assert sum(1 for _ in c.decode(video=0)) == summary["frames_out"]
+
+
+def test_metrics_endpoint(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    from mediagen import make_clip
+
+    from veil._live import LiveStats, _start_metrics
+
+    stats = LiveStats()
+    stats.stride = 3
+    port = free_udp_port()  # a free number; TCP and UDP spaces are distinct but both free here
+    server = _start_metrics(f"127.0.0.1:{port}", stats)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    finally:
+        server.shutdown()
+    text = body.decode()
+    for name in ("veil_live_lag_seconds", "veil_live_stride 3.0",
+                 "veil_live_frames_masked_by_policy_total", "veil_live_frames_dropped"):
+        assert name in text, name
+    del make_clip
+
+
+# --------------------------------------------------------------------------------------------
+# over loopback, with a real detector that dies mid-stream
+
+
+def _offline_faces(clip: Path) -> Callable[[int], list[Sequence[float]]]:
+    """Reference faces of a clip without GT: what the offline pipeline (look-ahead smoothing,
+    same light detector) detects or interpolates."""
+    from veil import detect
+
+    record = detect(clip, config=DetectionConfig.from_preset("fast"))
+    boxes = [[m.box for m in f.masks if m.origin.value in ("detected", "interpolated")]
+             for f in record.frames]  # fmt: skip
+    return lambda i: boxes[i] if i < len(boxes) else []
+
+
+@pytest.mark.parametrize("how", ["raise", "hang"])
+def test_live_sample_detector_dies(
+    tmp_path: Path, sample_clip: Path, light_detector: Any, how: str
+) -> None:
+    dying = _Dying(light_detector, after_s=4.0, how=how)
+    try:
+        run = live_in_process(tmp_path, sample_clip, dying, delay_s=0.5)
+    finally:
+        dying.close()
+    check_stream(run)
+    assert dying.died_at is not None, "the detector never died: the clip is too short"
+    after = policy_after_gone(run)
+    whole_frame_masked(run, {line["out_pts"] for line in after})
+    if how == "raise":
+        assert run.events("detector_error")
+    result = check_masked(run, _offline_faces(sample_clip))
+    report(f"sample/{how}", run, {"faces_checked": result["faces_checked"],
+                                  "leaks": len(result["leaks"])})  # fmt: skip
+    assert result["faces_checked"] > 0
+    assert not result["leaks"], "\n".join(result["leaks"][:20])
+
+
+def _gt_faces(clip_json: Path) -> Callable[[int], list[Sequence[float]]]:
+    gt = json.loads(clip_json.read_text())
+    # DESIGN's face instance: >= 20 px tall (checked in check_masked), >= 60 % visible
+    faces = [[f["bbox"] for f in frame["faces"] if not f["ignore"] and f["visible"] >= 0.6]
+             for frame in gt["frames"]]  # fmt: skip
+    return lambda i: faces[i] if i < len(faces) else []
+
+
+#: Share of GT faces that may show in frames masked from predictions (``tracked``/``late``)
+#: on the 720p GT clip. Live mode has no look-ahead beyond the delay: a face that enters the
+#: frame (the clip pans and zooms fast) between two detections, or a prediction outrun by
+#: the camera, shows until the next detection, and on two loaded shared cores detections
+#: are sparse. Frames with their own detection, or masked by policy, must have none.
+#: docs/live.md reports the measured rates; the bundled-sample test demands zero.
+MAX_PREDICTED_LEAK_SHARE = 0.05
+
+
+@pytest.mark.parametrize("delay_ms", [200, 1000])
+def test_live_gt_clip(tmp_path: Path, shared_data: Path, light_detector: Any,
+                      delay_ms: int) -> None:  # fmt: skip
+    """The 720p30 GT clip at its native rate, detector hanging from 3.5 s on."""
+    clip = shared_data / "clips" / "wider_group_tilted_pan.mp4"
+    dying = _Dying(light_detector, after_s=3.5, how="hang")
+    try:
+        run = live_in_process(tmp_path, clip, dying, delay_s=delay_ms / 1000)
+    finally:
+        dying.close()
+    check_stream(run)
+    after = policy_after_gone(run)
+    whole_frame_masked(run, {line["out_pts"] for line in after[::10]})
+    result = check_masked(run, _gt_faces(clip.with_suffix(".json")))
+    report(f"gt/{delay_ms}ms", run, {"faces_checked": result["faces_checked"],
+                                     "leaks": len(result["leaks"])})  # fmt: skip
+    assert result["faces_checked"] > 0
+    hard = [leak for leak in result["leaks"] if "(detected)" in leak or "(policy)" in leak]
+    assert not hard, "\n".join(hard[:20])
+    share = len(result["leaks"]) / result["faces_checked"]
+    assert share <= MAX_PREDICTED_LEAK_SHARE, "\n".join(result["leaks"][:20])
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI with a real detection server, killed with SIGKILL
+
+
+def _start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*VEIL, "serve", "--listen", f"127.0.0.1:{port}", "--model", "retinaface_mnet025",
+         "--threads", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _tcp_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serving(port: int, timeout_s: float) -> bool:
+    grpc = pytest.importorskip("grpc")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
+def test_live_cli_remote_detector_killed(tmp_path: Path, sample_clip: Path) -> None:
+    pytest.importorskip("grpc")
+    pytest.importorskip("onnxruntime")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    grpc_port = _tcp_free_port()
+    server = _start_serve(grpc_port, env)
+    try:
+        if not _serving(grpc_port, 90):
+            server.kill()
+            pytest.skip(f"veil serve did not come up: {server.stderr.read().decode()[-500:]}")
+        published = make_ts(sample_clip, tmp_path / "published.ts")
+        receiver = Receiver(tmp_path / "received.ts")
+        receiver.start()
+        port = free_udp_port()
+        record = tmp_path / "live.jsonl"
+        live = subprocess.Popen(
+            [*VEIL, "live", f"udp://127.0.0.1:{port}", f"udp://127.0.0.1:{receiver.port}",
+             "--detector", f"grpc://127.0.0.1:{grpc_port}", "--delay-ms", "500",
+             "--record", str(record)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert wait_udp_bound(port, 90), "veil live never listened"
+            publisher = Publisher(published, port)
+            publisher.start()
+            time.sleep(4.0)
+            server.send_signal(signal.SIGKILL)  # the detection service dies mid-stream
+            server.wait(10)
+            publisher.join()
+            time.sleep(2.0)
+        finally:
+            live.send_signal(signal.SIGTERM)  # flushes the record, finalises the output
+            _, err = live.communicate(timeout=60)
+            receiver.wait_idle(0.5, 10)
+            receiver.stop_event.set()
+            receiver.join()
+        assert live.returncode == 0, err.decode()[-2000:]
+        assert "ended on SIGTERM" in err.decode()
+        lines = _read_record(record)
+        assert "summary" in lines[-1], "the record was not finished"
+        summary = lines[-1]["summary"]
+        lat = latencies(published, publisher.sent, receiver.out, receiver.received)
+        run = Run(published, receiver.out, lines, lat, summary)
+        came = [pts for kind, pts, _, _ in packets(receiver.out) if kind == "video"]
+        assert len(came) == summary["frames_out"]
+        sent_audio = [p for k, _, _, p in packets(published) if k == "audio"]
+        came_audio = [p for k, _, _, p in packets(receiver.out) if k == "audio"]
+        assert came_audio == sent_audio
+        after = policy_after_gone(run)
+        whole_frame_masked(run, {line["out_pts"] for line in after[::5]})
+        result = check_masked(run, _offline_faces(sample_clip))
+        report("cli/grpc-killed", run, {"faces_checked": result["faces_checked"],
+                                        "leaks": len(result["leaks"])})  # fmt: skip
+        assert not result["leaks"], "\n".join(result["leaks"][:20])
+    finally:
+        if server.poll() is None:
+            server.kill()
