@@ -33,6 +33,12 @@ class DetectorError(VeilError, RuntimeError):
     exit_code = 6
 
 
+class DetectorLost(DetectorError):
+    """The detector is gone for good (a veil server unreachable past the client's retry
+    budget). A file job stops and writes nothing, rather than mask every remaining frame whole
+    by policy; a transient detector failure still masks just its frames by policy."""
+
+
 class ConfigError(VeilError, ValueError):
     """A style, preset or config file value is invalid."""
 

@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from ._detections import Detections
 from ._detector import DetectorInfo, Image, fit_size
-from ._errors import ConfigError, DetectorError, OutputError
+from ._errors import ConfigError, DetectorError, DetectorLost, OutputError
 from ._media import EncoderSettings
 from ._settings import DetectorSettings
 from ._style import Style
@@ -49,6 +49,7 @@ __all__ = [
     "RemoteError",
     "RemoteJobResult",
     "RetryPolicy",
+    "ServerLost",
     "frame_message",
     "open_channel",
     "parse_url",
@@ -82,6 +83,18 @@ class RemoteError(DetectorError):
         self.code = code
 
 
+class ServerLost(RemoteError, DetectorLost):
+    """The server stayed unreachable for the whole retry budget: a file job stops (exit 6,
+    nothing written) instead of masking the rest of the video whole by policy."""
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a log: the status code and details, not the call object's repr."""
+    if isinstance(exc, grpc.Call):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
+
+
 def _translate(exc: grpc.RpcError, what: str, target: str) -> RemoteError:
     """The one place a gRPC error becomes a veil error."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -110,9 +123,10 @@ class Encoding(StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """Retries of UNAVAILABLE: ``attempts`` tries in all, sleeping ``initial_backoff_s``,
-    then ``multiplier`` times more each time, at most ``max_backoff_s``."""
+    then ``multiplier`` times more each time, at most ``max_backoff_s``. The default budget
+    (about 16 s of backoff) outlasts a server restart (model load and warm-up)."""
 
-    attempts: int = 5
+    attempts: int = 8
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     multiplier: float = 2.0
@@ -271,10 +285,11 @@ def detections_from(result: Any) -> Detections:
 
 
 def _params(settings: DetectorSettings) -> Any:
+    # The model runs at the track threshold when there is one, as in process (open_detector).
     return _pb().DetectorParams(
         model=settings.model,
         max_side=settings.max_side,
-        score_threshold=settings.score_threshold,
+        score_threshold=settings.model_threshold,
         nms_threshold=settings.nms_threshold,
     )
 
@@ -456,13 +471,21 @@ class RemoteDetector:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
                 if code in _RETRYABLE and failures < self._options.retry.attempts:
                     logger.warning(
-                        "detection stream to %s dropped (%s); resuming from frame %d",
+                        "detection stream to %s dropped (%s); resuming from frame %d (%d/%d)",
                         self._target,
-                        exc,
+                        _describe(exc),
                         pending[0].index,
+                        failures,
+                        self._options.retry.attempts - 1,
                     )
                     time.sleep(self._options.retry.backoff(failures))
                     continue
+                if code in _RETRYABLE:
+                    raise ServerLost(
+                        f"detection at {self._target}: the server stayed unreachable after "
+                        f"{failures} attempts ({_describe(exc)})",
+                        "UNAVAILABLE",
+                    ) from exc
                 if isinstance(exc, grpc.RpcError):
                     raise _translate(exc, "detection", self._target) from exc
                 raise RemoteError(f"detection at {self._target}: {exc}", "UNAVAILABLE") from exc

@@ -93,7 +93,8 @@ class Style:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """Read a veil TOML config file: tables ``[style]``, ``[detector]``, ``[encoder]``."""
+    """Read a veil TOML config file: tables ``[style]``, ``[detector]``, ``[encoder]``,
+    ``[tracker]``, and ``[serve]`` for ``veil serve`` (docs/service.md)."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -101,7 +102,7 @@ def load_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"style", "detector", "encoder", "tracker"}
+    unknown = set(data) - {"style", "detector", "encoder", "tracker", "serve"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown tables {', '.join(sorted(unknown))}")
     return data

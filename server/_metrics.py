@@ -36,6 +36,7 @@ class Metrics:
     - ``veil_batch_size{backend,model}``, ``veil_inference_seconds{backend,model}``,
       ``veil_frame_latency_seconds{backend,model}`` (queued to answered)
     - ``veil_queue_depth`` (frames waiting), ``veil_active_streams``, ``veil_active_jobs``
+    - ``veil_backend_ready``: 1 while the inference backend answers ready (health watchdog)
     """
 
     def __init__(self) -> None:
@@ -84,6 +85,9 @@ class Metrics:
         self.queue_depth = Gauge("veil_queue_depth", "Frames waiting for a batch.", registry=r)
         self.active_streams = Gauge("veil_active_streams", "Open DetectStream calls.", registry=r)
         self.active_jobs = Gauge("veil_active_jobs", "Cloud jobs running.", registry=r)
+        self.backend_ready = Gauge(
+            "veil_backend_ready", "1 while the inference backend is ready, else 0.", registry=r
+        )
         self._http: Any = None
 
     def serve_http(self, host: str, port: int) -> int:

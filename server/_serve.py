@@ -39,6 +39,7 @@ from ._batcher import Batcher, BatcherConfig
 from ._local import InferenceBackend
 from ._metrics import Metrics, MetricsInterceptor
 from ._service import SERVICE_NAME, DetectionServicer, Limits
+from ._status import DecodeGuard
 
 __all__ = ["BackendKind", "ServeConfig", "VeilServer", "create_server", "serve"]
 
@@ -93,6 +94,8 @@ class ServeConfig:
     ``tokens`` (``VEIL_TOKENS``) turn on bearer-token auth. A non-loopback ``listen`` without
     TLS is refused unless ``insecure``. ``batching`` and ``limits`` bound the work; messages
     above ``max_message_bytes`` are refused (RESOURCE_EXHAUSTED); ``grace_s`` is the drain time.
+    ``health_interval_s``: how often a backend that can say so (Triton) is asked whether it is
+    ready; health and ``veil_backend_ready`` follow it.
     """
 
     listen: str = "127.0.0.1:50051"
@@ -113,6 +116,7 @@ class ServeConfig:
     max_message_bytes: int = 16 << 20
     max_workers: int = 64
     grace_s: float = 10.0
+    health_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         try:
@@ -137,6 +141,8 @@ class ServeConfig:
             split_address(self.triton)
         if self.max_message_bytes < 1024 or self.max_workers < 4 or self.grace_s < 0:
             raise ConfigError("max_message_bytes, max_workers or grace_s out of range")
+        if not 0.05 <= self.health_interval_s <= 300:
+            raise ConfigError(f"health_interval_s {self.health_interval_s} is not in 0.05..300")
 
     @property
     def tls(self) -> bool:
@@ -247,6 +253,7 @@ class VeilServer:
         interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if tokens is not None:
             interceptors.append(AuthInterceptor(tokens))
+        interceptors.append(DecodeGuard())  # innermost: the others keep its deserializer
         self._servicer = DetectionServicer(
             limits=config.limits, metrics=self.metrics, tokens=tokens
         )
@@ -272,6 +279,8 @@ class VeilServer:
         self._backend: InferenceBackend | None = None
         self._batcher: Batcher | None = None
         self._stopped = threading.Event()
+        self._closing = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def _bind(self) -> int:
         config = self.config
@@ -327,8 +336,38 @@ class VeilServer:
             raise
         self._servicer.set_ready(self._batcher)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.metrics.backend_ready.set(1)
+        if callable(getattr(self._backend, "ready", None)):
+            self._watchdog = threading.Thread(
+                target=self._watch, args=(self._backend,), name="veil-health", daemon=True
+            )
+            self._watchdog.start()
         logger.info("serving %s on %s", config.model, self.address)
         return self
+
+    def _watch(self, backend: Any) -> None:
+        """Every ``health_interval_s``: ask the backend whether it is ready; health, the
+        servicer (UNAVAILABLE while not) and ``veil_backend_ready`` follow its answer."""
+        ready = True
+        while not self._closing.wait(self.config.health_interval_s):
+            try:
+                now = bool(backend.ready())
+            except Exception as exc:  # a readiness probe that fails means not ready
+                logger.debug("backend readiness probe failed: %s", exc)
+                now = False
+            if self._closing.is_set():
+                return
+            self.metrics.backend_ready.set(1 if now else 0)
+            if now == ready:
+                continue
+            ready = now
+            self._servicer.set_backend_ready(ready)
+            if ready:
+                logger.warning("the %s backend is ready again: SERVING", backend.name)
+                self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            else:
+                logger.error("the %s backend is not ready: NOT_SERVING", backend.name)
+                self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     @staticmethod
     def _warm_up(batcher: Batcher) -> None:
@@ -348,9 +387,12 @@ class VeilServer:
             return
         grace = self.config.grace_s if grace is None else grace
         logger.info("draining (grace %.1f s)", grace)
+        self._closing.set()
         self._health.enter_graceful_shutdown()
         self._servicer.drain()
         self._server.stop(grace).wait()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=self.config.health_interval_s + 5)
         if self._batcher is not None:
             self._batcher.close(timeout=grace + 1)
         if self._backend is not None:

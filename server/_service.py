@@ -345,6 +345,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         self._tokens = tokens
         self._batcher: Batcher | None = None
         self._draining = False
+        self._backend_ready = True
         self._streams = _Slots(limits.max_streams_per_client, "streams for this client")
         self._jobs = _Slots(limits.max_jobs, "cloud jobs")
 
@@ -356,11 +357,17 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
     def drain(self) -> None:
         self._draining = True
 
+    def set_backend_ready(self, ready: bool) -> None:
+        """The health watchdog's verdict: while not ready, calls get UNAVAILABLE (retried)."""
+        self._backend_ready = ready
+
     def batcher(self) -> Batcher:
         if self._draining:
             raise Unavailable("the server is shutting down; use another replica")
         if self._batcher is None:
             raise Unavailable("the model is still loading; retry shortly")
+        if not self._backend_ready:
+            raise Unavailable("the inference backend is not ready; retry shortly")
         return self._batcher
 
     # -- helpers -------------------------------------------------------------------------
@@ -567,7 +574,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             pb.DetectorParams(
                 model=config.detector.model,
                 max_side=config.detector.max_side,
-                score_threshold=config.detector.score_threshold,
+                score_threshold=config.detector.model_threshold,  # as open_detector does
                 nms_threshold=config.detector.nms_threshold,
             )
         )

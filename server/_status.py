@@ -19,6 +19,7 @@ from veil._errors import ConfigError, DetectorError, InputError, OutputError, Re
 __all__ = [
     "Cancelled",
     "DeadlineExceeded",
+    "DecodeGuard",
     "FailedPrecondition",
     "InferenceFailed",
     "InvalidRequest",
@@ -121,10 +122,13 @@ def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
 
 
 def rewrap_handler(
-    handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` with its behaviour passed through ``wrap``, same streaming shape (for
-    interceptors)."""
+    interceptors); ``request_deserializer`` replaces the handler's when given."""
     kinds = {
         (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
         (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -134,6 +138,65 @@ def rewrap_handler(
     attr, make = kinds[(handler.request_streaming, handler.response_streaming)]
     return make(  # type: ignore[no-any-return]
         wrap(getattr(handler, attr)),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+class _Undecodable:
+    """What a request that is not its method's protobuf deserialises to (see DecodeGuard)."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+class DecodeGuard(grpc.ServerInterceptor):
+    """Bytes that are not the method's request protobuf become INVALID_ARGUMENT with a
+    readable message; gRPC itself answers INTERNAL ("Exception deserializing request!").
+    Register it last (innermost): the handlers of the interceptors outside it keep its
+    deserializer. Only ``veil.v1`` methods: health and reflection keep gRPC's behaviour."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        parse = None if handler is None else handler.request_deserializer
+        if handler is None or parse is None or not method.startswith("/veil.v1."):
+            return handler
+        kind = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        message = (
+            f"{method.rsplit('/', 1)[-1]}: the request cannot be parsed as "
+            f"{getattr(kind, 'full_name', 'its protobuf message')}"
+        )
+
+        def guarded(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception:  # protobuf's DecodeError, or worse: the bytes are the client's
+                return _UNDECODABLE
+
+        def check(request: Any) -> Any:
+            if request is _UNDECODABLE:
+                raise InvalidRequest(message)
+            return request
+
+        def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+            if handler.request_streaming:
+
+                def streaming(requests: Any, context: grpc.ServicerContext) -> Any:
+                    return behaviour((check(r) for r in requests), context)
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                if request is _UNDECODABLE:
+                    logger.info("%s", message)
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+                return behaviour(request, context)
+
+            return unary
+
+        return rewrap_handler(handler, wrap, request_deserializer=guarded)

@@ -176,6 +176,17 @@ class TritonBackend:
     def weights_sha256(self) -> str:
         return self._weights_sha256
 
+    def ready(self, timeout_s: float = 2.0) -> bool:
+        """Whether Triton is ready and serves the model now (the server's health watchdog)."""
+        client = self._client
+        try:
+            return bool(
+                client.is_server_ready(client_timeout=timeout_s)
+                and client.is_model_ready(self._model, self._version, client_timeout=timeout_s)
+            )
+        except InferenceServerException:
+            return False
+
     def infer(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
         """Run an NCHW float32 batch; the outputs by name."""
         if batch.dtype != np.float32 or batch.ndim != 4:
