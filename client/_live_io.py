@@ -202,9 +202,7 @@ def _protocol_error(endpoint: Endpoint, exc: Exception, role: str) -> ProtocolEr
     )
 
 
-def open_source(
-    endpoint: Endpoint, *, open_timeout_s: float | None
-) -> av.container.InputContainer:
+def open_source(endpoint: Endpoint, *, open_timeout_s: float | None) -> av.container.InputContainer:
     """Open a source. ``open_timeout_s`` None waits for a sender forever (UDP)."""
     try:
         return av.open(

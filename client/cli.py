@@ -200,18 +200,29 @@ def _parser() -> argparse.ArgumentParser:
 def _add_eval_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="score presets (and deface) against ground-truth clips")
     p.add_argument("--clips", type=Path, nargs="*", default=[], help="GT clips: dirs or files")
-    p.add_argument("--preset", choices=[x.value for x in Preset], action="append",
-                   help="preset to score (repeatable; default balanced)")
+    p.add_argument(
+        "--preset",
+        choices=[x.value for x in Preset],
+        action="append",
+        help="preset to score (repeatable; default balanced)",
+    )
     p.add_argument("--all-presets", action="store_true", help="score fast, balanced and thorough")
     p.add_argument("--compare-deface", action="store_true", help="also run and score deface")
-    p.add_argument("--generated", action="store_true",
-                   help="also generate and score the hard clips (blur, low light, crowds, ...)")
+    p.add_argument(
+        "--generated",
+        action="store_true",
+        help="also generate and score the hard clips (blur, low light, crowds, ...)",
+    )
     p.add_argument("--stills", action="store_true", help="also score recall on WIDER/dlib stills")
     p.add_argument("--stills-limit", type=int, help="at most this many images per stills set")
     p.add_argument("--no-pixels", action="store_true", help="score records only (no render)")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data dir")
-    p.add_argument("--cache", type=Path, default=Path(".cache/eval"),
-                   help="generated clips and deface results are kept here")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".cache/eval"),
+        help="generated clips and deface results are kept here",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
@@ -426,15 +437,23 @@ def _eval(args: argparse.Namespace) -> int:
         clips += generate_all(args.data, args.cache / "clips")
     stills = []
     if args.stills:
-        stills = [args.data / "stills/widerface/annotations.json",
-                  args.data / "stills/dlib_faces/annotations.json"]
+        stills = [
+            args.data / "stills/widerface/annotations.json",
+            args.data / "stills/dlib_faces/annotations.json",
+        ]
     if not clips and not stills:
         raise ConfigError("no GT clips found (give --clips DIR_OR_FILES, --generated or --stills)")
     presets = [p.value for p in Preset] if args.all_presets else (args.preset or ["balanced"])
     try:
-        report = evaluate(clips, presets=presets, compare_deface=args.compare_deface,
-                          pixels=not args.no_pixels, stills=stills,
-                          stills_limit=args.stills_limit, cache=args.cache)
+        report = evaluate(
+            clips,
+            presets=presets,
+            compare_deface=args.compare_deface,
+            pixels=not args.no_pixels,
+            stills=stills,
+            stills_limit=args.stills_limit,
+            cache=args.cache,
+        )
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from exc
     print(json.dumps(report.to_json(), indent=1) if args.json else report.format())
@@ -464,30 +483,54 @@ def _add_audit_parsers(sub: Any) -> None:
     p.add_argument("output", type=Path, help="the output video")
     p.add_argument("manifest", type=Path, help="its manifest (OUT.manifest.json)")
     p.add_argument("--input", type=Path, help="the input: check its hash and copied streams")
-    p.add_argument("--public-key", type=Path, metavar="F", help="the key the manifest must be "
-                   "signed with (default: the key named in the manifest)")
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="F",
+        help="the key the manifest must be signed with (default: the key named in the manifest)",
+    )
     p.add_argument("--record", type=Path, help="the record (default: OUT.veil.json if present)")
 
     p = sub.add_parser("review", help="one self-contained HTML page to review a record")
     p.add_argument("input", type=Path, help="input video (the one the record was made for)")
     p.add_argument("record", type=Path, help="detection record")
     p.add_argument("-o", "--output", type=Path, required=True, help="report (.html)")
-    p.add_argument("--unmasked", action="store_true",
-                   help="thumbnails show faces UNMASKED (authorised reviewers only)")
-    p.add_argument("--thumbnails", type=int, default=6, metavar="N",
-                   help="thumbnails per track (default 6)")
+    p.add_argument(
+        "--unmasked",
+        action="store_true",
+        help="thumbnails show faces UNMASKED (authorised reviewers only)",
+    )
+    p.add_argument(
+        "--thumbnails", type=int, default=6, metavar="N", help="thumbnails per track (default 6)"
+    )
 
     p = sub.add_parser("edit", help="add reviewer edits to a record (appended to its log)")
     p.add_argument("record", type=Path, help="detection record (rewritten unless -o)")
     p.add_argument("-o", "--output", type=Path, help="write the edited record here instead")
-    p.add_argument("--add-box", action="append", default=[], metavar="FRAME[-LAST]:x0,y0,x1,y1",
-                   help="a manual box keyframe (repeatable; all form one track, linear between "
-                   "keyframes; FIRST-LAST holds one box over a range)")
+    p.add_argument(
+        "--add-box",
+        action="append",
+        default=[],
+        metavar="FRAME[-LAST]:x0,y0,x1,y1",
+        help="a manual box keyframe (repeatable; all form one track, linear between "
+        "keyframes; FIRST-LAST holds one box over a range)",
+    )
     p.add_argument("--track", type=int, help="add the boxes to this track (default: a new one)")
-    p.add_argument("--suppress", action="append", type=int, default=[], metavar="TRACK",
-                   help="drop a false-positive track and all its masks (repeatable)")
-    p.add_argument("--grow", action="append", default=[], metavar="TRACK:FACTOR",
-                   help="grow a track's masks, e.g. 3:0.3 for 30%% (repeatable)")
+    p.add_argument(
+        "--suppress",
+        action="append",
+        type=int,
+        default=[],
+        metavar="TRACK",
+        help="drop a false-positive track and all its masks (repeatable)",
+    )
+    p.add_argument(
+        "--grow",
+        action="append",
+        default=[],
+        metavar="TRACK:FACTOR",
+        help="grow a track's masks, e.g. 3:0.3 for 30%% (repeatable)",
+    )
     p.add_argument("--who", required=True, help="who decides (name or id)")
     p.add_argument("--why", required=True, help="why (kept in the record's edit log)")
 
@@ -507,7 +550,10 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
         print(f"{private}: private key (keep it secret)\n{public}: public key (give to verifiers)")
     elif args.command == "verify":
         result = verify(
-            args.output, args.manifest, input=args.input, public_key=args.public_key,
+            args.output,
+            args.manifest,
+            input=args.input,
+            public_key=args.public_key,
             record=args.record,
         )
         for check in result.checks:
@@ -523,7 +569,11 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
         style = Style.from_json(_section(config, "style"))
         write_report(
-            args.input, args.record, args.output, unmasked=args.unmasked, style=style,
+            args.input,
+            args.record,
+            args.output,
+            unmasked=args.unmasked,
+            style=style,
             thumbnails=args.thumbnails,
         )
         print(f"{args.output}: review report" + (" (UNMASKED thumbnails)" if args.unmasked else ""))
@@ -533,8 +583,13 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
         if args.track is not None and not boxes:
             raise ConfigError("--track names the track --add-box boxes go to; no --add-box given")
         entries = add_edits(
-            record, who=args.who, why=args.why, add_boxes=boxes, track=args.track,
-            suppress=args.suppress, grow=[parse_grow_spec(g) for g in args.grow],
+            record,
+            who=args.who,
+            why=args.why,
+            add_boxes=boxes,
+            track=args.track,
+            suppress=args.suppress,
+            grow=[parse_grow_spec(g) for g in args.grow],
         )
         target = args.output or args.record
         sha = record.write(target)
@@ -568,17 +623,36 @@ def _add_live_parser(sub: Any) -> None:
     )
     p.add_argument("source", help="source URL, /dev/videoN or file")
     p.add_argument("sink", help="sink URL or path")
-    p.add_argument("--delay-ms", type=float, default=200.0,
-                   help="delay budget: no frame is held longer (default 200)")
-    p.add_argument("--record", type=Path, metavar="REC.jsonl",
-                   help="stream the detection record here (JSON Lines)")
-    p.add_argument("--on-outage", choices=["mask", "stop"], default="mask",
-                   help="detector gone longer than the delay: mask whole frames (default) "
-                   "or finish the output and stop")
-    p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics here (needs prometheus-client)")
-    p.add_argument("--reconnect-attempts", type=int, metavar="N",
-                   help="give up after N failed reconnects in a row (default: never)")
+    p.add_argument(
+        "--delay-ms",
+        type=float,
+        default=200.0,
+        help="delay budget: no frame is held longer (default 200)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="REC.jsonl",
+        help="stream the detection record here (JSON Lines)",
+    )
+    p.add_argument(
+        "--on-outage",
+        choices=["mask", "stop"],
+        default="mask",
+        help="detector gone longer than the delay: mask whole frames (default) "
+        "or finish the output and stop",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (needs prometheus-client)",
+    )
+    p.add_argument(
+        "--reconnect-attempts",
+        type=int,
+        metavar="N",
+        help="give up after N failed reconnects in a row (default: never)",
+    )
     p.add_argument("--live-crf", type=int, help="live encoder quality (default 23)")
     p.add_argument("--live-preset", help="live x264 preset (default ultrafast)")
     _add_detection_args(p)
@@ -591,15 +665,21 @@ def _add_live_parser(sub: Any) -> None:
     style.add_argument("--blur-strength", type=float, help="blur sigma as a share of face size")
     style.add_argument("--pixel-blocks", type=int, help="pixel blocks across a face")
     remote = p.add_argument_group("remote detection")
-    remote.add_argument("--detector", metavar="URL",
-                        help="detect on a veil server, grpc[s]://HOST:PORT")
+    remote.add_argument(
+        "--detector", metavar="URL", help="detect on a veil server, grpc[s]://HOST:PORT"
+    )
     remote.add_argument("--tls-ca", type=Path, metavar="F", help="CA that signed the server")
     remote.add_argument("--tls-cert", type=Path, metavar="F", help="client certificate (mTLS)")
     remote.add_argument("--tls-key", type=Path, metavar="F", help="client key (mTLS)")
-    remote.add_argument("--token-file", type=Path, metavar="F",
-                        help="bearer token file (default: $VEIL_TOKEN)")
-    remote.add_argument("--frame-encoding", choices=["png", "raw", "jpeg"], default="raw",
-                        help="how frames travel to --detector (default raw: lossless, cheap)")
+    remote.add_argument(
+        "--token-file", type=Path, metavar="F", help="bearer token file (default: $VEIL_TOKEN)"
+    )
+    remote.add_argument(
+        "--frame-encoding",
+        choices=["png", "raw", "jpeg"],
+        default="raw",
+        help="how frames travel to --detector (default raw: lossless, cheap)",
+    )
 
 
 def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
@@ -670,9 +750,11 @@ def _close_soon(detector: Any, timeout_s: float = 2.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
-        min(args.verbose, 2)
-    ]
+    level = (
+        logging.ERROR
+        if args.quiet
+        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    )
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so partial outputs are removed on the way out.
     previous = signal.signal(signal.SIGTERM, _terminate)

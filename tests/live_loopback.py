@@ -127,7 +127,7 @@ class Publisher(threading.Thread):
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                sock.sendto(self.data[pos:pos + DATAGRAM], ("127.0.0.1", self.port))
+                sock.sendto(self.data[pos : pos + DATAGRAM], ("127.0.0.1", self.port))
                 self.sent.offsets.append(pos)
                 self.sent.times.append(time.monotonic())
         finally:
@@ -188,6 +188,7 @@ def packets(ts: Path) -> list[tuple[str, int | None, int, bytes]]:
 def latencies(published: Path, pub: Timeline, received: Path, rec: Timeline) -> list[float]:
     """Seconds from the datagram that finished each video frame leaving the publisher to the
     datagram that finished it arriving back, for every frame that came back."""
+
     def ends(path: Path, line: Timeline) -> dict[int, float]:
         found: dict[int, float] = {}
         with av.open(str(path)) as c:

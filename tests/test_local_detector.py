@@ -13,6 +13,7 @@ import numpy.typing as npt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from veil._detections import Detections
 from veil._detector import Detector, fit_size
 from veil.server import BackendError, LocalDetector, load_detector, weights_sha256

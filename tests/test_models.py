@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+
 from veil._detections import Detections
 from veil.server import weights
 from veil.server._models import CenterFace, FaceModel, RetinaFace, make_model, nms
