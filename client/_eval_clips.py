@@ -140,7 +140,7 @@ def _motion_blur(rgb: npt.NDArray[np.uint8], dx: float, dy: float) -> npt.NDArra
     for t in np.linspace(-length / 2, length / 2, 2 * length + 1):
         kernel[round(c + t * uy), round(c + t * ux)] = 1.0
     kernel /= kernel.sum()
-    return cv2.filter2D(rgb, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return np.asarray(cv2.filter2D(rgb, -1, kernel, borderType=cv2.BORDER_REFLECT), np.uint8)
 
 
 def _low_light(rgb: npt.NDArray[np.uint8], i: int) -> npt.NDArray[np.uint8]:
@@ -154,11 +154,12 @@ def _degrade(src: Path, dst: Path, spec: ClipSpec, gt: dict[str, Any]) -> None:
         vin = inp.streams.video[0]
         stream = out.add_stream("libx264", rate=Fraction(spec.fps))
         stream.width, stream.height, stream.pix_fmt = spec.size[0], spec.size[1], "yuv420p"
-        stream.time_base = vin.time_base
-        stream.codec_context.time_base = vin.time_base
+        time_base = vin.time_base or 1 / Fraction(spec.fps)
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
         stream.options = {"crf": str(spec.crf), "preset": "veryfast"}
         for i, frame in enumerate(inp.decode(vin)):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
             if spec.degrade == "motion_blur":
                 rgb = _motion_blur(rgb, *_motion(gt, i))
             elif spec.degrade == "low_light":

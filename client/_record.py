@@ -91,7 +91,7 @@ def residual_risk(
     for track, first in sorted(open_gap.items()):
         gaps.append({"track": track, "first": first, "last": frames[-1].index})
     gaps.sort(key=lambda g: (g["first"], g["track"]))
-    unconfirmed = [
+    unconfirmed: list[dict[str, Any]] = [
         {"track": t, "frames": idx} for t, idx in sorted(detected.items()) if len(idx) <= 2
     ]
     near = [

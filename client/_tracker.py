@@ -191,26 +191,27 @@ class Associator:
         candidates.sort(key=lambda c: (c[0], -c[1], c[2], c[3]))
         track_of: dict[int, int] = {}
         taken: set[int] = set()
-        for _, _, track, j in candidates:
-            if track in taken or j in track_of:
+        for _, _, candidate, j in candidates:
+            if candidate in taken or j in track_of:
                 continue
-            taken.add(track)
-            track_of[j] = track
+            taken.add(candidate)
+            track_of[j] = candidate
         masks = []
         for j, box in enumerate(boxes):
-            track = track_of.get(j)
-            if track is None and weak[j]:
+            matched = track_of.get(j)
+            if matched is None and weak[j]:
                 count, best = self.near_misses.get(index, (0, 0.0))
                 self.near_misses[index] = (
                     count + 1,
                     max(best, round(float(detections.scores[j]), 4)),
                 )
                 continue
-            if track is None:
+            if matched is None:
                 track = self._next_id
                 self._next_id += 1
                 self._live[track] = _Live(box, index)  # type: ignore[arg-type]
             else:
+                track = matched
                 state = self._live[track]
                 (ox, oy), (nx, ny) = _centre(state.box), _centre(box)  # type: ignore[arg-type]
                 dt = index - state.frame

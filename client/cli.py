@@ -597,14 +597,14 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
             print(f"edit {describe(entry)}")
         print(f"{target}: {len(record.edits)} edits in the log, sha256 {sha}")
     elif args.command == "diff":
-        result = diff(Record.load(args.a), Record.load(args.b))
+        changes = diff(Record.load(args.a), Record.load(args.b))
         if args.json:
-            print(json.dumps(result.document, indent=1))
-        elif result.identical:
+            print(json.dumps(changes.document, indent=1))
+        elif changes.identical:
             print("the records mask the same areas with the same settings and edits")
         else:
-            print("\n".join(result.lines))
-        return 0 if result.identical else 1
+            print("\n".join(changes.lines))
+        return 0 if changes.identical else 1
     return 0
 
 
