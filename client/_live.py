@@ -21,7 +21,10 @@ The engine holds each frame at most ``delay`` seconds. A frame leaves with
   grown by a safety margin (``late_margin``);
 * ``policy``: the detector has been gone (failing, or silent past its usual time) for longer
   than the delay, or has not answered yet since the start; the whole frame is masked, or
-  the stream stops (``OutagePolicy.STOP``). A frame is never passed through unmasked.
+  the stream stops (``OutagePolicy.STOP``). Also (masked whole, never a stop) every frame
+  whose surrounding detections are further apart than the trust horizon
+  (``LiveConfig.trust_s``, ``extrapolate_s``): fail closed when the detector cannot keep up.
+  A frame is never passed through unmasked.
 
 A frame that is older than ``max_lag`` when its turn comes (the machine cannot encode at the
 input's rate) is dropped, never sent unmasked; drops are counted in the record and metrics.
@@ -35,6 +38,7 @@ a summary line when the run ends, on SIGINT/SIGTERM too.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -71,7 +75,7 @@ from ._live_io import (
 )
 from ._render import render_frame
 from ._style import Style
-from ._tracker import POLICY_TRACK, Associator, Mask, Origin, TrackerConfig
+from ._tracker import POLICY_TRACK, Associator, Box, Mask, Origin, TrackerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +128,28 @@ class LiveConfig:
     #: growth of a predicted box per frame since its track's last detection (live mode has
     #: no look-ahead to interpolate with, and the camera may pan: more than offline's 0.03)
     growth_per_frame: float = 0.06
-    #: a frame whose newest detection is older than this (in media time) is masked whole:
-    #: predictions that old are not trusted (the detector cannot keep up)
-    max_stale_s: float = 0.4
+    #: the trust horizon (fail closed): a frame is masked from its detection or from track
+    #: predictions only when the detections that came back around it are at most this much
+    #: media time apart, in whole frames, at least one (0.12 s: 3 frames at 25 or 30 fps):
+    #: its own and the one before it (a face missed in one is in the other's tracks), the
+    #: two it lies between (the later one's boxes carried back: for a track seen in both, an
+    #: interpolation), or, after the newest one, that one and the one before it. Otherwise it
+    #: is masked whole. The trade-off: when the detector cannot keep up (a stride above the
+    #: horizon: a slow detector, a large frame, a loaded CPU), or its answer is not back
+    #: within the delay, frames are masked whole; raising it (and ``extrapolate_s``) masks
+    #: fewer whole at the risk of a leak (a face the detector missed, one that entered since,
+    #: or a prediction outrun by the camera)
+    trust_s: float = 0.12
+    #: the horizon for a frame after the newest detection that came back (none after it yet:
+    #: not sent to the detector, or its own detection late): predictions extrapolated this far
+    #: (in whole frames, may be 0: never) are trusted (0.04 s: 1 frame at 25 or 30 fps).
+    #: Shorter than ``trust_s``: a face that entered since, or a camera that accelerates, pans
+    #: or zooms, is not in the extrapolation, and would show
+    extrapolate_s: float = 0.04
+    #: extra growth of a predicted box, per frame of staleness, as a share of the distance its
+    #: track (or, for a track with no velocity yet, the scene's median track) moves per frame:
+    #: the velocity estimate's uncertainty (the camera may accelerate, pan or zoom)
+    velocity_uncertainty: float = 0.5
     #: frames older than this when their turn comes are dropped (None: max(1 s, 3 x delay))
     max_lag_s: float | None = None
     read_timeout_s: float = 5.0
@@ -145,10 +168,21 @@ class LiveConfig:
             raise ConfigError(f"track_s {self.track_s} must be in (0, 10]")
         if not 0 <= self.growth_per_frame <= 0.5:
             raise ConfigError(f"growth_per_frame {self.growth_per_frame} must be in [0, 0.5]")
-        if not 0 < self.max_stale_s <= 10:
-            raise ConfigError(f"max_stale_s {self.max_stale_s} must be in (0, 10]")
+        if not 0 < self.trust_s <= 10:
+            raise ConfigError(f"trust_s {self.trust_s} must be in (0, 10]")
+        if not 0 <= self.extrapolate_s <= self.trust_s:
+            raise ConfigError(f"extrapolate_s {self.extrapolate_s} must be in [0, trust_s]")
+        if not 0 <= self.velocity_uncertainty <= 5:
+            raise ConfigError(f"velocity_uncertainty {self.velocity_uncertainty} must be in [0, 5]")
         if self.max_lag_s is not None and self.max_lag_s < self.delay_s:
             raise ConfigError("max_lag_s must be at least the delay")
+
+    def trust_frames(self, rate: Fraction) -> tuple[int, int]:
+        """The trust horizons in whole frames at ``rate`` frames per second: between two
+        detections (at least one), and after the newest one."""
+        between = max(1, math.floor(rate * Fraction(self.trust_s) + Fraction(1, 1000)))
+        after = math.floor(rate * Fraction(self.extrapolate_s) + Fraction(1, 1000))
+        return between, min(after, between)
 
     @property
     def max_lag(self) -> float:
@@ -161,7 +195,9 @@ class LiveConfig:
             "late_margin": self.late_margin,
             "track_s": self.track_s,
             "growth_per_frame": self.growth_per_frame,
-            "max_stale_ms": round(self.max_stale_s * 1000, 3),
+            "trust_ms": round(self.trust_s * 1000, 3),
+            "extrapolate_ms": round(self.extrapolate_s * 1000, 3),
+            "velocity_uncertainty": self.velocity_uncertainty,
             "max_lag_ms": round(self.max_lag * 1000, 3),
         }
 
@@ -331,9 +367,7 @@ class _Reader(threading.Thread):
         failures = 0
         while not self._stop.is_set():
             try:
-                container = open_source(
-                    endpoint, open_timeout_s=None if endpoint.listens else 10.0
-                )
+                container = open_source(endpoint, open_timeout_s=None if endpoint.listens else 10.0)
             except ProtocolError:
                 raise
             except InputError as exc:
@@ -638,6 +672,10 @@ class _Pending:
     failed: bool = False
 
 
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
 def _whole(frame: av.VideoFrame) -> Mask:
     return Mask(
         track=POLICY_TRACK,
@@ -701,7 +739,11 @@ class _Engine:
         self._detect_ewma = 0.0
         self._encode_ewma = 0.0
         self._ok_once = False
-        self._last_detected = -1
+        # frames whose detection came back (in order: one in flight at a time), and each
+        # track's last detected box and velocity (px per frame), for the trust horizon and
+        # the velocity-uncertainty growth of predictions
+        self._detected: deque[int] = deque(maxlen=1024)
+        self._motion: dict[int, tuple[int, Box, tuple[float, float]]] = {}
         self._fail_since: float | None = None
         self._failures = 0
         self._last_error = ""
@@ -780,8 +822,12 @@ class _Engine:
                 "%s: lost (%s); reconnecting in %.1f s", self._source, item.reason, item.retry_in_s
             )
             self._record.write(
-                {"event": "source_lost", "session": item.session, "reason": item.reason,
-                 "retry_in_s": item.retry_in_s}
+                {
+                    "event": "source_lost",
+                    "session": item.session,
+                    "reason": item.reason,
+                    "retry_in_s": item.retry_in_s,
+                }
             )
         elif isinstance(item, _End):
             self._ended = item.reason
@@ -794,16 +840,31 @@ class _Engine:
         video = item.video
         self._video_tb[item.session] = video.time_base
         rate = video.average_rate or video.guessed_rate or video.base_rate
-        streams = [{"index": video.index, "type": "video", "codec": video.codec_context.name,
-                    "time_base": str(video.time_base)}]  # fmt: skip
+        streams = [
+            {
+                "index": video.index,
+                "type": "video",
+                "codec": video.codec_context.name,
+                "time_base": str(video.time_base),
+            }
+        ]
         streams += [
-            {"index": s.index, "type": s.type,
-             "codec": s.codec_context.name if s.codec_context else None,
-             "time_base": str(s.time_base)}
+            {
+                "index": s.index,
+                "type": s.type,
+                "codec": s.codec_context.name if s.codec_context else None,
+                "time_base": str(s.time_base),
+            }
             for s in item.others
         ]
-        self._record.write({"event": "source_connected", "session": item.session,
-                            "rate": str(rate) if rate else None, "streams": streams})  # fmt: skip
+        self._record.write(
+            {
+                "event": "source_connected",
+                "session": item.session,
+                "rate": str(rate) if rate else None,
+                "streams": streams,
+            }
+        )
         if self._first is None:
             self._first = item
             if rate:
@@ -818,9 +879,13 @@ class _Engine:
             new = [s for s in item.others if s.type == kind]
             for a, b in zip(old, new, strict=False):
                 mapping[b.index] = a.index
-            for extra in new[len(old):]:
-                logger.warning("%s: stream #%d (%s) appeared on reconnect and is not sent",
-                               self._source, extra.index, kind)  # fmt: skip
+            for extra in new[len(old) :]:
+                logger.warning(
+                    "%s: stream #%d (%s) appeared on reconnect and is not sent",
+                    self._source,
+                    extra.index,
+                    kind,
+                )
         self._maps[item.session] = mapping
 
     def _offset(self, session: int, t: Fraction) -> Fraction:
@@ -828,8 +893,9 @@ class _Engine:
         one frame after the last thing sent, so the sink sees time only move forward."""
         if session not in self._offsets:
             self._offsets[session] = self._last_out_s + 1 / self._rate - t
-            self._record.write({"event": "timeline", "session": session,
-                                "offset_s": float(self._offsets[session])})  # fmt: skip
+            self._record.write(
+                {"event": "timeline", "session": session, "offset_s": float(self._offsets[session])}
+            )
         return self._offsets[session]
 
     def _copy(self, item: _Packet) -> None:
@@ -887,10 +953,15 @@ class _Engine:
         rotation = float(item.frame.rotation or 0)
         self._worker = _Worker(Upright(self._detector, rotation), self._inbox)
         self._worker.start()
-        self._record.write({"event": "sink_opened", "sink": str(self._sink_endpoint),
-                            "format": self._sink.container.format.name,
-                            "encoder": self._config.encoder.to_json(self._sink.codec),
-                            "tracker": self._associator_config_json(gap)})  # fmt: skip
+        self._record.write(
+            {
+                "event": "sink_opened",
+                "sink": str(self._sink_endpoint),
+                "format": self._sink.container.format.name,
+                "encoder": self._config.encoder.to_json(self._sink.codec),
+                "tracker": self._associator_config_json(gap),
+            }
+        )
         while self._early:
             self._copy(self._early.popleft())
 
@@ -932,22 +1003,25 @@ class _Engine:
             if self._fail_since is None:
                 self._fail_since = now
                 logger.error("detector failed: %s", self._last_error)
-                self._record.write({"event": "detector_error", "frame": result.index,
-                                    "error": self._last_error})  # fmt: skip
+                self._record.write(
+                    {"event": "detector_error", "frame": result.index, "error": self._last_error}
+                )
             if pending is not None:
                 pending.failed = True
             return
         if self._fail_since is not None or self._gone_logged:
             down = now - min(self._fail_since or now, self._gone_at or now)
             logger.warning("detector is back after %.1f s", down)
-            self._record.write({"event": "detector_back", "frame": result.index,
-                                "down_s": round(down, 3)})  # fmt: skip
+            self._record.write(
+                {"event": "detector_back", "frame": result.index, "down_s": round(down, 3)}
+            )
             self._gone_logged = False
             self._gone_at = None
         self._fail_since = None
         self._failures = 0
         self._ok_once = True
-        self._last_detected = max(self._last_detected, result.index)
+        if not self._detected or result.index > self._detected[-1]:
+            self._detected.append(result.index)
         self._stats.detections += 1
         self._stats.detect_s.append(result.seconds)
         alpha = 0.2 if self._detect_ewma else 1.0
@@ -956,6 +1030,7 @@ class _Engine:
         masks = self._associator.assign(result.index, result.detections)
         for mask in masks:
             self._scores[mask.track] = mask.score
+            self._track_motion(result.index, mask)
         if pending is not None:
             pending.detected = masks
         else:
@@ -1008,39 +1083,117 @@ class _Engine:
     def _masks(self, pending: _Pending, now: float) -> tuple[Mode, list[Mask], str | None]:
         gone = self._gone_for(now)
         assert self._associator is not None
-        if pending.detected is not None:
+        untrusted = self._untrusted(pending.index)
+        if pending.detected is not None and untrusted is None:
             present = {m.track for m in pending.detected}
-            return Mode.DETECTED, sorted(set(pending.detected) | set(
-                self._predicted(pending.index, 0.0, exclude=present))), None
+            return (
+                Mode.DETECTED,
+                sorted(
+                    set(pending.detected)
+                    | set(self._predicted(pending.index, 0.0, exclude=present))
+                ),
+                None,
+            )
         if not self._ok_once:
             return Mode.POLICY, [_whole(pending.frame)], "no detection yet"
         if gone is not None and gone > self._delay:
             if not self._gone_logged:
                 self._gone_logged = True
                 self._gone_at = now - gone
-                logger.error("detector gone for %.1f s (%s): masking whole frames",
-                             gone, self._last_error or "no answer")  # fmt: skip
-                self._record.write({"event": "detector_gone", "frame": pending.index,
-                                    "gone_s": round(gone, 3),
-                                    "error": self._last_error or "no answer"})  # fmt: skip
+                logger.error(
+                    "detector gone for %.1f s (%s): masking whole frames",
+                    gone,
+                    self._last_error or "no answer",
+                )
+                self._record.write(
+                    {
+                        "event": "detector_gone",
+                        "frame": pending.index,
+                        "gone_s": round(gone, 3),
+                        "error": self._last_error or "no answer",
+                    }
+                )
             reason = f"detector unavailable for {gone:.2f} s ({self._last_error or 'no answer'})"
             return Mode.POLICY, [_whole(pending.frame)], reason
-        stale = (pending.index - self._last_detected) / float(self._rate)
-        if stale > self._config.max_stale_s:
-            reason = f"tracks stale: newest detection {stale:.2f} s before this frame"
-            return Mode.POLICY, [_whole(pending.frame)], reason
+        if untrusted is not None:
+            return Mode.POLICY, [_whole(pending.frame)], untrusted
         if pending.submitted is not None or pending.failed or gone is not None:
             return Mode.LATE, self._predicted(pending.index, self._config.late_margin), None
         return Mode.TRACKED, self._predicted(pending.index, 0.0), None
 
-    def _predicted(self, index: int, grow: float, exclude: set[int] = frozenset()) -> list[Mask]:  # type: ignore[assignment]
+    def _untrusted(self, index: int) -> str | None:
+        """Why frame ``index`` may not be masked from its detection or predictions (None: it
+        may). The detections that came back around it must be at most the trust horizon
+        apart: its own and the one before (a face the detector misses in one is then still
+        in the other one's track predictions), the two it lies between, or, for
+        a frame after the newest one, that one and the one before it, the frame itself being
+        within the extrapolation horizon of the newest."""
+        trust, after = self._config.trust_frames(self._rate)
+        done = self._detected
+        k = bisect.bisect_left(done, index)
+        own = k < len(done) and done[k] == index
+        before = done[k - 1] if k > 0 else None
+        later = done[k + 1 if own else k] if (k + 1 if own else k) < len(done) else None
+        if own:
+            # confirmed by the one before: a face leaving the frame (ever more cut by its
+            # edge) or ever smaller is missed late, not early; the later one, if back, adds
+            # its tracks (carried back) too
+            if before is not None and index - before <= trust:
+                return None
+            gap = None if before is None else index - before
+            return f"untrusted: the detection before its own {gap} frames before (trust {trust})"
+        if later is not None:
+            if before is not None and later - before <= trust:
+                return None
+            gap = None if before is None else later - before
+            return f"untrusted: between detections {gap} frames apart (trust {trust})"
+        if before is None:
+            return "untrusted: no detection before it"
+        gap = before - done[k - 2] if k > 1 else None
+        if index - before <= after and gap is not None and gap <= trust:
+            return None
+        return (
+            f"untrusted: {index - before} frames after the newest detection (extrapolate "
+            f"{after}), {gap} frames after the one before (trust {trust})"
+        )
+
+    def _track_motion(self, index: int, mask: Mask) -> None:
+        last = self._motion.get(mask.track)
+        velocity = (0.0, 0.0)
+        if last is not None and index > last[0]:
+            (ox, oy), (nx, ny) = _centre(last[1]), _centre(mask.box)
+            velocity = ((nx - ox) / (index - last[0]), (ny - oy) / (index - last[0]))
+        self._motion[mask.track] = (index, mask.box, velocity)
+        if len(self._motion) > 256:  # tracks long gone
+            horizon = index - 2 * max(1, round(self._rate * Fraction(self._config.track_s)))
+            self._motion = {t: m for t, m in self._motion.items() if m[0] >= horizon}
+
+    def _predicted(
+        self,
+        index: int,
+        grow: float,
+        exclude: set[int] | frozenset[int] = frozenset(),
+    ) -> list[Mask]:
+        """Track predictions at ``index``: constant velocity, grown with staleness by the
+        tracker (``growth_per_frame``), by ``grow``, and by the velocity's uncertainty: each
+        side moves out by ``velocity_uncertainty`` x the track's speed (the scene's median
+        track speed for a track with no velocity yet, or if faster) x the frames since it
+        was detected."""
         assert self._associator is not None
-        return [
-            Mask(track=track, origin=Origin.EXTRAPOLATED, box=box,
-                 score=self._scores.get(track, 0.0))
-            for track, box in self._associator.predict(index, grow=grow)
-            if track not in exclude
-        ]
+        speeds = sorted(math.hypot(*m[2]) for m in self._motion.values() if m[2] != (0.0, 0.0))
+        scene = speeds[len(speeds) // 2] if speeds else 0.0
+        masks = []
+        for track, box in self._associator.predict(index, grow=grow):
+            if track in exclude:
+                continue
+            motion = self._motion.get(track)
+            if motion is not None:
+                speed = max(math.hypot(*motion[2]), scene)
+                pad = self._config.velocity_uncertainty * speed * abs(index - motion[0])
+                box = (box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad)
+            score = self._scores.get(track, 0.0)
+            masks.append(Mask(track=track, origin=Origin.EXTRAPOLATED, box=box, score=score))
+        return masks
 
     def _out_pts(self, pending: _Pending) -> int:
         assert self._sink is not None
@@ -1059,16 +1212,20 @@ class _Engine:
     def _send(self, pending: _Pending, now: float) -> None:
         assert self._sink is not None
         mode, masks, reason = self._masks(pending, now)
-        if mode is Mode.POLICY and self._config.on_outage is OutagePolicy.STOP and self._ok_once:
+        outage = mode is Mode.POLICY and (reason or "").startswith("detector unavailable")
+        if outage and self._config.on_outage is OutagePolicy.STOP:
+            # an outage only: a frame beyond the trust horizon is masked whole, not stopped on
             self._ended = self._ended or "stopped: " + (reason or "detector gone")
         started = time.perf_counter()
         if mode is Mode.POLICY:
             frame = _masked_whole(pending.frame, self._config.encoder.pix_fmt)
         else:
             frame = render_frame(
-                pending.frame, [m.box for m in masks], self._config.style,
+                pending.frame,
+                [m.box for m in masks],
+                self._config.style,
                 pix_fmt=self._config.encoder.pix_fmt,
-            )  # fmt: skip
+            )
         frame.pts = self._out_pts(pending)
         frame.time_base = self._sink.time_base
         self._sink.encode(frame)
@@ -1101,8 +1258,8 @@ class _Engine:
         """Detect less often when frames leave late because the CPU is short (detection and
         encoding share it), and more often again when there is slack."""
         if latency > 1.5 * self._delay:
-            # never so sparse that tracks go stale (those frames would be masked whole)
-            cap = max(1, int(self._rate * Fraction(self._config.max_stale_s) / 2))
+            # never sparser than the trust horizon (frames would be masked whole)
+            cap = self._config.trust_frames(self._rate)[0]
             self._min_stride = min(self._min_stride + 1, cap)
         elif latency < 0.7 * self._delay and self._min_stride > 1:
             self._min_stride -= 1
@@ -1141,16 +1298,18 @@ def run_live(
     stats = LiveStats()
     writer = _RecordWriter(record)
     server = _start_metrics(metrics, stats) if metrics else None
-    writer.write({
-        "schema": RECORD_SCHEMA,
-        "veil_version": __version__,
-        "source": redact(source),
-        "sink": redact(sink),
-        "live": config.to_json(),
-        "detector": detector_json or detector.info.to_json(),
-        "style": config.style.to_json(),
-        "weak_style_settings": config.style.weak_settings,
-    })  # fmt: skip
+    writer.write(
+        {
+            "schema": RECORD_SCHEMA,
+            "veil_version": __version__,
+            "source": redact(source),
+            "sink": redact(sink),
+            "live": config.to_json(),
+            "detector": detector_json or detector.info.to_json(),
+            "style": config.style.to_json(),
+            "weak_style_settings": config.style.weak_settings,
+        }
+    )
     engine = _Engine(source_ep, sink_ep, detector, config, writer, stats, stop)
     reason = "error"
     error: BaseException | None = None

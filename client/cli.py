@@ -630,6 +630,13 @@ def _add_live_parser(sub: Any) -> None:
         help="delay budget: no frame is held longer (default 200)",
     )
     p.add_argument(
+        "--trust-ms",
+        type=float,
+        default=120.0,
+        help="mask whole any frame whose surrounding detections are further apart than this "
+        "(fail closed; default 120)",
+    )
+    p.add_argument(
         "--record",
         type=Path,
         metavar="REC.jsonl",
@@ -698,6 +705,7 @@ def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
     base = replace(LiveEncoder().base, **{k: v for k, v in changes.items() if v is not None})
     live = LiveConfig(
         delay_s=args.delay_ms / 1000,
+        trust_s=args.trust_ms / 1000,
         on_outage=args.on_outage,
         reconnect=ReconnectPolicy(attempts=args.reconnect_attempts),
         tracker=detection.tracker_for_run,

@@ -69,13 +69,21 @@ class _Fixed:
 
     @property
     def info(self) -> DetectorInfo:
-        return DetectorInfo(model="fixed", weights_sha256="0" * 64, backend="test",
-                            execution_provider="none", max_side=320, score_threshold=0.5,
-                            nms_threshold=0.3)  # fmt: skip
+        return DetectorInfo(
+            model="fixed",
+            weights_sha256="0" * 64,
+            backend="test",
+            execution_provider="none",
+            max_side=320,
+            score_threshold=0.5,
+            nms_threshold=0.3,
+        )
 
     def detect(self, images: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        return [Detections(np.array([self.box], np.float32), np.array([0.9], np.float32))
-                for _ in images]  # fmt: skip
+        return [
+            Detections(np.array([self.box], np.float32), np.array([0.9], np.float32))
+            for _ in images
+        ]
 
     def close(self) -> None:
         pass
@@ -157,9 +165,7 @@ def _source_lost(record: Path) -> bool:
     return record.exists() and '"source_lost"' in record.read_text()
 
 
-def live_in_process(
-    tmp: Path, clip: Path, detector: Any, *, delay_s: float, loops: int = 1
-) -> Run:
+def live_in_process(tmp: Path, clip: Path, detector: Any, *, delay_s: float, loops: int = 1) -> Run:
     published = make_ts(clip, tmp / "published.ts", loops=loops)
     receiver = Receiver(tmp / "received.ts")
     receiver.start()
@@ -277,8 +283,10 @@ def check_masked(
             before, after = structure(source, face), structure(out, face)
             kept = after / before if before > 1.0 else 0.0
             if share < MIN_COVER or kept > MAX_STRUCTURE:
-                leaks.append(f"frame {index} ({line['mode']}): face {[round(v) for v in face]} "
-                             f"covered {share:.2f}, structure kept {kept:.2f}")  # fmt: skip
+                leaks.append(
+                    f"frame {index} ({line['mode']}): face {[round(v) for v in face]} "
+                    f"covered {share:.2f}, structure kept {kept:.2f}"
+                )
     return {"faces_checked": checked, "leaks": leaks}
 
 
@@ -309,14 +317,21 @@ def report(name: str, run: Run, extra: dict[str, Any]) -> dict[str, Any]:
     lat = run.latencies
     data = {
         "run": name,
-        "end_to_end_ms": {"p50": round(lat[len(lat) // 2] * 1000, 1),
-                          "p95": round(lat[int(len(lat) * 0.95)] * 1000, 1)} if lat else None,
+        "end_to_end_ms": {
+            "p50": round(lat[len(lat) // 2] * 1000, 1),
+            "p95": round(lat[int(len(lat) * 0.95)] * 1000, 1),
+        }
+        if lat
+        else None,
         "in_veil_ms": run.summary["latency_ms"],
         "frames_by_mode": run.summary["frames_by_mode"],
         "dropped": run.summary["frames_dropped"],
         "stride": run.summary["stride_recent_mean"],
+        "whole_frame_share": round(
+            run.summary["frames_by_mode"]["policy"] / max(1, run.summary["frames_out"]), 3
+        ),
         "load": os.getloadavg()[0],
-    } | extra  # fmt: skip
+    } | extra
     print(f"\nveil live {json.dumps(data)}")
     return data
 
@@ -327,8 +342,8 @@ def policy_after_gone(run: Run) -> list[dict[str, Any]]:
     come back, and every frame after it must be masked whole by policy."""
     gone = [k for k, line in enumerate(run.record) if line.get("event") == "detector_gone"]
     assert gone, "the record does not say the detector was gone"
-    assert not any(line.get("event") == "detector_back" for line in run.record[gone[-1]:])
-    after = [line for line in run.record[gone[-1]:] if "mode" in line]
+    assert not any(line.get("event") == "detector_back" for line in run.record[gone[-1] :])
+    after = [line for line in run.record[gone[-1] :] if "mode" in line]
     assert after, "no frame went out after the detector was gone"
     assert {line["mode"] for line in after} == {"policy"}
     assert all("detector unavailable" in line["policy"] for line in after)
@@ -341,8 +356,11 @@ def whole_frame_masked(run: Run, out_pts: set[int]) -> None:
     for pts, luma in _frames(run.received):
         if pts in received:
             received[pts] = structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
-    sources = {pts: structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
-               for pts, luma in _frames(run.published) if pts in received}  # fmt: skip
+    sources = {
+        pts: structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
+        for pts, luma in _frames(run.published)
+        if pts in received
+    }
     for pts, after in received.items():
         assert after is not None
         assert after < 0.25 * sources[pts], f"pts {pts}: whole-frame mask kept structure"
@@ -388,8 +406,9 @@ def test_missing_protocol_names_it(tmp_path: Path) -> None:
         pytest.skip("this FFmpeg build has an srt protocol")
     summary_path = tmp_path / "r.jsonl"
     with pytest.raises(ProtocolError, match="no 'srt' protocol"):
-        run_live("srt://127.0.0.1:1", str(tmp_path / "o.ts"), detector=_Fixed(),
-                 record=summary_path)  # fmt: skip
+        run_live(
+            "srt://127.0.0.1:1", str(tmp_path / "o.ts"), detector=_Fixed(), record=summary_path
+        )
     assert json.loads(summary_path.read_text().splitlines()[-1])["summary"]["frames_out"] == 0
 
 
@@ -401,8 +420,9 @@ def test_client_imports_without_prometheus(tmp_path: Path) -> None:
         "try:\n    _start_metrics('127.0.0.1:0', LiveStats())\n"
         "except veil.ConfigError as e:\n    print('ERR', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "ERR --metrics needs prometheus-client" in out.stdout
 
@@ -414,8 +434,9 @@ def test_file_source_plays_at_native_rate_to_a_file(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=50)  # 2 s at 25 fps
     out, record = tmp_path / "out.ts", tmp_path / "out.jsonl"
     started = time.monotonic()
-    summary = run_live(str(clip), str(out), detector=_Fixed(), record=record,
-                       config=LiveConfig(delay_s=0.5))  # fmt: skip
+    summary = run_live(
+        str(clip), str(out), detector=_Fixed(), record=record, config=LiveConfig(delay_s=0.5)
+    )
     took = time.monotonic() - started
     assert took >= 1.8, f"a 2 s file took {took:.2f} s: not played at its native rate"
     assert summary["frames_in"] == 50
@@ -443,8 +464,13 @@ def test_on_outage_stop_finishes_output_then_fails(tmp_path: Path) -> None:
     out, record = tmp_path / "out.ts", tmp_path / "out.jsonl"
     dying = _Dying(_Fixed(), after_s=1.0, how="raise")
     with pytest.raises(DetectorError, match="on-outage stop"):
-        run_live(str(clip), str(out), detector=dying, record=record,
-                 config=LiveConfig(delay_s=0.2, on_outage=OutagePolicy.STOP))  # fmt: skip
+        run_live(
+            str(clip),
+            str(out),
+            detector=dying,
+            record=record,
+            config=LiveConfig(delay_s=0.2, on_outage=OutagePolicy.STOP),
+        )
     lines = _read_record(record)
     summary = lines[-1]["summary"]
     assert summary["ended"].startswith("stopped: detector unavailable")
@@ -471,8 +497,12 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     text = body.decode()
-    for name in ("veil_live_lag_seconds", "veil_live_stride 3.0",
-                 "veil_live_frames_masked_by_policy_total", "veil_live_frames_dropped"):
+    for name in (
+        "veil_live_lag_seconds",
+        "veil_live_stride 3.0",
+        "veil_live_frames_masked_by_policy_total",
+        "veil_live_frames_dropped",
+    ):
         assert name in text, name
     del make_clip
 
@@ -487,8 +517,10 @@ def _offline_faces(clip: Path) -> Callable[[int], list[Sequence[float]]]:
     from veil import detect
 
     record = detect(clip, config=DetectionConfig.from_preset("fast"))
-    boxes = [[m.box for m in f.masks if m.origin.value in ("detected", "interpolated")]
-             for f in record.frames]  # fmt: skip
+    boxes = [
+        [m.box for m in f.masks if m.origin.value in ("detected", "interpolated")]
+        for f in record.frames
+    ]
     return lambda i: boxes[i] if i < len(boxes) else []
 
 
@@ -508,8 +540,11 @@ def test_live_sample_detector_dies(
     if how == "raise":
         assert run.events("detector_error")
     result = check_masked(run, _offline_faces(sample_clip))
-    report(f"sample/{how}", run, {"faces_checked": result["faces_checked"],
-                                  "leaks": len(result["leaks"])})  # fmt: skip
+    report(
+        f"sample/{how}",
+        run,
+        {"faces_checked": result["faces_checked"], "leaks": len(result["leaks"])},
+    )
     assert result["faces_checked"] > 0
     assert not result["leaks"], "\n".join(result["leaks"][:20])
 
@@ -517,24 +552,20 @@ def test_live_sample_detector_dies(
 def _gt_faces(clip_json: Path) -> Callable[[int], list[Sequence[float]]]:
     gt = json.loads(clip_json.read_text())
     # DESIGN's face instance: >= 20 px tall (checked in check_masked), >= 60 % visible
-    faces = [[f["bbox"] for f in frame["faces"] if not f["ignore"] and f["visible"] >= 0.6]
-             for frame in gt["frames"]]  # fmt: skip
+    faces = [
+        [f["bbox"] for f in frame["faces"] if not f["ignore"] and f["visible"] >= 0.6]
+        for frame in gt["frames"]
+    ]
     return lambda i: faces[i] if i < len(faces) else []
 
 
-#: Share of GT faces that may show in frames masked from predictions (``tracked``/``late``)
-#: on the 720p GT clip. Live mode has no look-ahead beyond the delay: a face that enters the
-#: frame (the clip pans and zooms fast) between two detections, or a prediction outrun by
-#: the camera, shows until the next detection, and on two loaded shared cores detections
-#: are sparse. Frames with their own detection, or masked by policy, must have none.
-#: docs/live.md reports the measured rates; the bundled-sample test demands zero.
-MAX_PREDICTED_LEAK_SHARE = 0.05
-
-
 @pytest.mark.parametrize("delay_ms", [200, 1000])
-def test_live_gt_clip(tmp_path: Path, shared_data: Path, light_detector: Any,
-                      delay_ms: int) -> None:  # fmt: skip
-    """The 720p30 GT clip at its native rate, detector hanging from 3.5 s on."""
+def test_live_gt_clip(
+    tmp_path: Path, shared_data: Path, light_detector: Any, delay_ms: int
+) -> None:
+    """The 720p30 GT clip at its native rate, detector hanging from 3.5 s on: every GT face
+    (>= 20 px tall) masked in every frame, whatever mode masked it. Frames beyond the trust
+    horizon are masked whole (fail closed), so on a loaded machine most are."""
     clip = shared_data / "clips" / "wider_group_tilted_pan.mp4"
     dying = _Dying(light_detector, after_s=3.5, how="hang")
     try:
@@ -545,13 +576,13 @@ def test_live_gt_clip(tmp_path: Path, shared_data: Path, light_detector: Any,
     after = policy_after_gone(run)
     whole_frame_masked(run, {line["out_pts"] for line in after[::10]})
     result = check_masked(run, _gt_faces(clip.with_suffix(".json")))
-    report(f"gt/{delay_ms}ms", run, {"faces_checked": result["faces_checked"],
-                                     "leaks": len(result["leaks"])})  # fmt: skip
+    report(
+        f"gt/{delay_ms}ms",
+        run,
+        {"faces_checked": result["faces_checked"], "leaks": len(result["leaks"])},
+    )
     assert result["faces_checked"] > 0
-    hard = [leak for leak in result["leaks"] if "(detected)" in leak or "(policy)" in leak]
-    assert not hard, "\n".join(hard[:20])
-    share = len(result["leaks"]) / result["faces_checked"]
-    assert share <= MAX_PREDICTED_LEAK_SHARE, "\n".join(result["leaks"][:20])
+    assert not result["leaks"], "\n".join(result["leaks"][:20])
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,10 +591,21 @@ def test_live_gt_clip(tmp_path: Path, shared_data: Path, light_detector: Any,
 
 def _start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*VEIL, "serve", "--listen", f"127.0.0.1:{port}", "--model", "retinaface_mnet025",
-         "--threads", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            *VEIL,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--model",
+            "retinaface_mnet025",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _tcp_free_port() -> int:
@@ -595,18 +637,31 @@ def test_live_cli_remote_detector_killed(tmp_path: Path, sample_clip: Path) -> N
     try:
         if not _serving(grpc_port, 90):
             server.kill()
-            pytest.skip(f"veil serve did not come up: {server.stderr.read().decode()[-500:]}")
+            _, err = server.communicate(timeout=30)
+            pytest.fail(f"veil serve did not come up: {err.decode()[-2000:]}")
         published = make_ts(sample_clip, tmp_path / "published.ts")
         receiver = Receiver(tmp_path / "received.ts")
         receiver.start()
         port = free_udp_port()
         record = tmp_path / "live.jsonl"
         live = subprocess.Popen(
-            [*VEIL, "live", f"udp://127.0.0.1:{port}", f"udp://127.0.0.1:{receiver.port}",
-             "--detector", f"grpc://127.0.0.1:{grpc_port}", "--delay-ms", "500",
-             "--record", str(record)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                *VEIL,
+                "live",
+                f"udp://127.0.0.1:{port}",
+                f"udp://127.0.0.1:{receiver.port}",
+                "--detector",
+                f"grpc://127.0.0.1:{grpc_port}",
+                "--delay-ms",
+                "500",
+                "--record",
+                str(record),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             assert wait_udp_bound(port, 90), "veil live never listened"
             publisher = Publisher(published, port)
@@ -637,8 +692,11 @@ def test_live_cli_remote_detector_killed(tmp_path: Path, sample_clip: Path) -> N
         after = policy_after_gone(run)
         whole_frame_masked(run, {line["out_pts"] for line in after[::5]})
         result = check_masked(run, _offline_faces(sample_clip))
-        report("cli/grpc-killed", run, {"faces_checked": result["faces_checked"],
-                                        "leaks": len(result["leaks"])})  # fmt: skip
+        report(
+            "cli/grpc-killed",
+            run,
+            {"faces_checked": result["faces_checked"], "leaks": len(result["leaks"])},
+        )
         assert not result["leaks"], "\n".join(result["leaks"][:20])
     finally:
         if server.poll() is None:
