@@ -180,7 +180,7 @@ class Replay:
         listed = self._frames[index]
         masks = self._edits.listed(index, listed.masks)
         evidence = [m for m in masks if m.origin in EVIDENCE]
-        yield from self._union(self._smoother.push(index, listed.pts, evidence))
+        yield from self._union(self._smoother.push(index, listed.pts, evidence, listed.cut))
 
     def flush(self) -> Iterator[FrameMasks]:
         yield from self._union(self._smoother.flush())
@@ -189,7 +189,7 @@ class Replay:
         for final in finals:
             listed = self._edits.listed(final.index, self._frames[final.index].masks)
             masks = self._edits.finish(set(listed) | set(final.masks))
-            yield FrameMasks(final.index, final.pts, masks)
+            yield FrameMasks(final.index, final.pts, masks, final.cut)
 
 
 def final_frames(record: Record) -> list[FrameMasks]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import av
 from av.video.reformatter import Interpolation, VideoReformatter
@@ -33,13 +33,14 @@ from tqdm import tqdm
 
 from . import __version__
 from ._detections import Detections
-from ._detector import Detector, Upright, fit_size
+from ._detector import Detector, Image, Upright, fit_size
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
 from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
 from ._provenance import Signer
 from ._record import Record, residual_risk, validate, write_json_atomic
 from ._render import Box, render_frame
+from ._shots import CutDetector
 from ._style import Style
 from ._tracker import POLICY_TRACK, Associator, FrameMasks, Mask, Origin, Smoother, TrackerConfig
 
@@ -154,7 +155,9 @@ class _Detecting:
         self._in_flight: deque[tuple[list[DecodedFrame], list[bool], Future[list[Detections]]]]
         self._in_flight = deque()
         self._held: dict[int, DecodedFrame] = {}
-        self._scaler = threading.local()
+        self._scaler = VideoReformatter()  # used by the one detect worker only
+        self._shots = CutDetector()
+        self._cuts: set[int] = set()  # frames held that start a new shot
         self.policy: dict[int, str] = {}
 
     @property
@@ -164,6 +167,8 @@ class _Detecting:
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         self._held[item.index] = item
+        if self._shots.is_cut(item.frame):
+            self._cuts.add(item.index)
         self._batch.append(item)
         if item.index % self._stride == 0:
             self._due += 1
@@ -198,15 +203,13 @@ class _Detecting:
 
     def _detect(self, frames: list[av.VideoFrame]) -> list[Detections]:
         """In the worker: scale each frame to the model's input size, then detect."""
-        scaler = getattr(self._scaler, "reformatter", None)
-        if scaler is None:
-            scaler = self._scaler.reformatter = VideoReformatter()
         max_side = self._detector.info.max_side
-        images, sizes = [], []
+        images: list[Image] = []
+        sizes: list[tuple[int, int]] = []
         for frame in frames:
             w, h = fit_size(frame.width, frame.height, max_side)
-            scaled = scaler.reformat(frame, w, h, "rgb24", interpolation=Interpolation.AREA)
-            images.append(scaled.to_ndarray())
+            scaled = self._scaler.reformat(frame, w, h, "rgb24", interpolation=Interpolation.AREA)
+            images.append(cast(Image, scaled.to_ndarray()))
             sizes.append((frame.width, frame.height))
         return self._detector.detect(images, sizes)
 
@@ -236,7 +239,9 @@ class _Detecting:
                 masks = self._associator.assign(item.index, detections)
             else:
                 masks = []  # not detected (stride): the smoother derives its coverage
-            for final in self._smoother.push(item.index, item.frame.pts, masks):
+            cut = item.index in self._cuts
+            self._cuts.discard(item.index)
+            for final in self._smoother.push(item.index, item.frame.pts, masks, cut):
                 yield self._held.pop(final.index), final
 
 
@@ -455,6 +460,8 @@ def run_job(
             decoding.close()  # the demuxer is done: its stream digests are final
             if record is None:
                 assert detector is not None and tracker is not None
+                detecting = masks_source
+                assert isinstance(detecting, _Detecting)
                 detector_block = dict(detector_json or detector.info.to_json())
                 detector_block["stride"] = stride
                 record = Record(
@@ -464,9 +471,7 @@ def run_job(
                     tracker=tracker,
                     frames=frames,
                     policy=masks_source.policy,
-                    residual_risk=residual_risk(
-                        frames, masks_source.policy, masks_source.near_misses
-                    ),
+                    residual_risk=residual_risk(frames, masks_source.policy, detecting.near_misses),
                 )
             elif len(frames) != len(record.frames):
                 raise RecordError(

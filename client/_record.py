@@ -170,6 +170,8 @@ class Record:
             }
             if frame.index in self.policy:
                 entry["policy"] = self.policy[frame.index]
+            if frame.cut:
+                entry["cut"] = True
             frames.append(entry)
         return {
             "schema": SCHEMA,
@@ -210,7 +212,7 @@ class Record:
                     f"found index {entry['index']} at position {expected}"
                 )
             masks = sorted(Mask.from_json(m) for m in entry["masks"])
-            frames.append(FrameMasks(entry["index"], entry["pts"], masks))
+            frames.append(FrameMasks(entry["index"], entry["pts"], masks, entry.get("cut", False)))
             if "policy" in entry:
                 policy[entry["index"]] = entry["policy"]
         return cls(

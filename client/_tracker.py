@@ -256,6 +256,8 @@ class FrameMasks:
     index: int
     pts: int | None
     masks: list[Mask]
+    #: this frame starts a new shot (a hard cut lies between it and the frame before)
+    cut: bool = False
 
 
 class Smoother:
@@ -263,15 +265,25 @@ class Smoother:
 
     Feed frames in order with ``push``; each frame comes back from ``push`` (or ``flush``)
     once ``config.lookahead`` later frames have been seen, with its final masks.
+
+    Lead-in and lead-out masks stop at hard cuts (``cut=True`` on the first frame of a shot):
+    a face's first detection says nothing about the previous shot. Interpolation between two
+    detections of one track is kept even across a cut, so a falsely detected cut can never
+    open a gap the tracker would otherwise bridge.
     """
 
     def __init__(self, config: TrackerConfig) -> None:
         self._config = config
-        self._pending: deque[tuple[int, int | None, list[Mask]]] = deque()
+        self._pending: deque[tuple[int, int | None, list[Mask], bool]] = deque()
         self._evidence: dict[int, list[tuple[int, Mask]]] = {}
+        self._cuts: deque[int] = deque()
 
-    def push(self, index: int, pts: int | None, masks: list[Mask]) -> Iterator[FrameMasks]:
-        self._pending.append((index, pts, masks))
+    def push(
+        self, index: int, pts: int | None, masks: list[Mask], cut: bool = False
+    ) -> Iterator[FrameMasks]:
+        self._pending.append((index, pts, masks, cut))
+        if cut:
+            self._cuts.append(index)
         for mask in masks:
             if mask.origin is not Origin.POLICY:
                 self._evidence.setdefault(mask.track, []).append((index, mask))
@@ -282,7 +294,11 @@ class Smoother:
         while self._pending:
             yield self._finalise(*self._pending.popleft())
 
-    def _finalise(self, index: int, pts: int | None, evidence: list[Mask]) -> FrameMasks:
+    def _crosses_cut(self, first: int, last: int) -> bool:
+        """Whether a shot starts in (first, last]: frames first and last lie in two shots."""
+        return any(first < cut <= last for cut in self._cuts)
+
+    def _finalise(self, index: int, pts: int | None, evidence: list[Mask], cut: bool) -> FrameMasks:
         cfg = self._config
         masks = set(evidence)
         present = {m.track for m in evidence}
@@ -292,8 +308,11 @@ class Smoother:
             derived = self._derive(index, points)
             if derived is not None:
                 masks.add(derived)
-        self._prune(index - max(cfg.max_gap + 1, cfg.lead_out))
-        return FrameMasks(index, pts, sorted(masks))
+        horizon = index - max(cfg.max_gap + 1, cfg.lead_out)
+        self._prune(horizon)
+        while self._cuts and self._cuts[0] <= horizon:
+            self._cuts.popleft()
+        return FrameMasks(index, pts, sorted(masks), cut)
 
     def _derive(self, index: int, points: list[tuple[int, Mask]]) -> Mask | None:
         cfg = self._config
@@ -317,11 +336,19 @@ class Smoother:
                     box=box,  # type: ignore[arg-type]
                     score=min(m0.score, m1.score),
                 )
-        if after is not None and points[after][0] - index <= cfg.lead_in:
+        if (
+            after is not None
+            and points[after][0] - index <= cfg.lead_in
+            and not self._crosses_cut(index, points[after][0])
+        ):
             f1, m1 = points[after]
             box = _shift(m1.box, 0.0, 0.0, cfg.growth_per_frame * (f1 - index))
             return Mask(track=m1.track, origin=Origin.EXTRAPOLATED, box=box, score=m1.score)
-        if before is not None and index - points[before][0] <= cfg.lead_out:
+        if (
+            before is not None
+            and index - points[before][0] <= cfg.lead_out
+            and not self._crosses_cut(points[before][0], index)
+        ):
             f0, m0 = points[before]
             vx = vy = 0.0
             if before > 0:

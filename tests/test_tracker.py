@@ -14,6 +14,7 @@ import veil
 from veil import DetectionConfig, Detections, Mask, Origin, TrackerConfig
 from veil._media import DecodedFrame
 from veil._pipeline import _FromRecord
+from veil._shots import CutDetector
 from veil._tracker import Associator, FrameMasks, Smoother
 
 CONFIG = TrackerConfig(max_gap=4, lead_in=3, lead_out=2)
@@ -133,3 +134,28 @@ def test_a_detection_removed_from_a_record_is_filled_by_interpolation(
     # Interpolated between its neighbours, the box lands near the removed detection.
     gap = np.abs(np.subtract(filled[0].box, track.box)).max()
     assert gap < 0.2 * max(track.box[2] - track.box[0], track.box[3] - track.box[1])
+
+
+def test_lead_in_and_lead_out_stop_at_a_cut_but_interpolation_does_not() -> None:
+    box = (20.0, 20.0, 40.0, 40.0)
+    smoother = Smoother(CONFIG)
+    frames = []
+    evidence = {5: [_detected(1, box)], 12: [_detected(2, box)], 15: [_detected(2, box)]}
+    for i in range(25):
+        frames.extend(smoother.push(i, i, evidence.get(i, []), cut=i in (7, 14)))
+    frames.extend(smoother.flush())
+    masked = {f.index: [m.track for m in f.masks] for f in frames if f.masks}
+    # track 1: lead-in 3 frames (2-4), lead-out 2 frames (6 only: the cut at 7 ends it).
+    # track 2: lead-in 3 frames (9-11, after the cut at 7); the cut at 14 lies between its two
+    # detections, so 13-14 stay interpolated; lead-out 16-17.
+    track_1 = {i: [1] for i in range(2, 7)}
+    track_2 = {i: [2] for i in range(9, 18)}
+    assert masked == track_1 | track_2
+    assert [f.index for f in frames if f.cut] == [7, 14]
+
+
+def test_the_sample_has_one_cut_where_the_shot_changes(sample_clip: Path) -> None:
+    shots = CutDetector()
+    with av.open(str(sample_clip)) as container:
+        cuts = [i for i, frame in enumerate(container.decode(video=0)) if shots.is_cut(frame)]
+    assert cuts == [125]  # samples/README.md: the hard cut at 5.0 s
