@@ -71,6 +71,10 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # Lead-in/out and gaps are in frames. They are set by hand and checked by `veil eval`
     # (no leaks >= 20 px and no single-frame holes on the public GT clips, docs/quality.md);
     # a sweep tuning them on the generated hard clips is still to do.
+    # Issue 5 (docs/quality.md): lead-in/out masks over frames with no face are most of the
+    # collateral (e.g. past a hard cut), but shortening them raises leaks on the hard clips,
+    # so they stay. Balanced gets no mirror pass: on WIDER stills it adds ~2 points to both
+    # profile and frontal recall (the gap stays ~18) at ~2.5x detector time.
     Preset.FAST: (
         DetectorSettings(
             model="retinaface_mnet025",
