@@ -217,8 +217,11 @@ class LocalDetector:
             tile_images, where = [], []
             for i, image in enumerate(images):
                 for x0, y0, x1, y1 in crops:
-                    tile = cv2.resize(image[y0:y1, x0:x1], ((x1 - x0) * 2, (y1 - y0) * 2),
-                                      interpolation=cv2.INTER_LINEAR)
+                    tile = cv2.resize(
+                        image[y0:y1, x0:x1],
+                        ((x1 - x0) * 2, (y1 - y0) * 2),
+                        interpolation=cv2.INTER_LINEAR,
+                    )
                     tile_images.append(tile)
                     where.append((i, x0, y0))
             tile_size = ((crops[0][2] - crops[0][0]) * 2, (crops[0][3] - crops[0][1]) * 2)

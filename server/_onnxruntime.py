@@ -101,6 +101,9 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self._threads
+        # Idle intra-op threads sleep instead of spinning: in a pipeline they share the cores
+        # with decoding and encoding, and a spinning pool burns the CPU those need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: onnxruntime's warnings go to stderr
 

@@ -1,0 +1,161 @@
+"""The overlapped engine (decode, detect, render, encode in their own threads): detection
+stride coverage, fail-closed batches under a stride, determinism, and errors surfacing from
+helper threads. Throughput and peak memory are measured by benchmarks/bench_throughput.py,
+not by timed tests."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mediagen import make_clip
+
+import veil
+from veil import ConfigError
+from veil._detections import Detections
+from veil._detector import DetectorInfo
+from veil._pipeline import _Ahead, run_job
+from veil._tracker import Origin, TrackerConfig
+
+FACE = (100.0, 60.0, 160.0, 140.0)
+
+
+class FixedDetector:
+    """Finds one face at ``FACE`` in every image; can fail on chosen calls; counts images."""
+
+    def __init__(self, fail_calls: Sequence[int] = ()) -> None:
+        self.info = DetectorInfo(
+            model="fixed",
+            weights_sha256="0" * 64,
+            backend="test",
+            execution_provider="cpu",
+            max_side=320,
+            score_threshold=0.5,
+            nms_threshold=0.4,
+        )
+        self.images = 0
+        self.calls = 0
+        self.threads: set[str] = set()
+        self._fail = set(fail_calls)
+
+    def detect(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.calls in self._fail:
+            raise RuntimeError("scripted failure")
+        self.images += len(images)
+        return [
+            Detections(np.array([FACE], np.float32), np.array([0.9], np.float32)) for _ in images
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("frames", "stride"), [(30, 1), (30, 3), (31, 3), (32, 4), (5, 8)])
+def test_stride_detects_every_nth_and_the_last_frame_and_covers_the_rest(
+    tmp_path: Path, frames: int, stride: int
+) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=frames)
+    detector = FixedDetector()
+    tracker = TrackerConfig(max_gap=8, lead_in=8, lead_out=8)
+    result = run_job(src, detector=detector, tracker=tracker, stride=stride)
+    record = result.record
+    expected = {i for i in range(frames) if i % stride == 0} | {frames - 1}
+    detected = {f.index for f in record.frames if any(m.origin is Origin.DETECTED for m in f.masks)}
+    assert detected == expected
+    assert detector.images == len(expected)
+    assert record.detector["stride"] == stride
+    # Fail closed: every frame, detected or not, has the face covered.
+    for frame in record.frames:
+        assert frame.masks, f"frame {frame.index} has no mask"
+        assert all(m.origin in (Origin.DETECTED, Origin.INTERPOLATED) for m in frame.masks)
+    assert detector.threads == {"veil-detect_0"}  # detection ran in the worker thread
+
+
+def test_stride_larger_than_the_tracker_can_bridge_is_refused(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    tracker = TrackerConfig(max_gap=2, lead_in=2, lead_out=2)
+    with pytest.raises(ConfigError, match="stride 4"):
+        run_job(src, detector=FixedDetector(), tracker=tracker, stride=4)
+
+
+def test_a_failed_batch_masks_all_its_frames_detected_or_not(tmp_path: Path) -> None:
+    # stride 2, batches of 2 detected frames: batch 1 = frames 0-2, batch 2 = frames 3-6.
+    src = make_clip(tmp_path / "in.mp4", frames=20)
+    run = run_job(
+        src,
+        detector=FixedDetector(fail_calls=[2]),
+        tracker=TrackerConfig(max_gap=4, lead_in=4, lead_out=4),
+        batch_size=2,
+        stride=2,
+    )
+    assert sorted(run.record.policy) == [3, 4, 5, 6]
+    for index in (3, 4, 5, 6):
+        assert any(m.origin is Origin.POLICY for m in run.record.frames[index].masks)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_anonymize_equals_render_of_its_record_and_repeats_byte_for_byte(
+    tmp_path: Path, stride: int
+) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=40, audio="aac")
+    tracker = TrackerConfig(max_gap=8, lead_in=8, lead_out=8)
+    outputs = []
+    for k in range(2):
+        out = tmp_path / f"a{k}.mp4"
+        run_job(
+            src,
+            detector=FixedDetector(),
+            tracker=tracker,
+            stride=stride,
+            output=out,
+            record_path=tmp_path / f"a{k}.veil.json",
+        )
+        outputs.append(_sha(out))
+    assert outputs[0] == outputs[1]
+    assert _sha(tmp_path / "a0.veil.json") == _sha(tmp_path / "a1.veil.json")
+    rendered = tmp_path / "r.mp4"
+    veil.render(src, tmp_path / "a0.veil.json", rendered)
+    assert _sha(rendered) == outputs[0]
+
+
+def test_a_failing_producer_thread_raises_in_the_consumer() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        raise OSError("disk gone")
+
+    ahead = _Ahead(items(), depth=2, name="t")
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in ahead:
+            got.append(item)
+    ahead.close()
+    assert got == [1]
+
+
+def test_closing_early_stops_the_producer_thread() -> None:
+    produced = []
+
+    def items() -> Iterator[int]:
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    ahead = _Ahead(items(), depth=3, name="t")
+    for item in ahead:
+        if item == 5:
+            break
+    ahead.close()
+    assert not ahead._thread.is_alive()
+    assert len(produced) < 20  # bounded: it ran at most ``depth`` items ahead
