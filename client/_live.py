@@ -75,7 +75,15 @@ from ._live_io import (
 )
 from ._render import render_frame
 from ._style import Style
-from ._tracker import POLICY_TRACK, Associator, Box, Mask, Origin, TrackerConfig
+from ._tracker import (
+    Associator,
+    Box,
+    Mask,
+    Origin,
+    TrackerConfig,
+    centre,
+    whole_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -672,17 +680,8 @@ class _Pending:
     failed: bool = False
 
 
-def _centre(box: Box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-
 def _whole(frame: av.VideoFrame) -> Mask:
-    return Mask(
-        track=POLICY_TRACK,
-        origin=Origin.POLICY,
-        box=(0.0, 0.0, float(frame.width), float(frame.height)),
-        score=1.0,
-    )
+    return whole_frame(frame.width, frame.height)
 
 
 def _masked_whole(frame: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
@@ -1161,7 +1160,7 @@ class _Engine:
         last = self._motion.get(mask.track)
         velocity = (0.0, 0.0)
         if last is not None and index > last[0]:
-            (ox, oy), (nx, ny) = _centre(last[1]), _centre(mask.box)
+            (ox, oy), (nx, ny) = centre(last[1]), centre(mask.box)
             velocity = ((nx - ox) / (index - last[0]), (ny - oy) / (index - last[0]))
         self._motion[mask.track] = (index, mask.box, velocity)
         if len(self._motion) > 256:  # tracks long gone

@@ -42,7 +42,7 @@ from ._record import Record, residual_risk, validate, write_json_atomic
 from ._render import Box, render_frame
 from ._shots import CutDetector
 from ._style import Style
-from ._tracker import POLICY_TRACK, Associator, FrameMasks, Mask, Origin, Smoother, TrackerConfig
+from ._tracker import Associator, FrameMasks, Smoother, TrackerConfig, whole_frame
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +117,6 @@ class _Ahead:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def _policy_mask(frame: av.VideoFrame) -> Mask:
-    return Mask(
-        track=POLICY_TRACK,
-        origin=Origin.POLICY,
-        box=(0.0, 0.0, float(frame.width), float(frame.height)),
-        score=1.0,
-    )
 
 
 class _Detecting:
@@ -233,7 +224,7 @@ class _Detecting:
                 self.policy[item.index] = f"detector error: {exc}"
         for item, d, detections in zip(batch, due, results, strict=True):
             if item.index in self.policy:
-                masks = [_policy_mask(item.frame)]
+                masks = [whole_frame(item.frame.width, item.frame.height)]
             elif d:
                 assert detections is not None
                 masks = self._associator.assign(item.index, detections)

@@ -32,7 +32,7 @@ from ._media import DecodedFrame, Input, probe, sha256_file
 from ._record import Record
 from ._render import render_frame
 from ._style import Style
-from ._tracker import POLICY_TRACK, Box, FrameMasks, Mask, Origin
+from ._tracker import POLICY_TRACK, Box, FrameMasks, Mask, Origin, iou
 
 #: Detections under this score are flagged as low confidence.
 LOW_SCORE = 0.7
@@ -63,14 +63,6 @@ FLAG_COLOURS = {
 _FLAG_ORDER = list(FLAG_COLOURS)
 #: Nothing but inline styles and data: images; the browser refuses anything else.
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -197,7 +189,7 @@ def find_flags(
                 low.setdefault(m.track, []).append((frame.index, m.score))
         for i, a in enumerate(masks):
             for b in masks[i + 1 :]:
-                if a.track != b.track and _iou(a.box, b.box) >= OVERLAP_IOU:
+                if a.track != b.track and iou(a.box, b.box) >= OVERLAP_IOU:
                     overlap.setdefault((a.track, b.track), []).append(frame.index)
     for (ta, tb), frames in overlap.items():
         for first, last in _runs(frames):
@@ -212,7 +204,7 @@ def find_flags(
             )
     for track, points in detected.items():
         for (f0, m0), (f1, m1) in itertools.pairwise(points):
-            if f1 == f0 + 1 and _iou(m0.box, m1.box) < JUMP_IOU:
+            if f1 == f0 + 1 and iou(m0.box, m1.box) < JUMP_IOU:
                 flags.append(
                     Flag(
                         "detector disagreement",

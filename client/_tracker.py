@@ -129,7 +129,18 @@ class TrackerConfig:
         } | ({"new_track_score": self.new_track_score} if self.new_track_score else {})
 
 
-def _iou(a: Box, b: Box) -> float:
+def whole_frame(width: int, height: int) -> Mask:
+    """The mask that covers a whole frame by policy (detection failed or is not trusted)."""
+    return Mask(
+        track=POLICY_TRACK,
+        origin=Origin.POLICY,
+        box=(0.0, 0.0, float(width), float(height)),
+        score=1.0,
+    )
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -143,7 +154,7 @@ def _shift(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
     return (box[0] + dx - gx, box[1] + dy - gy, box[2] + dx + gx, box[3] + dy + gy)
 
 
-def _centre(box: Box) -> tuple[float, float]:
+def centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
@@ -177,16 +188,16 @@ class Associator:
         for track, state in self._live.items():
             dt = index - state.frame
             predicted = _shift(state.box, state.velocity[0] * dt, state.velocity[1] * dt)
-            pcx, pcy = _centre(predicted)
+            pcx, pcy = centre(predicted)
             psize = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
             for j, box in enumerate(boxes):
-                iou = _iou(predicted, box)  # type: ignore[arg-type]
-                cx, cy = _centre(box)  # type: ignore[arg-type]
+                overlap = iou(predicted, box)  # type: ignore[arg-type]
+                cx, cy = centre(box)  # type: ignore[arg-type]
                 size = max(box[2] - box[0], box[3] - box[1], 1.0)
                 near = math.hypot(cx - pcx, cy - pcy) / psize
                 similar = 0.5 <= size / psize <= 2.0
-                if iou >= cfg.match_iou or (near <= 0.5 and similar):
-                    candidates.append((weak[j], iou + max(0.0, 1.0 - near) * 0.5, track, j))
+                if overlap >= cfg.match_iou or (near <= 0.5 and similar):
+                    candidates.append((weak[j], overlap + max(0.0, 1.0 - near) * 0.5, track, j))
         # strong detections pick their tracks first; weak ones only continue what is left
         candidates.sort(key=lambda c: (c[0], -c[1], c[2], c[3]))
         track_of: dict[int, int] = {}
@@ -213,7 +224,7 @@ class Associator:
             else:
                 track = matched
                 state = self._live[track]
-                (ox, oy), (nx, ny) = _centre(state.box), _centre(box)  # type: ignore[arg-type]
+                (ox, oy), (nx, ny) = centre(state.box), centre(box)  # type: ignore[arg-type]
                 dt = index - state.frame
                 self._live[track] = _Live(box, index, ((nx - ox) / dt, (ny - oy) / dt))  # type: ignore[arg-type]
             landmarks = None
@@ -353,7 +364,7 @@ class Smoother:
             vx = vy = 0.0
             if before > 0:
                 fp, mp = points[before - 1]
-                (px, py), (cx, cy) = _centre(mp.box), _centre(m0.box)
+                (px, py), (cx, cy) = centre(mp.box), centre(m0.box)
                 vx, vy = (cx - px) / (f0 - fp), (cy - py) / (f0 - fp)
             dt = index - f0
             box = _shift(m0.box, vx * dt, vy * dt, cfg.growth_per_frame * dt)

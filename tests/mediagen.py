@@ -155,3 +155,24 @@ def add_subtitles(clip: Path, dst: Path, lines: int = 3) -> Path:
                 out.mux(packet)
     srt.unlink()
     return dst
+
+
+def cut(source: Path, target: Path, frames: int) -> Path:
+    """The first ``frames`` video packets of ``source`` and the audio they span, copied."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        video = src.streams.video[0]
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        packets = [p for p in src.demux(video) if p.size]
+        pts = sorted(p.pts for p in packets)[:frames]
+        end = Fraction(pts[-1] + 1) * video.time_base
+        src.seek(0)
+        for packet in src.demux():
+            if not packet.size or packet.pts is None:
+                continue
+            if packet.stream.type == "video" and packet.pts not in pts:
+                continue
+            if packet.stream.type != "video" and packet.pts * packet.time_base >= end:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return target

@@ -22,15 +22,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mediagen import cut
 
 from veil import fit_size
 from veil._remote import Encoding, frame_message
@@ -138,24 +137,7 @@ def metric(port: int, line_start: str) -> float:
 @pytest.fixture(scope="module")
 def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 48 frames of the sample (a real face, with audio), stream-copied."""
-    target = tmp_path_factory.mktemp("faults") / "astronaut48.mp4"
-    frames = 48
-    with av.open(str(sample_clip)) as src, av.open(str(target), "w") as out:
-        video = src.streams.video[0]
-        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
-        pts = sorted(p.pts for p in src.demux(video) if p.size)[:frames]
-        end = Fraction(pts[-1] + 1) * video.time_base
-        src.seek(0)
-        for packet in src.demux():
-            if not packet.size or packet.pts is None:
-                continue
-            if packet.stream.type == "video" and packet.pts not in pts:
-                continue
-            if packet.stream.type != "video" and packet.pts * packet.time_base >= end:
-                continue
-            packet.stream = streams[packet.stream.index]
-            out.mux(packet)
-    return target
+    return cut(sample_clip, tmp_path_factory.mktemp("faults") / "astronaut48.mp4", 48)
 
 
 def hybrid(clip: Path, out: Path, port: int) -> subprocess.Popen[str]:

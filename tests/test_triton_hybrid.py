@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_service_modes import cut
+from mediagen import cut
 
 from veil import DetectionConfig, anonymize
 from veil._remote import RemoteDetector
