@@ -156,17 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"veil {__version__}")
     _add_common_args(parser, defaults=True)
-    # The same options after the command name (`veil anonymize -q ...`); SUPPRESS keeps a
-    # value given before the command name from being reset by the subcommand's default.
-    common = argparse.ArgumentParser(add_help=False)
-    _add_common_args(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub_add_parser = sub.add_parser
-
-    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return sub_add_parser(name, parents=[common], **kwargs)
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("anonymize", help="detect and mask every face (writes OUT and a record)")
     p.add_argument("input", type=Path, help="input video")
@@ -194,6 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_live_parser(sub)
     _add_audit_parsers(sub)
+    # The same options after the command name (`veil anonymize -q ...`); SUPPRESS keeps a
+    # value given before the command name from being reset by the subcommand's default.
+    for command in sub.choices.values():
+        _add_common_args(command, defaults=False)
     return parser
 
 
