@@ -93,3 +93,54 @@ def test_corrupt_packets_mid_stream_are_reported_with_the_frame(tmp_path: Path) 
     with pytest.raises(veil.InputError, match=r"video decoding failed at frame \d+, at [\d.]+ s"):
         veil.anonymize(bad, dst, config=FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mkv", "in.mkv"]
+
+
+def test_a_data_stream_is_copied_packet_for_packet(tmp_path: Path) -> None:
+    """KLV metadata in MPEG-TS (drone and bodycam footage) passes through untouched."""
+    src = make_clip(tmp_path / "a.mp4", frames=20)
+    ts = tmp_path / "in.ts"
+    with av.open(str(src)) as media, av.open(str(ts), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in media.streams}
+        klv = out.add_data_stream("klv")
+        out.start_encoding()
+        n = 0
+        for packet in media.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video":
+                data = av.Packet(b"KLV" + bytes([n]) * 16)
+                data.pts = data.dts = n * 3600
+                data.time_base = klv.time_base
+                data.stream = klv
+                out.mux(data)
+                n += 1
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    dst = tmp_path / "out.ts"
+    record = veil.anonymize(ts, dst, config=FAST).record
+    assert [s["type"] for s in record.input["streams"]] == ["video", "audio", "data"]
+    assert packets(dst, "data") == packets(ts, "data")
+    assert len(packets(dst, "data")) == 20
+    assert packets(dst, "audio") == packets(ts, "audio")
+
+
+def test_shuffled_timestamps_come_out_in_order(tmp_path: Path) -> None:
+    """AVI has no pts field: with B-frames the decoder hands frames out with shuffled
+    timestamps, which no encoder accepts. They are given the input's own timestamps in order."""
+    src = tmp_path / "in.avi"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25)  # B-frames on (x264's default)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((240, 320, 3), (i * 8) % 256, np.uint8), format="rgb24"
+            )
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    tb_in, pts_in = frame_times(src)
+    assert pts_in != sorted(pts_in)  # the input really is shuffled
+    dst = tmp_path / "out.mkv"
+    veil.anonymize(src, dst, config=FAST)
+    tb_out, pts_out = frame_times(dst)
+    assert [p * tb_out for p in pts_out] == [p * tb_in for p in sorted(pts_in)]
