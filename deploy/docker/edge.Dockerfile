@@ -3,8 +3,8 @@
 # (hybrid: --detector grpcs://pool:50051) or in process with veil[local]. No onnxruntime or
 # tritonclient; prometheus-client only so that `veil live` can export its metrics.
 #   docker build -f deploy/docker/edge.Dockerfile -t veil-edge:0.1.0 .
-#   docker run --rm -v $PWD:/work veil-edge:0.1.0 anonymize /work/in.mp4 -o /work/out.mp4 \
-#       --detector grpcs://pool.example:50051 --tls-ca /work/ca.pem
+#   docker run --rm -v $PWD:/data veil-edge:0.1.0 anonymize /data/in.mp4 -o /data/out.mp4 \
+#       --detector grpcs://pool.example:50051 --tls-ca /data/ca.pem
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -27,7 +27,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/veil /opt/veil
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER ${VEIL_UID}:${VEIL_UID}
-WORKDIR /work
+WORKDIR /data
 # Reports whether the pool this box detects on answers SERVING: set VEIL_HEALTH_TARGET (and
 # VEIL_HEALTH_TLS_CA, VEIL_HEALTH_TLS_CERT, VEIL_HEALTH_TLS_KEY for mTLS) to the pool.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
