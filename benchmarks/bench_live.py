@@ -145,7 +145,9 @@ def run_size(clip: Path, size: tuple[int, int], args: argparse.Namespace, work: 
         "stride": summary["stride_recent_mean"],
         "detect_ms_p50": summary["detect_ms_p50"],
         "frames_by_mode": summary["frames_by_mode"],
-        "holds": dropped == 0 and last is not None and first is not None
+        "holds": dropped == 0
+        and last is not None
+        and first is not None
         and last <= max(first * 1.2, first + 20),
         "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -158,8 +160,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--delay-ms", type=float, default=200.0)
     parser.add_argument("--detector", help="grpc[s]://HOST:PORT of a running veil server")
-    parser.add_argument("--serve", action="store_true",
-                        help="start a local `veil serve` (1 thread) and detect through it")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="start a local `veil serve` (1 thread) and detect through it",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     settings = DetectionConfig.from_preset("fast").detector
