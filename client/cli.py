@@ -94,6 +94,11 @@ def _add_remote_args(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--remote", metavar="URL", help="run the whole job on a veil server, grpc[s]://HOST:PORT"
     )
+    _add_channel_args(group, frame_encoding="png")
+
+
+def _add_channel_args(group: argparse._ArgumentGroup, *, frame_encoding: str) -> None:
+    """How a client reaches a veil server: TLS, token, and how frames travel."""
     group.add_argument("--tls-ca", type=Path, metavar="F", help="CA that signed the server (PEM)")
     group.add_argument("--tls-cert", type=Path, metavar="F", help="client certificate (mTLS)")
     group.add_argument("--tls-key", type=Path, metavar="F", help="client key (mTLS)")
@@ -103,8 +108,9 @@ def _add_remote_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--frame-encoding",
         choices=["png", "raw", "jpeg"],
-        default="png",
-        help="how frames travel to --detector (png and raw are lossless; default png)",
+        default=frame_encoding,
+        help=f"how frames travel to --detector (png and raw are lossless; default "
+        f"{frame_encoding})",
     )
 
 
@@ -669,18 +675,7 @@ def _add_live_parser(sub: Any) -> None:
     remote.add_argument(
         "--detector", metavar="URL", help="detect on a veil server, grpc[s]://HOST:PORT"
     )
-    remote.add_argument("--tls-ca", type=Path, metavar="F", help="CA that signed the server")
-    remote.add_argument("--tls-cert", type=Path, metavar="F", help="client certificate (mTLS)")
-    remote.add_argument("--tls-key", type=Path, metavar="F", help="client key (mTLS)")
-    remote.add_argument(
-        "--token-file", type=Path, metavar="F", help="bearer token file (default: $VEIL_TOKEN)"
-    )
-    remote.add_argument(
-        "--frame-encoding",
-        choices=["png", "raw", "jpeg"],
-        default="raw",
-        help="how frames travel to --detector (default raw: lossless, cheap)",
-    )
+    _add_channel_args(remote, frame_encoding="raw")  # live: raw is cheapest on the wire
 
 
 def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
