@@ -306,11 +306,11 @@ class JobResult:
     manifest: dict[str, Any] | None
 
 
-def _input_identity(path: Path, source: Input) -> dict[str, Any]:
+def _input_identity(path: Path, source: Input, sha256: str) -> dict[str, Any]:
     return {
         "name": path.name,
         "size": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "sha256": sha256,
         "container": source.container.format.name,
         "video": source.info.to_json(),
         "streams": [d.to_json() for d in source.digests.values()],
@@ -457,7 +457,7 @@ def run_job(
                 detector_block["stride"] = stride
                 record = Record(
                     veil_version=__version__,
-                    input=_input_identity(input_path, source),
+                    input=_input_identity(input_path, source, input_sha256),
                     detector=detector_block,
                     tracker=tracker,
                     frames=frames,
