@@ -144,3 +144,35 @@ def test_shuffled_timestamps_come_out_in_order(tmp_path: Path) -> None:
     veil.anonymize(src, dst, config=FAST)
     tb_out, pts_out = frame_times(dst)
     assert [p * tb_out for p in pts_out] == [p * tb_in for p in sorted(pts_in)]
+
+
+def test_colour_metadata_is_kept_and_container_tags_are_not(tmp_path: Path) -> None:
+    """README: colour metadata kept; container-level tags (GPS, device serials) not copied."""
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as out:
+        out.metadata["location"] = "+52.5200+013.4050/"
+        out.metadata["title"] = "patient 0042"
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        ctx = video.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 30 * i, np.uint8), "rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    dst = tmp_path / "out.mp4"
+    veil.anonymize(src, dst, config=FAST)
+
+    def colour(path: Path) -> tuple[int, int, int, int]:
+        with av.open(str(path)) as c:
+            x = c.streams.video[0].codec_context
+            return (x.color_primaries, x.color_trc, x.colorspace, x.color_range)
+
+    with av.open(str(src)) as c:
+        assert c.metadata.get("location") == "+52.5200+013.4050/"
+    assert colour(src) == (1, 1, 1, 1)
+    assert colour(dst) == colour(src)
+    with av.open(str(dst)) as c:
+        assert "location" not in c.metadata
+        assert "title" not in c.metadata
