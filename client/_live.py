@@ -73,7 +73,7 @@ from ._live_io import (
     sink_endpoint,
     source_endpoint,
 )
-from ._render import render_frame
+from ._render import render_frame, single_threaded_opencv
 from ._style import Style
 from ._tracker import (
     Associator,
@@ -1292,6 +1292,7 @@ def run_live(
     """
     config = config or LiveConfig()
     stop = stop or threading.Event()
+    single_threaded_opencv()
     source_ep = source_endpoint(source, read_timeout_s=config.read_timeout_s)
     sink_ep = sink_endpoint(sink)
     stats = LiveStats()
