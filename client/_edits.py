@@ -180,7 +180,9 @@ class Replay:
         listed = self._frames[index]
         masks = self._edits.listed(index, listed.masks)
         evidence = [m for m in masks if m.origin in EVIDENCE]
-        yield from self._union(self._smoother.push(index, listed.pts, evidence, listed.cut))
+        yield from self._union(
+            self._smoother.push(index, listed.pts, evidence, listed.cut, listed.motion)
+        )
 
     def flush(self) -> Iterator[FrameMasks]:
         yield from self._union(self._smoother.flush())
@@ -189,7 +191,7 @@ class Replay:
         for final in finals:
             listed = self._edits.listed(final.index, self._frames[final.index].masks)
             masks = self._edits.finish(set(listed) | set(final.masks))
-            yield FrameMasks(final.index, final.pts, masks, final.cut)
+            yield FrameMasks(final.index, final.pts, masks, final.cut, final.motion)
 
 
 def final_frames(record: Record) -> list[FrameMasks]:

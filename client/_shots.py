@@ -1,4 +1,4 @@
-"""Hard cuts: where one shot ends and the next begins.
+"""Hard cuts (where one shot ends and the next begins) and camera motion between frames.
 
 A cut is two consecutive frames whose 32x32 grey thumbnails differ both in their pixels (mean
 absolute difference) and in their brightness histograms. Either alone fires on fast pans
@@ -8,7 +8,10 @@ real cuts score >= 0.10 / >= 0.19 and the fastest pan 0.13 / 0.08.
 
 from __future__ import annotations
 
+import math
+
 import av
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -36,3 +39,44 @@ class CutDetector:
         b, _ = np.histogram(current, _BINS, (0.0, 1.0))
         histogram = float(np.abs(a - b).sum()) / (2 * current.size)
         return pixels >= PIXEL_THRESHOLD and histogram >= HISTOGRAM_THRESHOLD
+
+
+#: Width of the grey thumbnails camera motion is measured on (height keeps the aspect).
+_MOTION_WIDTH = 160
+#: Smallest phase-correlation peak (0..1) for a measured motion to be used: below it the
+#: picture has no single dominant translation (independent motions, no texture).
+MOTION_MIN_RESPONSE = 0.3
+#: Motions shorter than this (stored pixels) are noise around a still camera: reported as 0.
+MOTION_MIN_PIXELS = 1.0
+
+
+class CameraMotion:
+    """Feed frames in order; ``measure`` gives how far the picture moved since the frame
+    before (dx, dy in the frame's stored pixels), by phase correlation of grey thumbnails.
+
+    Measured on the public GT clips and on generated whip pans (40-86 px a frame, motion
+    blurred) to within a few pixels of the camera's true translation, where the detector
+    finds nothing. Zero for the first frame, after a cut, and whenever the correlation peak
+    is weak or the motion is sub-pixel noise, so a still camera's masks never drift.
+    """
+
+    def __init__(self) -> None:
+        self._previous: npt.NDArray[np.float32] | None = None
+        self._window: npt.NDArray[np.float32] | None = None
+
+    def measure(self, frame: av.VideoFrame, *, cut: bool = False) -> tuple[float, float]:
+        width = min(_MOTION_WIDTH, frame.width)
+        height = max(8, round(frame.height * width / frame.width))
+        thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
+        current = np.asarray(thumb, np.float32)
+        previous, self._previous = self._previous, current
+        if previous is None or cut or previous.shape != current.shape:
+            return (0.0, 0.0)
+        if self._window is None or self._window.shape != current.shape:
+            self._window = np.asarray(cv2.createHanningWindow((width, height), cv2.CV_32F))
+        (dx, dy), response = cv2.phaseCorrelate(previous, current, self._window)
+        dx, dy = dx * frame.width / width, dy * frame.height / height
+        if response < MOTION_MIN_RESPONSE or math.hypot(dx, dy) < MOTION_MIN_PIXELS:
+            return (0.0, 0.0)
+        # rounded as the record stores it: a record replays to the same masks
+        return (round(dx, 1), round(dy, 1))

@@ -9,6 +9,12 @@ Two parts, both deterministic and streaming:
   ``lead_in`` frames before a track's first evidence and ``lead_out`` after its last. It looks
   ``lookahead`` frames ahead, so memory is bounded whatever the video's length.
 
+Both follow the camera: each frame may carry the camera's translation since the frame before
+(``FrameMasks.motion``, measured by ``_shots.CameraMotion``), and boxes carried to frames
+without evidence move with it, plus the face's own motion. In a whip pan, where motion blur
+blinds the detector for a dozen frames, the masks stay on the faces instead of staying where
+the faces were.
+
 Weighed and not taken: norfair (Kalman tracking built for live use: a track is only reported
 after ``initialization_delay`` hits, it cannot look ahead or fill gaps backwards, and it brings
 scipy and rich) and ByteTrack as packaged in supervision (a large dependency for a matching
@@ -154,15 +160,32 @@ def _shift(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
     return (box[0] + dx - gx, box[1] + dy - gy, box[2] + dx + gx, box[3] + dy + gy)
 
 
+def _own_velocity(
+    box0: Box, frame0: int, offset0: Offset, box1: Box, frame1: int, offset1: Offset
+) -> tuple[float, float]:
+    """A face's own motion per frame between two sightings: its image motion less the
+    camera's."""
+    (x0, y0), (x1, y1) = centre(box0), centre(box1)
+    dt = frame1 - frame0
+    return (
+        ((x1 - x0) - (offset1[0] - offset0[0])) / dt,
+        ((y1 - y0) - (offset1[1] - offset0[1])) / dt,
+    )
+
+
 def centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+Offset = tuple[float, float]
 
 
 @dataclass
 class _Live:
     box: Box
     frame: int
-    velocity: tuple[float, float] = (0.0, 0.0)
+    offset: Offset  # the camera's position at ``frame`` (see Smoother)
+    velocity: tuple[float, float] = (0.0, 0.0)  # the face's own motion, per frame
 
 
 class Associator:
@@ -179,7 +202,9 @@ class Associator:
         self._next_id = POLICY_TRACK + 1
         self.near_misses: dict[int, tuple[int, float]] = {}
 
-    def assign(self, index: int, detections: Detections) -> list[Mask]:
+    def assign(self, index: int, detections: Detections, offset: Offset = (0.0, 0.0)) -> list[Mask]:
+        """Track ids for ``detections`` of frame ``index``; ``offset``: the camera's position
+        there (the sum of the frames' ``motion`` so far), so predictions follow the camera."""
         cfg = self._config
         self._live = {t: s for t, s in self._live.items() if index - s.frame <= cfg.max_gap + 1}
         boxes = [tuple(map(float, b)) for b in detections.boxes]
@@ -187,7 +212,10 @@ class Associator:
         candidates: list[tuple[bool, float, int, int]] = []
         for track, state in self._live.items():
             dt = index - state.frame
-            predicted = _shift(state.box, state.velocity[0] * dt, state.velocity[1] * dt)
+            cx0, cy0 = offset[0] - state.offset[0], offset[1] - state.offset[1]
+            predicted = _shift(
+                state.box, cx0 + state.velocity[0] * dt, cy0 + state.velocity[1] * dt
+            )
             pcx, pcy = centre(predicted)
             psize = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
             for j, box in enumerate(boxes):
@@ -220,13 +248,12 @@ class Associator:
             if matched is None:
                 track = self._next_id
                 self._next_id += 1
-                self._live[track] = _Live(box, index)  # type: ignore[arg-type]
+                self._live[track] = _Live(box, index, offset)  # type: ignore[arg-type]
             else:
                 track = matched
                 state = self._live[track]
-                (ox, oy), (nx, ny) = centre(state.box), centre(box)  # type: ignore[arg-type]
-                dt = index - state.frame
-                self._live[track] = _Live(box, index, ((nx - ox) / dt, (ny - oy) / dt))  # type: ignore[arg-type]
+                vx, vy = _own_velocity(state.box, state.frame, state.offset, box, index, offset)  # type: ignore[arg-type]
+                self._live[track] = _Live(box, index, offset, (vx, vy))  # type: ignore[arg-type]
             landmarks = None
             if detections.landmarks is not None:
                 landmarks = tuple((float(x), float(y)) for x, y in detections.landmarks[j])
@@ -269,6 +296,9 @@ class FrameMasks:
     masks: list[Mask]
     #: this frame starts a new shot (a hard cut lies between it and the frame before)
     cut: bool = False
+    #: the camera's translation since the frame before, in stored pixels (what a still
+    #: background moved by); (0, 0) when unmeasured or unreliable
+    motion: Offset = (0.0, 0.0)
 
 
 class Smoother:
@@ -285,19 +315,32 @@ class Smoother:
 
     def __init__(self, config: TrackerConfig) -> None:
         self._config = config
-        self._pending: deque[tuple[int, int | None, list[Mask], bool]] = deque()
-        self._evidence: dict[int, list[tuple[int, Mask]]] = {}
+        # frame index, pts, evidence, cut, motion, camera offset at that frame
+        self._pending: deque[tuple[int, int | None, list[Mask], bool, Offset, Offset]] = deque()
+        self._evidence: dict[int, list[tuple[int, Mask, Offset]]] = {}
         self._cuts: deque[int] = deque()
+        self._offset: Offset = (0.0, 0.0)
+
+    @property
+    def offset(self) -> Offset:
+        """The camera's position at the last frame pushed: the sum of the motions so far."""
+        return self._offset
 
     def push(
-        self, index: int, pts: int | None, masks: list[Mask], cut: bool = False
+        self,
+        index: int,
+        pts: int | None,
+        masks: list[Mask],
+        cut: bool = False,
+        motion: Offset = (0.0, 0.0),
     ) -> Iterator[FrameMasks]:
-        self._pending.append((index, pts, masks, cut))
+        offset = self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
+        self._pending.append((index, pts, masks, cut, motion, offset))
         if cut:
             self._cuts.append(index)
         for mask in masks:
             if mask.origin is not Origin.POLICY:
-                self._evidence.setdefault(mask.track, []).append((index, mask))
+                self._evidence.setdefault(mask.track, []).append((index, mask, offset))
         while self._pending and self._pending[0][0] <= index - self._config.lookahead:
             yield self._finalise(*self._pending.popleft())
 
@@ -309,23 +352,35 @@ class Smoother:
         """Whether a shot starts in (first, last]: frames first and last lie in two shots."""
         return any(first < cut <= last for cut in self._cuts)
 
-    def _finalise(self, index: int, pts: int | None, evidence: list[Mask], cut: bool) -> FrameMasks:
+    def _finalise(
+        self,
+        index: int,
+        pts: int | None,
+        evidence: list[Mask],
+        cut: bool,
+        motion: Offset,
+        offset: Offset,
+    ) -> FrameMasks:
         cfg = self._config
         masks = set(evidence)
         present = {m.track for m in evidence}
         for track, points in list(self._evidence.items()):
             if track in present:
                 continue
-            derived = self._derive(index, points)
+            derived = self._derive(index, offset, points)
             if derived is not None:
                 masks.add(derived)
         horizon = index - max(cfg.max_gap + 1, cfg.lead_out)
         self._prune(horizon)
         while self._cuts and self._cuts[0] <= horizon:
             self._cuts.popleft()
-        return FrameMasks(index, pts, sorted(masks), cut)
+        return FrameMasks(index, pts, sorted(masks), cut, motion)
 
-    def _derive(self, index: int, points: list[tuple[int, Mask]]) -> Mask | None:
+    def _derive(
+        self, index: int, offset: Offset, points: list[tuple[int, Mask, Offset]]
+    ) -> Mask | None:
+        """The mask of a track at a frame without its evidence, carried from the nearest
+        evidence with the camera (``offset``: the camera's position at ``index``)."""
         cfg = self._config
         before = after = None
         for k in range(len(points) - 1, -1, -1):
@@ -336,11 +391,17 @@ class Smoother:
             after = 0 if points[0][0] > index else None
         elif before + 1 < len(points):
             after = before + 1
+
+        def moved(box: Box, at: Offset, dx: float = 0.0, dy: float = 0.0, grow: float = 0.0) -> Box:
+            return _shift(box, offset[0] - at[0] + dx, offset[1] - at[1] + dy, grow)
+
         if before is not None and after is not None:
-            (f0, m0), (f1, m1) = points[before], points[after]
+            (f0, m0, o0), (f1, m1, o1) = points[before], points[after]
             if f1 - f0 - 1 <= cfg.max_gap:
+                # both ends carried to this frame with the camera, then blended
                 t = (index - f0) / (f1 - f0)
-                box = tuple(a + (b - a) * t for a, b in zip(m0.box, m1.box, strict=True))
+                a, b = moved(m0.box, o0), moved(m1.box, o1)
+                box = tuple(p + (q - p) * t for p, q in zip(a, b, strict=True))
                 return Mask(
                     track=m0.track,
                     origin=Origin.INTERPOLATED,
@@ -352,22 +413,21 @@ class Smoother:
             and points[after][0] - index <= cfg.lead_in
             and not self._crosses_cut(index, points[after][0])
         ):
-            f1, m1 = points[after]
-            box = _shift(m1.box, 0.0, 0.0, cfg.growth_per_frame * (f1 - index))
+            f1, m1, o1 = points[after]
+            box = moved(m1.box, o1, grow=cfg.growth_per_frame * (f1 - index))
             return Mask(track=m1.track, origin=Origin.EXTRAPOLATED, box=box, score=m1.score)
         if (
             before is not None
             and index - points[before][0] <= cfg.lead_out
             and not self._crosses_cut(points[before][0], index)
         ):
-            f0, m0 = points[before]
+            f0, m0, o0 = points[before]
             vx = vy = 0.0
             if before > 0:
-                fp, mp = points[before - 1]
-                (px, py), (cx, cy) = centre(mp.box), centre(m0.box)
-                vx, vy = (cx - px) / (f0 - fp), (cy - py) / (f0 - fp)
+                fp, mp, op = points[before - 1]
+                vx, vy = _own_velocity(mp.box, fp, op, m0.box, f0, o0)
             dt = index - f0
-            box = _shift(m0.box, vx * dt, vy * dt, cfg.growth_per_frame * dt)
+            box = moved(m0.box, o0, vx * dt, vy * dt, cfg.growth_per_frame * dt)
             return Mask(track=m0.track, origin=Origin.EXTRAPOLATED, box=box, score=m0.score)
         return None
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ import veil
 from veil import DetectionConfig, Detections, Mask, Origin, TrackerConfig
 from veil._media import DecodedFrame
 from veil._pipeline import _FromRecord
-from veil._shots import CutDetector
+from veil._shots import CameraMotion, CutDetector
 from veil._tracker import Associator, FrameMasks, Smoother
 
 CONFIG = TrackerConfig(max_gap=4, lead_in=3, lead_out=2)
@@ -103,7 +104,8 @@ def test_a_detection_removed_from_a_record_is_filled_by_interpolation(
     tmp_path: Path, sample_clip: Path
 ) -> None:
     record_path = tmp_path / "rec.json"
-    record = veil.detect(sample_clip, record_path, config=DetectionConfig.from_preset("fast"))
+    config = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame
+    record = veil.detect(sample_clip, record_path, config=config)
     # A frame whose track was detected just before and just after it.
     target = track = None
     for i in range(1, len(record.frames) - 1):
@@ -159,3 +161,65 @@ def test_the_sample_has_one_cut_where_the_shot_changes(sample_clip: Path) -> Non
     with av.open(str(sample_clip)) as container:
         cuts = [i for i, frame in enumerate(container.decode(video=0)) if shots.is_cut(frame)]
     assert cuts == [125]  # samples/README.md: the hard cut at 5.0 s
+
+
+def _textured(width: int, height: int, dx: int = 0, dy: int = 0) -> av.VideoFrame:
+    """A random texture moved by (dx, dy) pixels (as a camera pan shows a still scene)."""
+    rng = np.random.default_rng(3)
+    scene = rng.integers(0, 255, (height + 200, width + 200), np.uint8)
+    scene = np.asarray(cv2.GaussianBlur(scene, (0, 0), 2), np.uint8)
+    crop = scene[100 - dy : 100 - dy + height, 100 - dx : 100 - dx + width]
+    return av.VideoFrame.from_ndarray(np.stack([crop] * 3, axis=-1), format="rgb24")
+
+
+def test_camera_motion_is_measured_in_stored_pixels_and_zero_when_still_or_cut() -> None:
+    camera = CameraMotion()
+    assert camera.measure(_textured(640, 360)) == (0.0, 0.0)  # the first frame
+    assert camera.measure(_textured(640, 360)) == (0.0, 0.0)  # still
+    dx, dy = camera.measure(_textured(640, 360, dx=40, dy=-12))
+    assert abs(dx - 40) <= 1.5 and abs(dy + 12) <= 1.5, (dx, dy)
+    assert camera.measure(_textured(640, 360, dx=80, dy=-12), cut=True) == (0.0, 0.0)
+
+
+def test_masks_without_evidence_follow_the_camera() -> None:
+    # A face detected at frames 0-1 and 10, lost in between while the camera pans 30 px a
+    # frame to the right (the whole picture, the face included, moves with it).
+    config = TrackerConfig(max_gap=12, lead_in=8, lead_out=8)
+    box = (100.0, 100.0, 140.0, 150.0)
+
+    def at(i: int) -> tuple[float, float, float, float]:
+        return (box[0] + 30 * i, box[1], box[2] + 30 * i, box[3])
+
+    smoother = Smoother(config)
+    frames = []
+    for i in range(12):
+        evidence = [_detected(1, at(i))] if i in (0, 1, 10) else []
+        frames.extend(smoother.push(i, i, evidence, motion=(0.0, 0.0) if i == 0 else (30.0, 0.0)))
+    frames.extend(smoother.flush())
+    for frame in frames[2:10]:  # interpolated across the gap, each on the face
+        (mask,) = frame.masks
+        assert mask.origin is Origin.INTERPOLATED
+        assert all(abs(a - b) < 1e-6 for a, b in zip(mask.box, at(frame.index), strict=True)), (
+            frame.index
+        )
+    assert frames[5].motion == (30.0, 0.0)
+    # Lead-out after frame 10 carries the box with the camera too.
+    (mask,) = frames[11].masks
+    assert mask.origin is Origin.EXTRAPOLATED
+    assert abs((mask.box[0] + mask.box[2]) / 2 - (at(11)[0] + at(11)[2]) / 2) < 1e-6
+
+
+def test_the_associator_predicts_with_the_camera() -> None:
+    # The face moves 60 px (more than its width) between two detections because the camera
+    # panned: with the camera's offset it is the same track, without it a new one.
+    config = TrackerConfig(max_gap=12, lead_in=8, lead_out=8)
+    first = Detections(np.array([[100, 100, 140, 150]], np.float32), np.array([0.9], np.float32))
+    later = Detections(np.array([[160, 100, 200, 150]], np.float32), np.array([0.9], np.float32))
+    followed = Associator(config)
+    (a,) = followed.assign(0, first, (0.0, 0.0))
+    (b,) = followed.assign(3, later, (60.0, 0.0))
+    assert a.track == b.track
+    blind = Associator(config)
+    (a,) = blind.assign(0, first)
+    (b,) = blind.assign(3, later)
+    assert a.track != b.track
