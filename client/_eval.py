@@ -87,6 +87,9 @@ class GtFace:
     visible: float
     ignore: bool
     pose: int = 0
+    #: Not heavily blurred or heavily occluded in the source photo (WIDER's blur and
+    #: occlusion flags below 2); faces without those flags are clear.
+    clear: bool = True
 
     @property
     def counts(self) -> bool:
@@ -130,6 +133,7 @@ class GtClip:
                         visible=float(f.get("visible", 1.0)),
                         ignore=bool(f.get("ignore", False)),
                         pose=int(f.get("pose", 0) or 0),
+                        clear=max(int(f.get("blur") or 0), int(f.get("occlusion") or 0)) < 2,
                     )
                     for f in entry["faces"]
                 ]
@@ -343,6 +347,9 @@ class Score:
     frames: int = 0
     unjudged: int = 0  # pixel scoring: instances with no structure to lose
     seconds: float | None = None
+    #: Faces >= TARGET_HEIGHT that are clear in the source (GtFace.clear), and those leaked.
+    clear_instances: int = 0
+    clear_leaked: int = 0
 
     def add(self, other: Score) -> None:
         for k in self.instances:
@@ -353,6 +360,8 @@ class Score:
         self.collateral_sum += other.collateral_sum
         self.frames += other.frames
         self.unjudged += other.unjudged
+        self.clear_instances += other.clear_instances
+        self.clear_leaked += other.clear_leaked
         if other.seconds is not None:
             self.seconds = (self.seconds or 0.0) + other.seconds
 
@@ -360,6 +369,11 @@ class Score:
         keys = [bucket_name(lo, hi) for lo, hi in BUCKETS if lo >= min_height]
         n = sum(self.instances[k] for k in keys)
         return None if n == 0 else sum(self.leaked[k] for k in keys) / n
+
+    def clear_leak_rate(self) -> float | None:
+        """Leak rate of faces >= 20 px that are neither heavily blurred nor heavily occluded
+        in the source photo: the faces a person could recognise in the source."""
+        return None if self.clear_instances == 0 else self.clear_leaked / self.clear_instances
 
     def bucket_rate(self, key: str) -> float | None:
         n = self.instances[key]
@@ -373,6 +387,7 @@ class Score:
         return {
             "leak_rate_20px": _round(self.leak_rate()),
             "leak_rate_10px": _round(self.leak_rate(10)),
+            "leak_rate_20px_clear": _round(self.clear_leak_rate()),
             "by_height": {
                 k: {
                     "instances": self.instances[k],
@@ -411,6 +426,9 @@ def _tally(clip: GtClip, masked: dict[tuple[int, int], bool], collateral: list[f
                 score.leaked[bucket] += 1
             if face.height < TARGET_HEIGHT:
                 continue
+            if face.clear:
+                score.clear_instances += 1
+                score.clear_leaked += leaked
             run = runs.get(face.id, 0) + 1 if leaked and (i - 1, face.id) in masked else int(leaked)
             runs[face.id] = run if leaked else 0
             score.longest_run = max(score.longest_run, runs[face.id])
@@ -657,7 +675,7 @@ def format_table(results: Sequence[ClipResult]) -> str:
     """The side-by-side table: one row per clip and tool, then an overall row per tool."""
     keys = [bucket_name(*b) for b in BUCKETS]
     head = (
-        f"{'clip':<30} {'tool':<15} {'by':<6} {'leak>=20':>8} "
+        f"{'clip':<30} {'tool':<15} {'by':<6} {'leak>=20':>8} {'clear':>7} "
         + " ".join(f"{k:>7}" for k in keys)
         + f" {'holes':>5} {'run':>4} {'collat':>7} {'fps':>6}"
     )
@@ -668,6 +686,7 @@ def format_table(results: Sequence[ClipResult]) -> str:
         fps = "-" if not s.seconds else f"{s.frames / s.seconds:6.1f}"
         return (
             f"{clip:<30} {tool:<15} {by:<6} {_pct(s.leak_rate()):>8} "
+            f"{_pct(s.clear_leak_rate(), 1):>7} "
             + " ".join(f"{_pct(s.bucket_rate(k), 1):>7}" for k in keys)
             + f" {s.holes:>5} {s.longest_run:>4} {_pct(s.collateral):>7} {fps:>6}"
         )
@@ -723,7 +742,8 @@ def _deface_cached(clip: GtClip, executable: Path, workdir: Path, cache: Path | 
 
     path = None
     if cache is not None:
-        path = cache / f"deface-{DEFACE_VERSION}-{sha256_file(clip.video)[:16]}.json"
+        name = f"deface-{DEFACE_VERSION}-{_CACHE_FORMAT}-{sha256_file(clip.video)[:16]}.json"
+        path = cache / name
         if path.exists():
             doc = json.loads(path.read_text())
             return ClipResult(
@@ -734,6 +754,10 @@ def _deface_cached(clip: GtClip, executable: Path, workdir: Path, cache: Path | 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_score_to_raw(result.by_pixels)))
     return result
+
+
+#: Bumped when :class:`Score` gains fields, so that older cached deface scores are redone.
+_CACHE_FORMAT = "s2"
 
 
 def _score_to_raw(s: Score) -> dict[str, Any]:
@@ -748,6 +772,8 @@ def _score_to_raw(s: Score) -> dict[str, Any]:
             "frames",
             "unjudged",
             "seconds",
+            "clear_instances",
+            "clear_leaked",
         )
     }
 
