@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import av
+import numpy as np
+import numpy.typing as npt
 from av.video.reformatter import Interpolation, VideoReformatter
 from tqdm import tqdm
 
@@ -38,9 +40,9 @@ from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
 from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
 from ._provenance import Signer
-from ._record import Record, residual_risk, validate, write_json_atomic
-from ._render import Box, render_frame
-from ._shots import CutDetector
+from ._record import FrameLog, Record, RiskTally, validate, write_json_atomic
+from ._render import Box, render_frame, single_threaded_opencv
+from ._shots import CameraMotion, CutDetector
 from ._style import Style
 from ._tracker import Associator, FrameMasks, Smoother, TrackerConfig, whole_frame
 
@@ -50,6 +52,9 @@ logger = logging.getLogger(__name__)
 _IN_FLIGHT = 2
 #: Decoded items (frames and packets) the decode thread may run ahead of the job.
 _DECODE_AHEAD = 8
+#: With a detection stride, the frames between two key frames are interpolated only when
+#: every face of one pairs with a face of the other at this IoU or more (else detected).
+STRIDE_AGREE_IOU = 0.5
 
 Progress = Callable[[int, int | None], None]
 T = TypeVar("T")
@@ -122,12 +127,14 @@ class _Ahead:
 class _Detecting:
     """Frames in, frames with final masks out: detector + associator + smoother.
 
-    With ``stride`` n > 1 the detector sees frame 0, n, 2n, ... and the last frame; the
-    frames between carry no evidence of their own and are covered by the smoother's
-    interpolation and lead-in/lead-out, exactly as ``veil render`` re-derives them from the
-    record (whose detector block states the stride). A batch holds every frame from just
-    after the previous batch up to its last detected frame: if the detector fails on it,
-    all of those frames, detected or not, are masked whole by policy.
+    With ``stride`` n > 1 the detector sees frame 0, n, 2n, ... (the key frames) and the
+    last frame. The frames between two key frames are detected too unless the two agree
+    (:func:`_agree`: the same faces, each moved less than ``STRIDE_AGREE_IOU`` allows, no
+    cut between): only then are they left to the smoother's interpolation, exactly as
+    ``veil render`` re-derives it from the record (whose detector block states the stride and
+    the rule). A batch holds every frame from just after the previous batch up to its last
+    key frame: if the detector fails on it, all of those frames, detected or not, are masked
+    whole by policy.
     """
 
     def __init__(
@@ -143,12 +150,19 @@ class _Detecting:
         self._batch: list[DecodedFrame] = []
         self._due = 0  # frames of self._batch due for detection
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-detect")
-        self._in_flight: deque[tuple[list[DecodedFrame], list[bool], Future[list[Detections]]]]
+        self._in_flight: deque[tuple[list[DecodedFrame], Future[list[Detections | None]]]]
         self._in_flight = deque()
         self._held: dict[int, DecodedFrame] = {}
-        self._scaler = VideoReformatter()  # used by the one detect worker only
+        # The detect worker's own state (one worker: batches run in order).
+        self._scaler = VideoReformatter()
+        self._last_key: Detections | None = None  # the previous batch's last key frame
+        self.frames_detected = 0
         self._shots = CutDetector()
+        self._camera = CameraMotion()
         self._cuts: set[int] = set()  # frames held that start a new shot
+        # per frame held: the camera's motion since the frame before, and its position
+        self._motion: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
+        self._offset = (0.0, 0.0)
         self.policy: dict[int, str] = {}
 
     @property
@@ -158,8 +172,12 @@ class _Detecting:
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         self._held[item.index] = item
-        if self._shots.is_cut(item.frame):
+        cut = self._shots.is_cut(item.frame)
+        if cut:
             self._cuts.add(item.index)
+        motion = self._camera.measure(item.frame, cut=cut)
+        self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
+        self._motion[item.index] = (motion, self._offset)
         self._batch.append(item)
         if item.index % self._stride == 0:
             self._due += 1
@@ -185,15 +203,47 @@ class _Detecting:
         batch, self._batch, self._due = self._batch, [], 0
         # The last frame is always detected: no face may enter in a video's final frames
         # unseen (lead-out covers faces leaving, nothing covers faces arriving).
-        due = [
+        keys = [
             item.index % self._stride == 0 or (last and k == len(batch) - 1)
             for k, item in enumerate(batch)
         ]
-        frames = [item.frame for item, d in zip(batch, due, strict=True) if d]
-        self._in_flight.append((batch, due, self._pool.submit(self._detect, frames)))
+        cuts = [item.index in self._cuts for item in batch]
+        frames = [item.frame for item in batch]
+        self._in_flight.append((batch, self._pool.submit(self._detect, frames, keys, cuts)))
 
-    def _detect(self, frames: list[av.VideoFrame]) -> list[Detections]:
-        """In the worker: scale each frame to the model's input size, then detect."""
+    def _detect(
+        self, frames: list[av.VideoFrame], keys: list[bool], cuts: list[bool]
+    ) -> list[Detections | None]:
+        """In the worker: detect the key frames, then the frames between two that disagree.
+
+        Returns one entry per frame, None where the frame was not detected.
+        """
+        found: list[Detections | None] = [None] * len(frames)
+        key_at = [k for k, key in enumerate(keys) if key]
+        for k, detections in zip(key_at, self._run([frames[k] for k in key_at]), strict=True):
+            found[k] = detections
+        between: list[int] = []
+        previous, start = self._last_key, 0
+        self._last_key = None  # unknown until this batch succeeds (a failure: detect all)
+        for k in key_at:
+            gap = range(start, k)
+            current = found[k]
+            assert current is not None
+            if gap and (
+                previous is None or any(cuts[start : k + 1]) or not _agree(previous, current)
+            ):
+                between.extend(gap)
+            previous, start = current, k + 1
+        for k, detections in zip(between, self._run([frames[k] for k in between]), strict=True):
+            found[k] = detections
+        self.frames_detected += len(key_at) + len(between)
+        self._last_key = previous
+        return found
+
+    def _run(self, frames: list[av.VideoFrame]) -> list[Detections]:
+        """Scale each frame to the model's input size, then detect (in the worker)."""
+        if not frames:
+            return []
         max_side = self._detector.info.max_side
         images: list[Image] = []
         sizes: list[tuple[int, int]] = []
@@ -202,17 +252,15 @@ class _Detecting:
             scaled = self._scaler.reformat(frame, w, h, "rgb24", interpolation=Interpolation.AREA)
             images.append(cast(Image, scaled.to_ndarray()))
             sizes.append((frame.width, frame.height))
-        return self._detector.detect(images, sizes)
+        found = self._detector.detect(images, sizes)
+        if len(found) != len(frames):
+            raise RuntimeError(f"detector returned {len(found)} results for {len(frames)} frames")
+        return found
 
     def _resolve(self) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
-        batch, due, future = self._in_flight.popleft()
-        expected = sum(due)
+        batch, future = self._in_flight.popleft()
         try:
-            found = future.result()
-            if len(found) != expected:
-                raise RuntimeError(f"detector returned {len(found)} results for {expected} frames")
-            it = iter(found)
-            results: list[Detections | None] = [next(it) if d else None for d in due]
+            results = future.result()
         except DetectorLost:
             raise  # the job stops and writes nothing (fail closed, no whole-video policy mask)
         except Exception as exc:
@@ -222,18 +270,54 @@ class _Detecting:
             results = [None] * len(batch)
             for item in batch:
                 self.policy[item.index] = f"detector error: {exc}"
-        for item, d, detections in zip(batch, due, results, strict=True):
+        for item, detections in zip(batch, results, strict=True):
+            motion, offset = self._motion.pop(item.index)
             if item.index in self.policy:
                 masks = [whole_frame(item.frame.width, item.frame.height)]
-            elif d:
-                assert detections is not None
-                masks = self._associator.assign(item.index, detections)
+            elif detections is not None:
+                masks = self._associator.assign(item.index, detections, offset)
             else:
                 masks = []  # not detected (stride): the smoother derives its coverage
             cut = item.index in self._cuts
             self._cuts.discard(item.index)
-            for final in self._smoother.push(item.index, item.frame.pts, masks, cut):
+            for final in self._smoother.push(item.index, item.frame.pts, masks, cut, motion):
                 yield self._held.pop(final.index), final
+
+
+def _agree(a: Detections, b: Detections) -> bool:
+    """Two key frames' detections agree: interpolating between them is safe.
+
+    A face of one frame and a face of the other are taken for the same face when their
+    centres lie within the larger one's size. They agree when every such pair's best overlap
+    is at least ``STRIDE_AGREE_IOU``: the face moved or scaled little, so the interpolated box
+    follows it. A face with no such counterpart appeared or vanished (or the detector missed
+    it in one of the two): the smoother's lead-in, lead-out and gap bridging cover the frames
+    between, as they cover a missed frame at stride 1.
+    """
+    if not len(a) or not len(b):
+        return True
+    ca, cb = (a.boxes[:, :2] + a.boxes[:, 2:]) / 2, (b.boxes[:, :2] + b.boxes[:, 2:]) / 2
+    sa = np.max(a.boxes[:, 2:] - a.boxes[:, :2], axis=1)
+    sb = np.max(b.boxes[:, 2:] - b.boxes[:, :2], axis=1)
+    offset = ca[:, None, :] - cb[None, :, :]
+    same = np.hypot(offset[..., 0], offset[..., 1]) <= np.maximum(sa[:, None], sb[None, :])
+    overlap = np.where(same, _iou_matrix(a.boxes, b.boxes), -1.0)
+    rows, cols = same.any(axis=1), same.any(axis=0)
+    return bool(
+        (overlap.max(axis=1)[rows] >= STRIDE_AGREE_IOU).all()
+        and (overlap.max(axis=0)[cols] >= STRIDE_AGREE_IOU).all()
+    )
+
+
+def _iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of (N, 4) and (M, 4) boxes: (N, M)."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
 class _FromRecord:
@@ -397,6 +481,7 @@ def run_job(
         raise ValueError("give exactly one of detector and record")
     style = style or Style()
     encoder = encoder or EncoderSettings()
+    single_threaded_opencv()
     info = probe(input_path)
     input_sha256 = sha256_file(input_path)
     if record is not None and record.input.get("sha256") != input_sha256:
@@ -418,13 +503,19 @@ def run_job(
     else:
         assert record is not None
         masks_source = _FromRecord(record)
-    frames: list[FrameMasks] = []
+    # When detecting, each final frame goes to disk (the record's frames) and into the
+    # residual-risk tally as it comes: memory does not grow with the video's length.
+    frames: FrameLog | None = None
+    risk = RiskTally()
+    count = 0
     total = info.frames or None
     with Input(input_path, info) as source:
         out = Output(output, source, encoder) if output is not None else None
         decoding: _Ahead | None = None
         rendering: _Rendering | None = None
         try:
+            if record is None:
+                frames = FrameLog()
             decoding = _Ahead(source.demux(), depth=_DECODE_AHEAD, name="veil-decode")
             if out is not None:
                 rendering = _Rendering(out, style, out.pix_fmt, render_workers())
@@ -434,8 +525,12 @@ def run_job(
             with bar:
 
                 def emit(pairs: Iterator[tuple[DecodedFrame, FrameMasks]]) -> None:
+                    nonlocal count
                     for item, final in pairs:
-                        frames.append(final)
+                        count += 1
+                        if frames is not None:
+                            frames.append(final)
+                            risk.add(final)
                         if rendering is not None:
                             rendering.push(item.frame, [m.box for m in final.masks])
                         bar.update(1)
@@ -450,11 +545,14 @@ def run_job(
                     rendering.flush()
             decoding.close()  # the demuxer is done: its stream digests are final
             if record is None:
-                assert detector is not None and tracker is not None
+                assert detector is not None and tracker is not None and frames is not None
                 detecting = masks_source
                 assert isinstance(detecting, _Detecting)
                 detector_block = dict(detector_json or detector.info.to_json())
                 detector_block["stride"] = stride
+                if stride > 1:
+                    detector_block["stride_agree_iou"] = STRIDE_AGREE_IOU
+                    detector_block["frames_detected"] = detecting.frames_detected
                 record = Record(
                     veil_version=__version__,
                     input=_input_identity(input_path, source, input_sha256),
@@ -462,11 +560,11 @@ def run_job(
                     tracker=tracker,
                     frames=frames,
                     policy=masks_source.policy,
-                    residual_risk=residual_risk(frames, masks_source.policy, detecting.near_misses),
+                    residual_risk=risk.report(masks_source.policy, detecting.near_misses),
                 )
-            elif len(frames) != len(record.frames):
+            elif count != len(record.frames):
                 raise RecordError(
-                    f"the record lists {len(record.frames)} frames, the input has {len(frames)}"
+                    f"the record lists {len(record.frames)} frames, the input has {count}"
                 )
             record_sha256 = None
             manifest = None
@@ -494,6 +592,10 @@ def run_job(
                 for path in written:
                     path.unlink(missing_ok=True)
                 raise
+        except BaseException:
+            if frames is not None:
+                frames.close()  # the job failed: nobody gets its record
+            raise
         finally:
             # Stop every helper thread before the containers they use are closed.
             if decoding is not None:
@@ -503,5 +605,5 @@ def run_job(
             masks_source.close()
             if out is not None:
                 out.__exit__(None)
-    logger.info("%s: %d frames, %s", input_path.name, len(frames), record.summary())
+    logger.info("%s: %d frames, %s", input_path.name, count, record.summary())
     return JobResult(record=record, record_sha256=record_sha256, manifest=manifest)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
+import tempfile
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, overload
 
 import jsonschema
 
@@ -36,32 +42,297 @@ def validate(document: Any, name: str, source: str) -> None:
         raise RecordError(f"{source}: not a valid {name} at {where}: {error.message}")
 
 
+def _dumps(document: Any) -> bytes:
+    """Compact JSON, UTF-8: the encoding of every record and manifest."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _encode(document: dict[str, Any]) -> bytes:
-    return (json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return _dumps(document) + b"\n"
 
 
-def write_json_atomic(path: Path, document: dict[str, Any]) -> bytes:
-    """Write ``document`` as compact JSON under a temp name, then rename; returns the bytes."""
-    data = _encode(document)
+def _write_atomic(path: Path, chunks: Iterable[bytes]) -> str:
+    """Write ``chunks`` under a temp name, fsync, then rename; returns their sha256.
+
+    Nothing is left behind if writing (or producing a chunk) fails: ``path`` is either the
+    whole new file or untouched.
+    """
+    digest = hashlib.sha256()
     tmp = path.with_name(f".{path.name}.veil-partial-{os.getpid()}")
     try:
         with tmp.open("wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> bytes:
+    """Write ``document`` as compact JSON under a temp name, then rename; returns the bytes."""
+    data = _encode(document)
+    _write_atomic(path, [data])
     return data
+
+
+def _frame_entry(frame: FrameMasks, policy: str | None = None) -> dict[str, Any]:
+    """One frame as the record lists it (``policy``: why it is masked whole, if it is)."""
+    entry: dict[str, Any] = {
+        "index": frame.index,
+        "pts": frame.pts,
+        "masks": [m.to_json() for m in frame.masks],
+    }
+    if policy is not None:
+        entry["policy"] = policy
+    if frame.cut:
+        entry["cut"] = True
+    if frame.motion != (0.0, 0.0):
+        entry["motion"] = list(frame.motion)
+    return entry
+
+
+def _frame_from_entry(entry: dict[str, Any]) -> FrameMasks:
+    """The frame a record entry lists (its masks in the listed order)."""
+    masks = [Mask.from_json(m) for m in entry["masks"]]
+    dx, dy = entry.get("motion", (0.0, 0.0))
+    return FrameMasks(
+        entry["index"], entry["pts"], masks, entry.get("cut", False), (float(dx), float(dy))
+    )
+
+
+class _Counts:
+    """What a record's summary counts, frame by frame (its state: the set of track ids)."""
+
+    def __init__(self, frames: Iterable[FrameMasks] = ()) -> None:
+        self.frames = self.with_masks = 0
+        self.by_origin: dict[str, int] = {}
+        self.tracks: set[int] = set()
+        for frame in frames:
+            self.add(frame)
+
+    def add(self, frame: FrameMasks) -> None:
+        self.frames += 1
+        self.with_masks += bool(frame.masks)
+        for mask in frame.masks:
+            self.by_origin[mask.origin.value] = self.by_origin.get(mask.origin.value, 0) + 1
+            self.tracks.add(mask.track)
+
+
+class FrameLog(Sequence[FrameMasks]):
+    """Frames kept on disk, not in memory: a record's ``frames`` for videos of any length.
+
+    ``append`` writes the frame's record entry (without ``policy``, which the record holds)
+    as one line of compact JSON to an anonymous temporary file and keeps only its offset,
+    8 bytes a frame, and the counts a record's summary needs. Reading (by index, or in order,
+    which reads ahead in large blocks) parses the entry back. The file goes with ``close`` (or
+    the object). One thread at a time may use a log.
+    """
+
+    _BLOCK = 1 << 18  # bytes read at once when iterating
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="veil-frames-")  # noqa: SIM115 (closed by close)
+        self._offsets = array("q")
+        self._end = 0  # bytes written
+        self._at_end = True  # the file position is where the next frame goes
+        self.counts = _Counts()
+
+    def append(self, frame: FrameMasks) -> None:
+        line = _dumps(_frame_entry(frame))
+        if not self._at_end:
+            self._file.seek(self._end)
+            self._at_end = True
+        self._file.write(line)
+        self._offsets.append(self._end)
+        self._end += len(line)
+        self.counts.add(frame)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> FrameMasks: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FrameMasks]: ...
+    def __getitem__(self, index: int | slice) -> FrameMasks | list[FrameMasks]:
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(len(self)))]
+        n = len(self._offsets)
+        k = index + n if index < 0 else index
+        if not 0 <= k < n:
+            raise IndexError(f"frame {index} is not in a log of {n} frames")
+        start, end = self._span(k)
+        return _frame_from_entry(json.loads(self._read(start, end - start)))
+
+    def __iter__(self) -> Iterator[FrameMasks]:
+        for line in self.lines():
+            yield _frame_from_entry(json.loads(line))
+
+    def lines(self) -> Iterator[bytes]:
+        """Each frame's entry as written (compact JSON, no newline), in order."""
+        block, at = b"", 0
+        k = 0
+        while k < len(self._offsets):
+            start, end = self._span(k)
+            if end > at + len(block):
+                block, at = self._read(start, max(end - start, self._BLOCK)), start
+            yield block[start - at : end - at]
+            k += 1
+
+    def close(self) -> None:
+        """Drop the frames (the temporary file has no name: nothing is left on disk)."""
+        self._file.close()
+
+    def __enter__(self) -> FrameLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<FrameLog: {len(self)} frames{' (closed)' if self._file.closed else ''}>"
+
+    def _span(self, k: int) -> tuple[int, int]:
+        end = self._offsets[k + 1] if k + 1 < len(self._offsets) else self._end
+        return self._offsets[k], end
+
+    def _read(self, start: int, size: int) -> bytes:
+        if self._file.closed:
+            raise ValueError("the frame log is closed: its frames are gone")
+        self._file.seek(start)  # writes still buffered are flushed first
+        self._at_end = False
+        return self._file.read(size)
 
 
 #: Most entries each residual-risk list keeps (the counts are always complete).
 RISK_LIST_LIMIT = 50
 
 
+class RiskTally:
+    """:func:`residual_risk` one frame at a time, for records too long to hold.
+
+    Feed every frame in the record's order with ``add``, then ask for ``report``. The state
+    is a few numbers per track, a pair of numbers per run of bridged frames and at most
+    :data:`RISK_LIST_LIMIT` listed gaps, whatever the number of frames.
+    """
+
+    def __init__(self) -> None:
+        self._frames = 0
+        self._last = 0  # index of the latest frame
+        self._open_gap: dict[int, int] = {}  # track -> first frame of its gap
+        self._gaps = self._gap_frames = 0
+        self._longest: int | None = None
+        # The earliest gaps by (first, track, order closed): a heap of (-first, -track, -n, last).
+        self._earliest: list[tuple[int, int, int, int]] = []
+        # Frame indices inside some gap, as disjoint sorted runs [starts[k], ends[k]].
+        self._starts = array("q")
+        self._ends = array("q")
+        self._detected: dict[int, list[int]] = {}  # track -> its first 3 detected frames
+
+    def add(self, frame: FrameMasks) -> None:
+        self._frames += 1
+        self._last = frame.index
+        present = set()
+        for mask in frame.masks:
+            if mask.origin is Origin.INTERPOLATED:
+                present.add(mask.track)
+                self._open_gap.setdefault(mask.track, frame.index)
+            elif mask.origin is Origin.DETECTED:
+                seen = self._detected.setdefault(mask.track, [])
+                if len(seen) <= 2:
+                    seen.append(frame.index)
+        for track in sorted(set(self._open_gap) - present):
+            self._close(track, self._open_gap.pop(track), frame.index - 1)
+
+    def _close(self, track: int, first: int, last: int) -> None:
+        length = last - first + 1
+        self._gaps += 1
+        self._gap_frames += length
+        self._longest = length if self._longest is None else max(self._longest, length)
+        heapq.heappush(self._earliest, (-first, -track, -self._gaps, last))
+        if len(self._earliest) > RISK_LIST_LIMIT:
+            heapq.heappop(self._earliest)  # the latest by (first, track)
+        if length > 0:  # merge [first, last] into the runs (touching runs merge too)
+            i = bisect_left(self._ends, first - 1)
+            j = bisect_right(self._starts, last + 1)
+            if i < j:
+                first, last = min(first, self._starts[i]), max(last, self._ends[j - 1])
+            self._starts[i:j] = array("q", [first])
+            self._ends[i:j] = array("q", [last])
+
+    def _in_gap(self, index: int) -> bool:
+        k = bisect_right(self._starts, index) - 1
+        return k >= 0 and index <= self._ends[k]
+
+    def report(
+        self, policy: dict[int, str], near_misses: dict[int, tuple[int, float]]
+    ) -> dict[str, Any]:
+        """The residual-risk block (see :func:`residual_risk`); call it after the last frame."""
+        for track, first in sorted(self._open_gap.items()):
+            self._close(track, first, self._last)
+        self._open_gap.clear()
+        gaps = [
+            {"track": -track, "first": -first, "last": last}
+            for first, track, _, last in sorted(self._earliest, reverse=True)
+        ]
+        unconfirmed: list[dict[str, Any]] = [
+            {"track": t, "frames": idx}
+            for t, idx in sorted(self._detected.items())
+            if len(idx) <= 2
+        ]
+        near = [
+            {"frame": i, "candidates": n, "best_score": best}
+            for i, (n, best) in sorted(near_misses.items())
+        ]
+        outside = set(near_misses) | set(policy)
+        for entry in unconfirmed:
+            outside.update(entry["frames"])
+        in_gaps = sum(e - s + 1 for s, e in zip(self._starts, self._ends, strict=True))
+        review = in_gaps + sum(1 for i in outside if not self._in_gap(i))
+        share = review / self._frames if self._frames else 0.0
+        level = "high" if share > 0.2 or policy else "medium" if share > 0.02 else "low"
+        worst = sorted(near, key=lambda e: (-e["best_score"], e["frame"]))[:RISK_LIST_LIMIT]
+        return {
+            "near_threshold": {
+                "frames": len(near),
+                "candidates": sum(e["candidates"] for e in near),
+                "worst": sorted(worst, key=lambda e: e["frame"]),
+            },
+            "bridged_gaps": {
+                "count": self._gaps,
+                "frames": self._gap_frames,
+                "longest": self._longest or 0,
+                "list": gaps,
+            },
+            "unconfirmed_tracks": {
+                "count": len(unconfirmed),
+                "list": unconfirmed[:RISK_LIST_LIMIT],
+            },
+            "estimate": {
+                "review_frames": review,
+                "review_share": round(share, 4),
+                "level": level,
+                "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed "
+                "tracks or policy masks; the preset's measured leak rate is in docs/quality.md",
+            },
+        }
+
+
 def residual_risk(
-    frames: list[FrameMasks],
+    frames: Iterable[FrameMasks],
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
 ) -> dict[str, Any]:
@@ -74,70 +345,27 @@ def residual_risk(
     * ``unconfirmed_tracks``: tracks detected in at most two frames: the detector disagrees
       with itself from frame to frame there (a face it barely sees, or a false alarm).
     * ``estimate``: the frames to review (union of the above and policy frames) and a level.
+
+    The lists keep at most :data:`RISK_LIST_LIMIT` entries; the counts are always complete.
+    One pass over ``frames`` (see :class:`RiskTally`).
     """
-    gaps: list[dict[str, int]] = []
-    open_gap: dict[int, int] = {}
-    detected: dict[int, list[int]] = {}
+    tally = RiskTally()
     for frame in frames:
-        present = set()
-        for mask in frame.masks:
-            if mask.origin is Origin.INTERPOLATED:
-                present.add(mask.track)
-                open_gap.setdefault(mask.track, frame.index)
-            elif mask.origin is Origin.DETECTED:
-                detected.setdefault(mask.track, []).append(frame.index)
-        for track in sorted(set(open_gap) - present):
-            gaps.append({"track": track, "first": open_gap.pop(track), "last": frame.index - 1})
-    for track, first in sorted(open_gap.items()):
-        gaps.append({"track": track, "first": first, "last": frames[-1].index})
-    gaps.sort(key=lambda g: (g["first"], g["track"]))
-    unconfirmed: list[dict[str, Any]] = [
-        {"track": t, "frames": idx} for t, idx in sorted(detected.items()) if len(idx) <= 2
-    ]
-    near = [
-        {"frame": i, "candidates": n, "best_score": best}
-        for i, (n, best) in sorted(near_misses.items())
-    ]
-    review = set(near_misses) | set(policy)
-    for gap in gaps:
-        review.update(range(gap["first"], gap["last"] + 1))
-    for entry in unconfirmed:
-        review.update(entry["frames"])
-    share = len(review) / len(frames) if frames else 0.0
-    level = "high" if share > 0.2 or policy else "medium" if share > 0.02 else "low"
-    worst = sorted(near, key=lambda e: (-e["best_score"], e["frame"]))[:RISK_LIST_LIMIT]
-    return {
-        "near_threshold": {
-            "frames": len(near),
-            "candidates": sum(e["candidates"] for e in near),
-            "worst": sorted(worst, key=lambda e: e["frame"]),
-        },
-        "bridged_gaps": {
-            "count": len(gaps),
-            "frames": sum(g["last"] - g["first"] + 1 for g in gaps),
-            "longest": max((g["last"] - g["first"] + 1 for g in gaps), default=0),
-            "list": gaps[:RISK_LIST_LIMIT],
-        },
-        "unconfirmed_tracks": {"count": len(unconfirmed), "list": unconfirmed[:RISK_LIST_LIMIT]},
-        "estimate": {
-            "review_frames": len(review),
-            "review_share": round(share, 4),
-            "level": level,
-            "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed tracks "
-            "or policy masks; the preset's measured leak rate is in docs/quality.md",
-        },
-    }
+        tally.add(frame)
+    return tally.report(policy, near_misses)
 
 
 @dataclass(kw_only=True)
 class Record:
-    """A detection record in memory. ``frames`` holds every frame, in presentation order."""
+    """A detection record. ``frames`` holds every frame, in presentation order: a list, or a
+    :class:`FrameLog` on disk (what a detection run makes); only sequence operations are used.
+    """
 
     veil_version: str
     input: dict[str, Any]
     detector: dict[str, Any]
     tracker: TrackerConfig
-    frames: list[FrameMasks]
+    frames: Sequence[FrameMasks]
     policy: dict[int, str] = field(default_factory=dict)
     edits: list[dict[str, Any]] = field(default_factory=list)
     #: Where a reviewer should look (see :func:`residual_risk`); None in older records.
@@ -146,33 +374,18 @@ class Record:
     file_sha256: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        tracks = set()
-        for frame in self.frames:
-            for mask in frame.masks:
-                counts[mask.origin.value] = counts.get(mask.origin.value, 0) + 1
-                tracks.add(mask.track)
+        """Counts over the frames (a :class:`FrameLog` keeps them: its file is not read)."""
+        frames = self.frames
+        counts = frames.counts if isinstance(frames, FrameLog) else _Counts(frames)
         return {
-            "frames": len(self.frames),
-            "frames_with_masks": sum(1 for f in self.frames if f.masks),
+            "frames": counts.frames,
+            "frames_with_masks": counts.with_masks,
             "frames_masked_by_policy": len(self.policy),
-            "tracks": len(tracks - {0}),
-            "masks_by_origin": dict(sorted(counts.items())),
+            "tracks": len(counts.tracks - {0}),
+            "masks_by_origin": dict(sorted(counts.by_origin.items())),
         }
 
-    def to_json(self) -> dict[str, Any]:
-        frames = []
-        for frame in self.frames:
-            entry: dict[str, Any] = {
-                "index": frame.index,
-                "pts": frame.pts,
-                "masks": [m.to_json() for m in frame.masks],
-            }
-            if frame.index in self.policy:
-                entry["policy"] = self.policy[frame.index]
-            if frame.cut:
-                entry["cut"] = True
-            frames.append(entry)
+    def _head(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "veil_version": self.veil_version,
@@ -180,20 +393,46 @@ class Record:
             "detector": self.detector,
             "tracker": self.tracker.to_json(),
             "summary": self.summary(),
-            "frames": frames,
-            "edits": self.edits,
-        } | ({} if self.residual_risk is None else {"residual_risk": self.residual_risk})
+        }
+
+    def _tail(self) -> dict[str, Any]:
+        risk = {} if self.residual_risk is None else {"residual_risk": self.residual_risk}
+        return {"edits": self.edits} | risk
+
+    def _entries(self) -> Iterator[bytes]:
+        """Each frame's entry, encoded."""
+        if isinstance(self.frames, FrameLog) and not self.policy:
+            return self.frames.lines()  # a log's line is the entry of a frame without policy
+        return (_dumps(_frame_entry(f, self.policy.get(f.index))) for f in self.frames)
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole document in memory (small records; :meth:`write` streams)."""
+        frames = [_frame_entry(f, self.policy.get(f.index)) for f in self.frames]
+        return self._head() | {"frames": frames} | self._tail()
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The canonical bytes (``to_json`` as compact JSON and a newline) in pieces: the head,
+        one piece per frame, the tail; never the whole document at once."""
+        yield _dumps(self._head())[:-1] + b',"frames":['
+        for k, entry in enumerate(self._entries()):
+            yield b"," + entry if k else entry
+        yield b"]," + _dumps(self._tail())[1:] + b"\n"
 
     def canonical_bytes(self) -> bytes:
-        return _encode(self.to_json())
+        return b"".join(self._chunks())
 
     def sha256(self) -> str:
         """The sha256 of the file this record came from, else of its canonical JSON."""
-        return self.file_sha256 or hashlib.sha256(self.canonical_bytes()).hexdigest()
+        if self.file_sha256:
+            return self.file_sha256
+        digest = hashlib.sha256()
+        for chunk in self._chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def write(self, path: Path) -> str:
-        """Write atomically; returns the sha256 of the bytes written."""
-        self.file_sha256 = hashlib.sha256(write_json_atomic(path, self.to_json())).hexdigest()
+        """Write atomically, streaming the frames; returns the sha256 of the bytes written."""
+        self.file_sha256 = _write_atomic(path, self._chunks())
         return self.file_sha256
 
     @classmethod
@@ -211,8 +450,9 @@ class Record:
                     f"{source}: frames must be listed in order from 0; "
                     f"found index {entry['index']} at position {expected}"
                 )
-            masks = sorted(Mask.from_json(m) for m in entry["masks"])
-            frames.append(FrameMasks(entry["index"], entry["pts"], masks, entry.get("cut", False)))
+            frame = _frame_from_entry(entry)
+            frame.masks.sort()
+            frames.append(frame)
             if "policy" in entry:
                 policy[entry["index"]] = entry["policy"]
         return cls(

@@ -18,7 +18,7 @@ from veil import DetectionConfig, Detections, DetectorInfo, RecordError
 from veil._edits import Applied, final_frames
 from veil.cli import main
 
-FAST = DetectionConfig.from_preset("fast")
+FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame detected
 
 Script = Callable[[int], Sequence[tuple[tuple[float, float, float, float], float]]]
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from mediagen import make_clip
@@ -18,7 +19,7 @@ import veil
 from veil import ConfigError
 from veil._detections import Detections
 from veil._detector import DetectorInfo
-from veil._pipeline import _Ahead, run_job
+from veil._pipeline import _agree, _Ahead, run_job
 from veil._tracker import Origin, TrackerConfig
 
 FACE = (100.0, 60.0, 160.0, 140.0)
@@ -81,6 +82,87 @@ def test_stride_detects_every_nth_and_the_last_frame_and_covers_the_rest(
         assert frame.masks, f"frame {frame.index} has no mask"
         assert all(m.origin in (Origin.DETECTED, Origin.INTERPOLATED) for m in frame.masks)
     assert detector.threads == {"veil-detect_0"}  # detection ran in the worker thread
+
+
+def _numbered_clip(path: Path, frames: int) -> Path:
+    """Flat grey frames whose level tells their index (read back by :func:`_frame_number`)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        for i in range(frames):
+            image = np.full((240, 320, 3), 16 + 7 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def _frame_number(image: np.ndarray) -> int:
+    return round((float(image.mean()) - 16) / 7)
+
+
+class MovingDetector(FixedDetector):
+    """One 60x80 face, still, except that it moves right 20 px a frame over frames 10-16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def detect(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        found = []
+        for image in images:
+            i = _frame_number(image)
+            self.seen.append(i)
+            x = 100.0 + 20 * min(max(i - 10, 0), 6)
+            found.append(Detections(np.array([[x, 60, x + 60, 140]]), np.array([0.9])))
+        self.images += len(images)
+        return found
+
+
+def test_stride_detects_the_frames_between_key_frames_that_disagree(tmp_path: Path) -> None:
+    src = _numbered_clip(tmp_path / "in.mp4", frames=30)
+    detector = MovingDetector()
+    tracker = TrackerConfig(max_gap=8, lead_in=8, lead_out=8)
+    record = run_job(src, detector=detector, tracker=tracker, stride=2, batch_size=2).record
+    # Key frames: the even ones and the last. Between 10 and 16 the face moves 40 px from
+    # one key frame to the next (IoU 0.2 < 0.5): frames 11, 13 and 15 are detected too.
+    keys = set(range(0, 30, 2)) | {29}
+    assert set(detector.seen) == keys | {11, 13, 15}
+    assert len(detector.seen) == detector.images == record.detector["frames_detected"] == 19
+    assert record.detector["stride_agree_iou"] == 0.5
+    for frame in record.frames:  # and every frame's face is covered by a detected box there
+        x = 100.0 + 20 * min(max(frame.index - 10, 0), 6)
+        detected = [m.box for m in frame.masks if m.origin is Origin.DETECTED]
+        if frame.index in keys | {11, 13, 15}:
+            assert detected == [(x, 60.0, x + 60, 140.0)], frame.index
+        else:
+            assert frame.masks and not detected, frame.index  # interpolated
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "agree"),
+    [
+        ([], [], True),
+        ([(0, 0, 60, 80)], [], True),  # vanished: lead-out covers the frames between
+        ([(0, 0, 60, 80)], [(6, 4, 66, 84)], True),  # moved a little
+        ([(0, 0, 60, 80)], [(40, 0, 100, 80)], False),  # moved 2/3 of its width
+        ([(0, 0, 60, 80)], [(300, 0, 360, 80)], True),  # one left, another came: no pair
+        # a crowd: each face pairs with itself, not with its neighbour
+        ([(0, 0, 60, 80), (62, 0, 122, 80)], [(2, 0, 62, 80), (64, 0, 124, 80)], True),
+        ([(0, 0, 60, 80), (62, 0, 122, 80)], [(2, 0, 62, 80), (95, 0, 155, 80)], False),
+    ],
+)
+def test_key_frames_agree_when_every_face_pairs_with_a_close_one(
+    a: list[tuple[float, ...]], b: list[tuple[float, ...]], agree: bool
+) -> None:
+    def detections(boxes: list[tuple[float, ...]]) -> Detections:
+        return Detections(np.array(boxes, np.float32), np.full(len(boxes), 0.9, np.float32))
+
+    assert _agree(detections(a), detections(b)) is agree
+    assert _agree(detections(b), detections(a)) is agree
 
 
 def test_stride_larger_than_the_tracker_can_bridge_is_refused(tmp_path: Path) -> None:
