@@ -57,7 +57,7 @@ class _Geometry:
         return x0, y0, x1, y1
 
     def alpha(
-        self, shape: Shape, xs: npt.NDArray[np.float32], ys: npt.NDArray[np.float32]
+        self, shape: Shape, xs: npt.NDArray[np.floating[Any]], ys: npt.NDArray[np.floating[Any]]
     ) -> npt.NDArray[np.float32]:
         """Mask opacity at luma coordinates ``xs`` (row) x ``ys`` (column): 1 inside."""
         if shape is Shape.BOX:
