@@ -155,7 +155,8 @@ class _Detecting:
         self._held: dict[int, DecodedFrame] = {}
         # The detect worker's own state (one worker: batches run in order).
         self._scaler = VideoReformatter()
-        self._last_key: Detections | None = None  # the previous batch's last key frame
+        # the previous batch's last key frame: its detections and the camera's position
+        self._last_key: tuple[Detections | None, tuple[float, float]] | None = None
         self.frames_detected = 0
         self._shots = CutDetector()
         self._camera = CameraMotion()
@@ -208,13 +209,21 @@ class _Detecting:
             for k, item in enumerate(batch)
         ]
         cuts = [item.index in self._cuts for item in batch]
+        offsets = [self._motion[item.index][1] for item in batch]
         frames = [item.frame for item in batch]
-        self._in_flight.append((batch, self._pool.submit(self._detect, frames, keys, cuts)))
+        future = self._pool.submit(self._detect, frames, keys, cuts, offsets)
+        self._in_flight.append((batch, future))
 
     def _detect(
-        self, frames: list[av.VideoFrame], keys: list[bool], cuts: list[bool]
+        self,
+        frames: list[av.VideoFrame],
+        keys: list[bool],
+        cuts: list[bool],
+        offsets: list[tuple[float, float]],
     ) -> list[Detections | None]:
-        """In the worker: detect the key frames, then the frames between two that disagree.
+        """In the worker: detect the key frames, then the frames between two that disagree
+        once the camera's motion between them is taken out (``offsets``: the camera's
+        position at each frame).
 
         Returns one entry per frame, None where the frame was not detected.
         """
@@ -227,10 +236,11 @@ class _Detecting:
         self._last_key = None  # unknown until this batch succeeds (a failure: detect all)
         for k in key_at:
             gap = range(start, k)
-            current = found[k]
-            assert current is not None
+            current = found[k], offsets[k]
             if gap and (
-                previous is None or any(cuts[start : k + 1]) or not _agree(previous, current)
+                previous is None
+                or any(cuts[start : k + 1])
+                or not _agree(previous[0], current[0], _minus(current[1], previous[1]))
             ):
                 between.extend(gap)
             previous, start = current, k + 1
@@ -284,24 +294,33 @@ class _Detecting:
                 yield self._held.pop(final.index), final
 
 
-def _agree(a: Detections, b: Detections) -> bool:
+def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return (a[0] - b[0], a[1] - b[1])
+
+
+def _agree(a: Detections | None, b: Detections | None, camera: tuple[float, float]) -> bool:
     """Two key frames' detections agree: interpolating between them is safe.
 
-    A face of one frame and a face of the other are taken for the same face when their
-    centres lie within the larger one's size. They agree when every such pair's best overlap
-    is at least ``STRIDE_AGREE_IOU``: the face moved or scaled little, so the interpolated box
-    follows it. A face with no such counterpart appeared or vanished (or the detector missed
-    it in one of the two): the smoother's lead-in, lead-out and gap bridging cover the frames
-    between, as they cover a missed frame at stride 1.
+    ``a``'s boxes are first moved by ``camera`` (the camera's motion from ``a``'s frame to
+    ``b``'s), as the smoother carries them. A face of one frame and a face of the other are
+    taken for the same face when their centres lie within the larger one's size. They agree
+    when every such pair's best overlap is at least ``STRIDE_AGREE_IOU``: the face itself
+    moved or scaled little, so the interpolated box follows it. A face with no such
+    counterpart appeared or vanished (or the detector missed it in one of the two): the
+    smoother's lead-in, lead-out and gap bridging cover the frames between, as they cover a
+    missed frame at stride 1.
     """
+    assert a is not None and b is not None  # key frames are always detected
     if not len(a) or not len(b):
         return True
-    ca, cb = (a.boxes[:, :2] + a.boxes[:, 2:]) / 2, (b.boxes[:, :2] + b.boxes[:, 2:]) / 2
-    sa = np.max(a.boxes[:, 2:] - a.boxes[:, :2], axis=1)
-    sb = np.max(b.boxes[:, 2:] - b.boxes[:, :2], axis=1)
+    boxes_a = a.boxes + np.array([camera[0], camera[1], camera[0], camera[1]], np.float32)
+    boxes_b = b.boxes
+    ca, cb = (boxes_a[:, :2] + boxes_a[:, 2:]) / 2, (boxes_b[:, :2] + boxes_b[:, 2:]) / 2
+    sa = np.max(boxes_a[:, 2:] - boxes_a[:, :2], axis=1)
+    sb = np.max(boxes_b[:, 2:] - boxes_b[:, :2], axis=1)
     offset = ca[:, None, :] - cb[None, :, :]
     same = np.hypot(offset[..., 0], offset[..., 1]) <= np.maximum(sa[:, None], sb[None, :])
-    overlap = np.where(same, _iou_matrix(a.boxes, b.boxes), -1.0)
+    overlap = np.where(same, _iou_matrix(boxes_a, boxes_b), -1.0)
     rows, cols = same.any(axis=1), same.any(axis=0)
     return bool(
         (overlap.max(axis=1)[rows] >= STRIDE_AGREE_IOU).all()

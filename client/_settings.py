@@ -69,16 +69,19 @@ class DetectorSettings:
 
 
 PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
-    # Lead-in/out and gaps are in frames. They are set by hand and checked by `veil eval`
-    # (no leaks >= 20 px and no single-frame holes on the public GT clips, docs/quality.md);
-    # a sweep tuning them on the generated hard clips is still to do.
+    # Lead-in/out and gaps are in frames, checked by `veil eval` (no leaks >= 20 px and no
+    # single-frame holes on the public GT clips, docs/quality.md). Balanced's were swept on
+    # the public and generated GT clips (27 settings, docs/quality.md): lead-in matters most
+    # (4 -> 8 -> 12 frames: 30.5 -> 28.3 -> 26.9 % leak by record, collateral +0.2 points per
+    # step), lead-out less, max_gap 8-12 not at all; 12 / 12 / 8 was taken.
     # Issue 5 (docs/quality.md): lead-in/out masks over frames with no face are most of the
     # collateral (e.g. past a hard cut), but shortening them raises leaks on the hard clips,
     # so they stay. Balanced gets no mirror pass: on WIDER stills it adds ~2 points to both
     # profile and frontal recall (the gap stays ~18) at ~2.5x detector time.
     # Fast and balanced detect every other frame, and the frames between wherever the faces
     # moved (adaptive stride, docs/throughput.md): on every GT clip the record's leak rate
-    # stayed what it was at stride 1 (within one instance), with 57-94 % of frames detected.
+    # stayed within a point of stride 1 (the same on the public clips), with 59-78 % of
+    # frames detected on the moving-camera clips.
     Preset.FAST: (
         DetectorSettings(
             model="retinaface_mnet025",
@@ -94,7 +97,7 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
         DetectorSettings(
             model="centerface", max_side=640, score_threshold=0.4, track_threshold=0.2, stride=2
         ),
-        TrackerConfig(max_gap=12, lead_in=8, lead_out=8),
+        TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
     ),
     Preset.THOROUGH: (
         DetectorSettings(

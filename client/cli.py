@@ -61,7 +61,8 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--stride",
         type=int,
-        help="detect on every N-th frame, the tracker covering the frames between (default 1)",
+        help="detect on every N-th frame, and on the frames between wherever the faces moved "
+        "(the tracker covers the rest; 1: every frame; default per preset)",
     )
 
 

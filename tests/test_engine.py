@@ -161,8 +161,12 @@ def test_key_frames_agree_when_every_face_pairs_with_a_close_one(
     def detections(boxes: list[tuple[float, ...]]) -> Detections:
         return Detections(np.array(boxes, np.float32), np.full(len(boxes), 0.9, np.float32))
 
-    assert _agree(detections(a), detections(b)) is agree
-    assert _agree(detections(b), detections(a)) is agree
+    assert _agree(detections(a), detections(b), (0.0, 0.0)) is agree
+    assert _agree(detections(b), detections(a), (0.0, 0.0)) is agree
+    # the same faces seen after the camera moved 300 px to the right: they agree once
+    # the camera's motion is taken out
+    moved = [(x0 + 300, y0, x1 + 300, y1) for x0, y0, x1, y1 in b]
+    assert _agree(detections(a), detections(moved), (300.0, 0.0)) is agree
 
 
 def test_stride_larger_than_the_tracker_can_bridge_is_refused(tmp_path: Path) -> None:
