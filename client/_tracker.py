@@ -321,11 +321,6 @@ class Smoother:
         self._cuts: deque[int] = deque()
         self._offset: Offset = (0.0, 0.0)
 
-    @property
-    def offset(self) -> Offset:
-        """The camera's position at the last frame pushed: the sum of the motions so far."""
-        return self._offset
-
     def push(
         self,
         index: int,
