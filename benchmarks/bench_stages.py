@@ -1,0 +1,97 @@
+"""CPU cost of each stage of a veil job, per frame, on one clip: the numbers behind
+docs/throughput.md's "what bounds throughput" table.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_stages.py [CLIP] [--frames 60]
+
+CLIP defaults to the bench's 720p GT clip (``.cache/bench/gt_1280x720_6s.mp4``, made by
+``bench_throughput.py``); its ``.json`` ground truth gives the face boxes the render stage
+draws. Each stage runs alone in a loop on the same decoded frames, timed by process CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = ROOT / ".cache" / "bench" / "gt_1280x720_6s.mp4"
+
+
+def cpu_ms(work: Callable[[], object], frames: int) -> float:
+    start = time.process_time()
+    work()
+    return 1e3 * (time.process_time() - start) / frames
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("clip", nargs="?", type=Path, default=CLIP)
+    parser.add_argument("--frames", type=int, default=60)
+    args = parser.parse_args()
+    if not args.clip.exists():
+        print(f"{args.clip}: missing (run benchmarks/bench_throughput.py once)", file=sys.stderr)
+        return 2
+
+    from veil._detector import fit_size
+    from veil._render import render_frame, single_threaded_opencv
+    from veil._shots import CameraMotion, CutDetector
+    from veil._style import Style
+    from veil.server import load_detector
+
+    with av.open(str(args.clip)) as container:
+        frames = [f for _, f in zip(range(args.frames), container.decode(video=0), strict=False)]
+    n = len(frames)
+    gt = json.loads(args.clip.with_suffix(".json").read_text())
+    boxes = [[tuple(face["bbox"]) for face in gt["frames"][i]["faces"]] for i in range(n)]
+    width, height = frames[0].width, frames[0].height
+    print(f"{args.clip.name}: {n} frames {width}x{height}, {sum(map(len, boxes)) / n:.1f} faces")
+
+    def row(stage: str, ms: float) -> None:
+        print(f"  {stage:<52} {ms:7.1f} ms CPU/frame", flush=True)
+
+    w, h = fit_size(width, height, 640)
+    images = [f.reformat(w, h, "rgb24", interpolation="AREA").to_ndarray() for f in frames]
+    row(
+        f"scale to {w}x{h} (detector input)",
+        cpu_ms(lambda: [f.reformat(w, h, "rgb24", interpolation="AREA") for f in frames], n),
+    )
+    for threads in (1, 2):
+        detector = load_detector("centerface", max_side=640, score_threshold=0.2, threads=threads)
+        detector.detect(images[:4], [(width, height)] * 4)  # warm up
+
+        def detect(detector: object = detector) -> None:
+            for k in range(0, n, 4):
+                batch = images[k : k + 4]
+                detector.detect(batch, [(width, height)] * len(batch))  # type: ignore[attr-defined]
+
+        row(f"CenterFace at 640, {threads} intra-op thread(s)", cpu_ms(detect, n))
+        detector.close()
+
+    single_threaded_opencv()
+    style = Style()
+    row(
+        "render (blur, GT face boxes)",
+        cpu_ms(
+            lambda: [
+                render_frame(f, b, style, pix_fmt="yuv420p")
+                for f, b in zip(frames, boxes, strict=True)
+            ],
+            n,
+        ),
+    )
+    motion, cuts = CameraMotion(), CutDetector()
+    row("camera motion", cpu_ms(lambda: [motion.measure(f) for f in frames], n))
+    row("cut detector", cpu_ms(lambda: [cuts.is_cut(f) for f in frames], n))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
