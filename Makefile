@@ -7,16 +7,23 @@ PIP := $(VENV)/bin/pip
 .PHONY: setup models test system demo lint sample clean triton-env deface-env eval protos protos-check \
 	bench deploy-check fuzz lock audit
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[server,triton,dev]'
+# Installs exactly requirements.lock into a clean venv: a pinned pip, then the project with
+# every package constrained to its locked version (the build backend is pinned exactly in
+# pyproject.toml's [build-system]). tests/test_packaging.py fails when .venv, the lock and
+# pyproject.toml disagree. `make lock` refreshes the lock on purpose.
+PIP_VERSION := 26.3
+DEV_EXTRAS := server,local,triton,dev
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PIP) install --quiet pip==$(PIP_VERSION)
+	$(PIP) install --quiet -c requirements.lock -e '.[$(DEV_EXTRAS)]'
 	touch $@
 
 setup: $(VENV)/.installed
 
 models: setup
-	$(PY) -m veil.server.weights fetch
+	$(VENV)/bin/veil models fetch
 
 test: setup models triton-env system
 	$(PY) -m pytest
@@ -122,10 +129,18 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: setup models
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_service_fuzz.py
 
-# requirements.lock: the resolved versions of .venv (veil itself excluded), for audits and
-# reproducible installs. Regenerate after changing pyproject.toml.
-lock: setup
-	$(PIP) freeze --exclude-editable | LC_ALL=C sort -f > requirements.lock
+# requirements.lock: every package of the development install at the newest versions the
+# index has today, resolved in a scratch venv (veil itself, pip and setuptools excluded).
+# Run it on purpose, then `make setup` installs the new lock and `make test` checks it.
+LOCK_VENV := .cache/lock-venv
+
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION)
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[$(DEV_EXTRAS)]'
+	$(LOCK_VENV)/bin/pip freeze --exclude-editable | LC_ALL=C sort -f > requirements.lock
+	rm -rf $(LOCK_VENV)
 
 # pip-audit over requirements.lock, in its own venv. --strict: a package the vulnerability
 # service does not know fails the audit instead of being skipped silently. Needs PyPI's

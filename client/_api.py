@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ._detector import Detector
-from ._errors import DetectorError
+from ._errors import ConfigError, DetectorError
 from ._media import EncoderSettings
 from ._pipeline import JobResult, run_job
 from ._provenance import Signer
@@ -17,13 +17,35 @@ from ._style import Style
 from ._tracker import TrackerConfig
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, init=False)
 class DetectionConfig:
-    """Everything that decides the detection record: preset, detector and tracker settings."""
+    """Everything that decides the detection record: preset, detector and tracker settings.
 
-    preset: Preset = Preset.BALANCED
-    detector: DetectorSettings = field(default_factory=lambda: PRESETS[Preset.BALANCED][0])
-    tracker: TrackerConfig = field(default_factory=lambda: PRESETS[Preset.BALANCED][1])
+    ``preset`` (a :class:`Preset` or its name) supplies whatever ``detector`` and ``tracker``
+    leave out, so ``DetectionConfig(preset="fast")`` runs the fast preset's detector. Settings
+    that differ from the preset's are named in the record (``preset_overrides``).
+    """
+
+    preset: Preset
+    detector: DetectorSettings
+    tracker: TrackerConfig
+
+    def __init__(
+        self,
+        *,
+        preset: Preset | str = Preset.BALANCED,
+        detector: DetectorSettings | None = None,
+        tracker: TrackerConfig | None = None,
+    ) -> None:
+        try:
+            preset = Preset(preset)
+        except ValueError:
+            names = ", ".join(p.value for p in Preset)
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {names}") from None
+        base_detector, base_tracker = PRESETS[preset]
+        object.__setattr__(self, "preset", preset)
+        object.__setattr__(self, "detector", detector or base_detector)
+        object.__setattr__(self, "tracker", tracker or base_tracker)
 
     @property
     def tracker_for_run(self) -> TrackerConfig:
@@ -31,9 +53,28 @@ class DetectionConfig:
         at ``score_threshold`` or above start tracks (the model runs at the track threshold)."""
         if self.detector.track_threshold is None:
             return self.tracker
-        from dataclasses import replace
-
         return replace(self.tracker, new_track_score=self.detector.score_threshold)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The settings that differ from the preset's, as ``detector.NAME``/``tracker.NAME``."""
+        base_detector, base_tracker = PRESETS[self.preset]
+        return [
+            f"{part}.{f.name}"
+            for part, ours, base in (
+                ("detector", self.detector, base_detector),
+                ("tracker", self.tracker, base_tracker),
+            )
+            for f in fields(ours)
+            if getattr(ours, f.name) != getattr(base, f.name)
+        ]
+
+    def to_record(self) -> dict[str, Any]:
+        """What the record's detector block says of the preset."""
+        overrides = self.overrides
+        return {"preset": self.preset.value} | (
+            {"preset_overrides": overrides} if overrides else {}
+        )
 
     @classmethod
     def from_preset(
@@ -44,15 +85,12 @@ class DetectionConfig:
         tracker: dict[str, Any] | None = None,
     ) -> DetectionConfig:
         """The preset's settings with the given fields overridden (None values ignored)."""
-        preset = Preset(preset)
-        base_detector, base_tracker = PRESETS[preset]
-        from dataclasses import replace
-
+        base = cls(preset=preset)
         return cls(
-            preset=preset,
-            detector=base_detector.updated(**(detector or {})),
+            preset=base.preset,
+            detector=base.detector.updated(**(detector or {})),
             tracker=replace(
-                base_tracker, **{k: v for k, v in (tracker or {}).items() if v is not None}
+                base.tracker, **{k: v for k, v in (tracker or {}).items() if v is not None}
             ),
         )
 
@@ -96,7 +134,7 @@ def _detect_job(
     owned = detector is None
     detector = detector or open_detector(config.detector)
     try:
-        detector_json = detector.info.to_json() | {"preset": config.preset.value}
+        detector_json = detector.info.to_json() | config.to_record()
         return run_job(
             Path(input),
             detector=detector,

@@ -1,7 +1,7 @@
 """veil's detection service: model pre/post-processing, backends and the gRPC server.
 
-The public surface is re-exported here lazily, so ``python -m veil.server.weights`` (run by
-``make models``) does not import onnxruntime.
+The public surface is re-exported here lazily, so ``veil models fetch`` (:mod:`veil.server.weights`)
+does not import onnxruntime.
 """
 
 from __future__ import annotations

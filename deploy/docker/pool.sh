@@ -4,7 +4,7 @@
 # once Triton is ready and the container stops when either process exits.
 set -euo pipefail
 
-repository=${VEIL_MODEL_REPOSITORY:-/opt/veil/models}
+repository=${VEIL_MODEL_DIR:-/opt/veil-models}
 tritonserver \
   --model-repository="$repository" \
   --model-config-name="${VEIL_TRITON_CONFIG:-gpu}" \

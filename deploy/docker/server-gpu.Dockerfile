@@ -25,19 +25,16 @@ COPY pyproject.toml README.md ./
 COPY client/ client/
 COPY server/ server/
 COPY protos/ protos/
-COPY models/manifest.json models/manifest.json
-COPY models/centerface/config.pbtxt models/centerface/config.pbtxt
-COPY models/retinaface_mnet025/config.pbtxt models/retinaface_mnet025/config.pbtxt
-COPY deploy/triton/configs/gpu/centerface.pbtxt models/centerface/configs/gpu.pbtxt
-COPY deploy/triton/configs/gpu/retinaface_mnet025.pbtxt models/retinaface_mnet025/configs/gpu.pbtxt
-COPY deploy/docker/constraints.txt deploy/docker/grpc_health.py deploy/docker/pool.sh deploy/docker/
+COPY models/ models/
+COPY requirements.lock deploy/docker/grpc_health.py deploy/docker/pool.sh deploy/docker/
 RUN python3.11 -m venv /opt/venv \
- && /opt/venv/bin/pip install -c deploy/docker/constraints.txt -e '.[server,triton]'
+ && /opt/venv/bin/pip install -c deploy/docker/requirements.lock '.[server,triton]'
 
 FROM build AS weights
-RUN /opt/venv/bin/pip install -c deploy/docker/constraints.txt onnx \
- && VEIL_WEIGHTS_CACHE=/tmp/weights /opt/venv/bin/python -m veil.server.weights fetch \
- && rm -rf /tmp/weights
+COPY deploy/triton/configs/gpu/centerface.pbtxt /opt/veil-models/centerface/configs/gpu.pbtxt
+COPY deploy/triton/configs/gpu/retinaface_mnet025.pbtxt /opt/veil-models/retinaface_mnet025/configs/gpu.pbtxt
+RUN /opt/venv/bin/veil models fetch --repository /opt/veil-models --cache /tmp/wheels \
+ && rm -rf /tmp/wheels
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${TRITON_IMAGE}
@@ -47,7 +44,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
-COPY --from=weights /opt/veil /opt/veil
+COPY --from=build /opt/veil/deploy/docker/ /opt/veil/deploy/docker/
+COPY --from=weights /opt/veil-models /opt/veil-models
 ENV PATH=/opt/venv/bin:/opt/tritonserver/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -55,7 +53,7 @@ ENV PATH=/opt/venv/bin:/opt/tritonserver/bin:$PATH \
     VEIL_METRICS=0.0.0.0:9464 \
     VEIL_BACKEND=triton \
     VEIL_TRITON=127.0.0.1:8001 \
-    VEIL_MODEL_REPOSITORY=/opt/veil/models \
+    VEIL_MODEL_DIR=/opt/veil-models \
     VEIL_HEALTH_TARGET=127.0.0.1:50051
 # The base image's unprivileged user, triton-server (numeric, so runAsNonRoot can check it).
 USER 1000:1000
