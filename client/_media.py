@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import io
 import logging
 import os
 from collections import deque
@@ -21,7 +22,8 @@ from typing import Any
 import av
 import av.error
 
-from ._errors import InputError, OutputError
+from ._atomic import check_writable, partial_path
+from ._errors import ConfigError, InputError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,19 @@ _CHUNK = 1 << 20
 _DEFAULT_CODEC = {".webm": "libvpx-vp9"}
 #: NVENC's own speed presets (h264_nvenc, hevc_nvenc), fastest first.
 _NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
+#: x264's (and x265's) speed presets, fastest first.
+_X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -54,6 +69,81 @@ class EncoderSettings:
     crf: int = 18
     pix_fmt: str | None = None  # None: follow the source (see ``pix_fmt_for``)
     threads: int = 4
+
+    def __post_init__(self) -> None:
+        """Every value checked once, here (``ConfigError``); a ``codec`` named by its format
+        (``h264``) becomes the encoder FFmpeg picks for it (``libx264``)."""
+        if not isinstance(self.crf, int) or isinstance(self.crf, bool):
+            raise ConfigError(f"encoder crf {self.crf!r} must be a whole number")
+        if not isinstance(self.threads, int) or not 1 <= self.threads <= 64:
+            raise ConfigError(
+                f"encoder threads {self.threads!r} must be 1..64 (fixed, not auto: x264's "
+                "bytes depend on it)"
+            )
+        if self.preset not in _X264_PRESETS + _NVENC_PRESETS:
+            raise ConfigError(
+                f"encoder preset {self.preset!r} is not a preset name: x264 and x265 take "
+                f"{', '.join(_X264_PRESETS)}; NVENC also p1..p7"
+            )
+        if self.pix_fmt is not None:
+            try:
+                av.VideoFormat(self.pix_fmt)
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"encoder pix_fmt {self.pix_fmt!r} is not a pixel format"
+                ) from None
+        if self.codec is not None:
+            object.__setattr__(self, "codec", _video_encoder(self.codec))
+            self._check_codec(self.codec)
+
+    def _check_codec(self, codec: str) -> None:
+        """The settings ``codec`` takes: its CRF range, its preset names, the pixel format."""
+        crf_range = _crf_range(codec)
+        if crf_range is not None and not crf_range[0] <= self.crf <= crf_range[1]:
+            low, high = crf_range
+            raise ConfigError(f"crf {self.crf} is out of range for {codec}: {low}..{high}")
+        if codec in ("libx264", "libx265") and self.preset not in _X264_PRESETS:
+            raise ConfigError(
+                f"encoder preset {self.preset!r} is not one of {codec}'s: "
+                f"{', '.join(_X264_PRESETS)}"
+            )
+        formats = _pixel_formats(codec)
+        if self.pix_fmt is not None and formats and self.pix_fmt not in formats:
+            raise ConfigError(
+                f"{codec} cannot encode pix_fmt {self.pix_fmt}; it takes {', '.join(formats)}"
+            )
+
+    def check(self, output: Path) -> str:
+        """Check these settings against ``output``'s container, before any work; returns the
+        codec. ``ConfigError`` for a codec the container cannot hold (or settings the codec
+        does not take), ``OutputError`` for a file name FFmpeg knows no container for."""
+        codec = self.codec_for(output)
+        try:
+            guess = av.open(str(output), "w")  # the container, from the name; opens no file
+        except ValueError:
+            raise OutputError(
+                f"{output}: no container format for the extension {output.suffix or '(none)'!r}"
+                " (use .mp4, .mkv, .mov or .webm)"
+            ) from None
+        fmt = guess.format.name
+        guess.close()
+        with av.open(io.BytesIO(), "w", format=fmt) as trial:
+            try:
+                trial.add_stream(codec)
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise ConfigError(
+                    f"codec {codec} cannot go in a {output.suffix} file ({exc}); "
+                    f"{_DEFAULT_CODEC.get(output.suffix.lower(), 'libx264')} can"
+                ) from None
+        if self.codec is None:
+            self._check_codec(codec)
+        formats = _pixel_formats(codec)
+        if self.pix_fmt is None and formats and not any(f.startswith("yuv") for f in formats):
+            raise ConfigError(
+                f"{codec} takes no YUV pixel format, and veil keeps the source's YUV family "
+                f"unless told: set [encoder] pix_fmt in --config to one of {', '.join(formats)}"
+            )
+        return codec
 
     def codec_for(self, output: Path) -> str:
         return self.codec or _DEFAULT_CODEC.get(output.suffix.lower(), "libx264")
@@ -108,6 +198,38 @@ class EncoderSettings:
             "ffmpeg": str(av.ffmpeg_version_info),
             "pyav": av.__version__,
         }
+
+
+def _video_encoder(name: str) -> str:
+    """The FFmpeg encoder ``name`` names (a format name picks FFmpeg's default encoder)."""
+    try:
+        codec = av.codec.Codec(name, "w")
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"codec {name!r} is not an encoder in this FFmpeg build ({av.ffmpeg_version_info}); "
+            "try libx264, libx265 or libvpx-vp9"
+        ) from None
+    if codec.type != "video":
+        raise ConfigError(f"codec {name!r} is an {codec.type} encoder, not a video encoder")
+    return str(codec.name)
+
+
+def _pixel_formats(codec: str) -> list[str]:
+    """The pixel formats encoder ``codec`` takes (empty: it does not say)."""
+    return sorted(f.name for f in av.codec.Codec(codec, "w").video_formats or ())
+
+
+def _crf_range(codec: str) -> tuple[int, int] | None:
+    """The ``crf`` values ``codec`` takes (None: it has no constant-quality mode veil sets).
+
+    ``crf`` is on x264's scale everywhere: libvpx gets ``crf + 13`` (its 0..63 scale, so
+    0..50 here) and NVENC takes it as its ``cq`` (0..51).
+    """
+    if codec in ("libx264", "libx265") or codec.endswith("_nvenc"):
+        return (0, 51)
+    if codec.startswith("libvpx"):
+        return (0, 50)
+    return None
 
 
 @dataclass
@@ -343,11 +465,6 @@ class _Timestamps:
         return frame
 
 
-def partial_path(final: Path) -> Path:
-    """Where an output is written before it is complete (same folder, same extension)."""
-    return final.with_name(f".{final.stem}.veil-partial-{os.getpid()}{final.suffix}")
-
-
 class Output:
     """An output file written under a temporary name and renamed only when complete."""
 
@@ -355,7 +472,7 @@ class Output:
         self.path = path
         self.tmp = partial_path(path)
         self.encoder = encoder
-        self.codec = encoder.codec_for(path)
+        self.codec = encoder.check(path)
         self.pix_fmt = encoder.pix_fmt_for(source.info)
         self._committed = False
         info = source.info
@@ -368,10 +485,24 @@ class Output:
             self.streams: dict[int, av.stream.Stream] = {}
             for stream in source.copied:
                 self.streams[stream.index] = self._add_copy(stream)
-            self.container.start_encoding()
+            self._start()
         except Exception:
             self.abort()
             raise
+
+    def _start(self) -> None:
+        """Open the file and the encoder; their failures as one-line ``OutputError``s."""
+        try:
+            self.container.start_encoding()
+        except OSError as exc:  # PyAV's file errors are OSErrors too
+            if not self.tmp.exists():
+                check_writable(self.path)  # names the folder's problem when it has one
+            raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise OutputError(
+                f"{self.path}: encoder {self.codec} does not start with "
+                f"{self.encoder.options(self.codec)} and pix_fmt {self.pix_fmt} ({exc})"
+            ) from exc
 
     def _add_video(self, info: VideoInfo, source: Input) -> av.VideoStream:
         options = self.encoder.options(self.codec)
@@ -385,6 +516,12 @@ class Output:
             ) from exc
         if not isinstance(stream, av.VideoStream):
             raise OutputError(f"{self.path}: {self.codec} is not a video encoder")
+        formats = _pixel_formats(self.codec)
+        if formats and self.pix_fmt not in formats:
+            raise ConfigError(
+                f"{self.codec} cannot encode {self.pix_fmt} (the source's pixel format family); "
+                f"set [encoder] pix_fmt in --config to one it takes: {', '.join(formats)}"
+            )
         stream.width, stream.height = info.width, info.height
         stream.pix_fmt = self.pix_fmt
         stream.time_base = info.time_base
@@ -443,9 +580,12 @@ class Output:
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.path}: finishing the file failed ({exc})") from exc
-        with self.tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        try:
+            with self.tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self._committed = True
 
     def abort(self) -> None:

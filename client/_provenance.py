@@ -193,6 +193,11 @@ class Verification:
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def signed(self) -> bool:
+        """A signature was checked and is good (an unsigned manifest is only a note)."""
+        return any(c.name == "signature" and c.ok for c in self.checks)
+
 
 def _stream_label(entry: dict[str, Any]) -> str:
     return f"stream #{entry['index']} ({entry['type']}, {entry['codec']})"
@@ -220,11 +225,23 @@ def _load_manifest(path: Path, result: Verification) -> dict[str, Any] | None:
 
 
 def _check_signature(
-    manifest: dict[str, Any], public_key: Ed25519PublicKey | None, result: Verification
+    manifest: dict[str, Any],
+    public_key: Ed25519PublicKey | None,
+    result: Verification,
+    *,
+    required: bool,
 ) -> None:
     block = manifest.get("signature")
     if block is None:
-        result.add("signature", False, "the manifest is not signed (make it with --sign-key)")
+        if required or public_key is not None:
+            result.add("signature", False, "the manifest is not signed (make it with --sign-key)")
+        else:
+            result.add(
+                "signature",
+                None,
+                "the manifest is not signed: the files match it, but nothing proves who made "
+                "it (sign with --sign-key; --require-signature makes this a failure)",
+            )
         return
     try:
         embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(block["public_key"]))
@@ -263,8 +280,12 @@ def verify(
     input: Path | str | None = None,
     public_key: Path | str | None = None,
     record: Path | str | None = None,
+    require_signature: bool = False,
 ) -> Verification:
     """Check ``output`` against its manifest; every check is run and reported, pass or fail.
+
+    An unsigned manifest is a note (integrity checked, origin not proven), and a failure
+    when ``require_signature`` or a ``public_key`` is given.
 
     Checks: the signature; the output's size, sha256 and per-stream packet hashes; that each
     copied (non-video) stream is the input's packets unchanged (from the signed input
@@ -277,7 +298,7 @@ def verify(
     manifest = _load_manifest(manifest_path, result)
     if manifest is None:
         return result
-    _check_signature(manifest, pinned, result)
+    _check_signature(manifest, pinned, result, required=require_signature)
 
     want = manifest["output"]
     if not output.is_file():

@@ -19,6 +19,7 @@ from typing import Any, overload
 
 import jsonschema
 
+from ._atomic import partial_path
 from ._errors import OutputError, RecordError
 from ._tracker import FrameMasks, Mask, Origin, TrackerConfig
 
@@ -58,7 +59,7 @@ def _write_atomic(path: Path, chunks: Iterable[bytes]) -> str:
     whole new file or untouched.
     """
     digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.veil-partial-{os.getpid()}")
+    tmp = partial_path(path)
     try:
         with tmp.open("wb") as fh:
             for chunk in chunks:

@@ -34,6 +34,7 @@ import grpc
 import numpy as np
 
 from . import __version__
+from ._atomic import partial_path
 from ._detections import Detections
 from ._detector import DetectorInfo, Image, fit_size
 from ._errors import ConfigError, DetectorError, DetectorLost, OutputError
@@ -614,7 +615,7 @@ class _Receiving:
         if target is None:
             return
         if kind not in self._files:
-            partial = target.with_name(f".{target.name}.partial")
+            partial = partial_path(target)
             try:
                 self._files[kind] = partial.open("wb")
             except OSError as exc:

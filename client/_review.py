@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import __version__
+from ._atomic import partial_path
 from ._edits import Applied, final_frames, ranges
 from ._errors import OutputError, RecordError
 from ._media import DecodedFrame, Input, probe, sha256_file
@@ -1010,7 +1011,7 @@ def write_report(
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.veil-partial-{os.getpid()}")
+    tmp = partial_path(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

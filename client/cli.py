@@ -74,9 +74,19 @@ def _add_render_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--feather", type=float, help="soft edge beyond the mask, share of face")
     group.add_argument("--blur-strength", type=float, help="blur sigma as a share of face size")
     group.add_argument("--pixel-blocks", type=int, help="pixel blocks across a face")
-    group.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
-    group.add_argument("--crf", type=int, help="encoder quality (default 18)")
-    group.add_argument("--encoder-preset", help="encoder speed preset (default veryfast)")
+    group.add_argument(
+        "--codec",
+        help="video encoder the output's container holds (default libx264; libvpx-vp9 for .webm)",
+    )
+    group.add_argument(
+        "--crf",
+        type=int,
+        help="encoder quality, x264's scale (default 18; libx264/libx265/NVENC 0-51, libvpx 0-50)",
+    )
+    group.add_argument(
+        "--encoder-preset",
+        help="encoder speed preset (default veryfast; x264's ultrafast..placebo, NVENC p1-p7)",
+    )
     group.add_argument(
         "--encoder-threads",
         type=int,
@@ -259,7 +269,30 @@ def _encoder(args: argparse.Namespace, config: dict[str, Any]) -> EncoderSetting
         "preset": args.encoder_preset,
         "threads": args.encoder_threads,
     }
-    return replace(base, **{k: v for k, v in changes.items() if v is not None})
+    settings = replace(base, **{k: v for k, v in changes.items() if v is not None})
+    settings.check(args.output)
+    return settings
+
+
+def _check_outputs(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Before any work: the encoder settings against the output's container (exit 2), then
+    every file the job writes can be created where asked (exit 5)."""
+    from ._api import default_record_path
+    from ._atomic import check_writable
+    from ._pipeline import manifest_path
+
+    outputs = [(args.output, "")]
+    if args.command in ("anonymize", "render"):
+        _encoder(args, config)
+        if not getattr(args, "remote", None) and not args.manifest:
+            outputs.append((manifest_path(args.output), "the manifest: give --manifest F"))
+        elif args.manifest:
+            outputs.append((args.manifest, ""))
+    if args.command == "anonymize" and not args.no_record:
+        hint = "" if args.record else "the record: give --record F or --no-record"
+        outputs.append((args.record or default_record_path(args.output), hint))
+    for path, hint in outputs:
+        check_writable(path, hint=hint)
 
 
 def _detection(args: argparse.Namespace, config: dict[str, Any]) -> DetectionConfig:
@@ -296,6 +329,9 @@ def _serve(args: argparse.Namespace, config: dict[str, Any]) -> int:
     names = "listen metrics backend triton model provider threads tls_cert tls_key"
     names += " tls_client_ca token_file insecure max_batch max_delay_ms max_queue"
     flags = {name: getattr(args, name) for name in names.split()}
+    if not args.quiet and not args.verbose:
+        # A service says where it listens and when it is SERVING, at the default level too.
+        logging.getLogger(serve.__module__).setLevel(logging.INFO)
     serve(ServeConfig.from_sources(flags=flags, env=os.environ, toml=_section(config, "serve")))
     return 0
 
@@ -367,6 +403,8 @@ def _run(args: argparse.Namespace) -> int:
         return _live(args, config)
     if args.command in _AUDIT_COMMANDS:
         return _audit(args, config)
+    if args.command in ("anonymize", "detect", "render"):
+        _check_outputs(args, config)
     if getattr(args, "remote", None):
         return _remote_job(args, config, progress)
     detector = None
@@ -491,6 +529,12 @@ def _add_audit_parsers(sub: Any) -> None:
         help="the key the manifest must be signed with (default: the key named in the manifest)",
     )
     p.add_argument("--record", type=Path, help="the record (default: OUT.veil.json if present)")
+    p.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="an unsigned manifest fails (without it: exit 0, 'integrity verified, not signed'; "
+        "--public-key requires a signature too)",
+    )
 
     p = sub.add_parser("review", help="one self-contained HTML page to review a record")
     p.add_argument("input", type=Path, help="input video (the one the record was made for)")
@@ -556,6 +600,7 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
             input=args.input,
             public_key=args.public_key,
             record=args.record,
+            require_signature=args.require_signature,
         )
         for check in result.checks:
             mark = {True: "ok    ", False: "FAILED", None: "note  "}[check.ok]
@@ -564,7 +609,8 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
             names = ", ".join(c.name for c in result.failed)
             print(f"veil: verify failed: {names}", file=sys.stderr)
             return 7
-        print(f"{args.output}: verified")
+        signed = "and signature verified" if result.signed else "verified, not signed"
+        print(f"{args.output}: integrity {signed}")
     elif args.command == "review":
         from ._review import write_report
 

@@ -12,9 +12,11 @@ optional ``[serve.limits]``), ``VEIL_*`` environment variables, command-line fla
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -71,6 +73,32 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"address {address!r} must read HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def _check_free(address: str, flag: str) -> None:
+    """``ConfigError`` when ``address`` (``HOST:PORT``) cannot be listened on: the port is
+    taken, or the host is not this machine's. Asked before gRPC binds, whose C core would
+    log its own multi-line error first."""
+    host, port = split_address(address)
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, IndexError) as exc:
+        raise ConfigError(f"cannot listen on {address}: {host} does not resolve ({flag})") from exc
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and http.server
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            why = {
+                errno.EADDRINUSE: "the port is in use",
+                errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+                errno.EACCES: "no permission for that port",
+            }.get(exc.errno or 0, exc.strerror or str(exc))
+            raise ConfigError(f"cannot listen on {address}: {why} ({flag})") from exc
 
 
 def is_loopback(host: str) -> bool:
@@ -287,6 +315,8 @@ class VeilServer:
 
     def _bind(self) -> int:
         config = self.config
+        _check_free(config.listen, "--listen")
+        credentials = None
         if config.tls_cert is not None and config.tls_key is not None:
             client_ca = config.tls_client_ca
             credentials = grpc.ssl_server_credentials(
@@ -294,11 +324,18 @@ class VeilServer:
                 root_certificates=None if client_ca is None else _read(client_ca, "client CA"),
                 require_client_auth=client_ca is not None,
             )
-            port = self._server.add_secure_port(config.listen, credentials)
-        else:
-            port = self._server.add_insecure_port(config.listen)
+        try:
+            if credentials is not None:
+                port = self._server.add_secure_port(config.listen, credentials)
+            else:
+                port = self._server.add_insecure_port(config.listen)
+        except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+            port = 0
         if port == 0:
-            raise ConfigError(f"cannot listen on {config.listen} (in use, or not an address here)")
+            raise ConfigError(
+                f"cannot listen on {config.listen}: the port is in use, or the address is not "
+                "one of this machine's (--listen HOST:PORT)"
+            )
         return port
 
     def _set_health(self, status: Any) -> None:
@@ -310,17 +347,37 @@ class VeilServer:
         host, _ = split_address(self.config.listen)
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str | None:
+        """``http://HOST:PORT/metrics`` once serving metrics (None: no metrics)."""
+        if self.config.metrics is None or self.metrics_port is None:
+            return None
+        host, _ = split_address(self.config.metrics)
+        return f"http://{host}:{self.metrics_port}/metrics"
+
     def start(self) -> VeilServer:
         """Listen, load the model, warm it up, then report SERVING."""
         config = self.config
-        self._server.start()
         if config.metrics is not None:
             host, port = split_address(config.metrics)
-            self.metrics_port = self.metrics.serve_http(host, port)
+            try:
+                _check_free(config.metrics, "--metrics")
+                self.metrics_port = self.metrics.serve_http(host, port)
+            except (ConfigError, OSError) as exc:
+                self._server.stop(None)  # bound, never started: nothing to drain
+                self._stopped.set()
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ConfigError(
+                    f"cannot serve metrics on {config.metrics}: {exc.strerror or exc} "
+                    "(--metrics HOST:PORT)"
+                ) from exc
+        self._server.start()
         logger.info(
-            "listening on %s (%s); loading %s on %s",
+            "listening on %s (%s)%s; health NOT_SERVING while %s loads on %s",
             self.address,
             "mTLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
+            "" if self.metrics_port is None else f", metrics on {self.metrics_address}",
             config.model,
             config.backend.value,
         )
@@ -335,7 +392,7 @@ class VeilServer:
             )
             self._warm_up(self._batcher)
         except BaseException:
-            self.stop(0)
+            self._stop(0, logging.DEBUG)  # the error that ends the start says it all
             raise
         self._servicer.set_ready(self._batcher)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -345,7 +402,7 @@ class VeilServer:
                 target=self._watch, args=(self._backend,), name="veil-health", daemon=True
             )
             self._watchdog.start()
-        logger.info("serving %s on %s", config.model, self.address)
+        logger.info("health SERVING: %s on %s, warm-up passed", config.model, self.address)
         return self
 
     def _watch(self, backend: Any) -> None:
@@ -386,10 +443,13 @@ class VeilServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, let calls in flight finish."""
+        self._stop(grace, logging.INFO)
+
+    def _stop(self, grace: float | None, level: int) -> None:
         if self._stopped.is_set():
             return
         grace = self.config.grace_s if grace is None else grace
-        logger.info("draining (grace %.1f s)", grace)
+        logger.log(level, "draining (grace %.1f s)", grace)
         self._closing.set()
         self._health.enter_graceful_shutdown()
         self._servicer.drain()
@@ -402,7 +462,7 @@ class VeilServer:
             self._backend.close()
         self.metrics.close()
         self._stopped.set()
-        logger.info("stopped")
+        logger.log(level, "stopped")
 
     def wait(self) -> None:
         self._stopped.wait()

@@ -126,6 +126,7 @@ def test_an_untouched_output_verifies(
     assert "FAILED" not in out
     assert "ok      audio stream #1 (audio, aac) -> output #1: " in out
     assert "ok      record: out.mp4.veil.json" in out
+    assert out.strip().splitlines()[-1] == f"{signed['out']}: integrity and signature verified"
 
 
 @pytest.mark.parametrize(
@@ -173,14 +174,47 @@ def test_another_key_is_refused(
     assert "FAILED  signature: signed by key" in out and "not by the given public key" in out
 
 
-def test_an_unsigned_manifest_fails_verification(signed: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "rc", "last_line"),
+    [
+        ([], 0, "{out}: integrity verified, not signed"),
+        (["--require-signature"], 7, "veil: verify failed: signature"),
+        (["--public-key", "{pub}"], 7, "veil: verify failed: signature"),
+    ],
+    ids=["integrity-only", "signature-required", "key-pinned"],
+)
+def test_an_unsigned_manifest_verifies_integrity_and_says_it_is_not_signed(
+    signed: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    rc: int,
+    last_line: str,
+) -> None:
+    """Bug: a valid unsigned output said "verify failed" (exit 7) though every integrity
+    check passed. Unsigned is now a note (exit 0) unless a signature is asked for."""
     files = _copy(signed, tmp_path)
     manifest = json.loads(files["manifest"].read_text())
     del manifest["signature"]
     files["manifest"].write_text(json.dumps(manifest))
-    result = verify(files["out"], files["manifest"])
-    assert [c.name for c in result.failed] == ["signature"]
-    assert "not signed" in result.failed[0].detail
+    result = verify(files["out"], files["manifest"], input=files["src"])
+    assert result.ok and not result.signed
+    (note,) = [c for c in result.checks if c.name == "signature"]
+    assert note.ok is None and "not signed" in note.detail
+    required = verify(files["out"], files["manifest"], require_signature=True)
+    assert [c.name for c in required.failed] == ["signature"]
+    assert "not signed" in required.failed[0].detail
+
+    capsys.readouterr()
+    args = [a.format(pub=files["pub"]) for a in extra]
+    code = main(
+        ["verify", str(files["out"]), str(files["manifest"]), "--input", str(files["src"]), *args]
+    )
+    captured = capsys.readouterr()
+    assert code == rc, captured.out + captured.err
+    assert "FAILED" not in captured.out.replace("FAILED  signature", "")  # integrity all ok
+    shown = (captured.err or captured.out).strip().splitlines()[-1]
+    assert shown == last_line.format(out=files["out"])
 
 
 def test_the_wrong_input_is_named(signed: dict[str, Path], tmp_path: Path) -> None:
