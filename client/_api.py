@@ -8,7 +8,7 @@ from typing import Any
 
 from ._detector import Detector
 from ._errors import ConfigError, DetectorError
-from ._media import EncoderSettings
+from ._media import EncoderSettings, probe
 from ._pipeline import JobResult, run_job
 from ._provenance import Signer
 from ._record import Record
@@ -132,6 +132,8 @@ def _detect_job(
     **job: Any,
 ) -> JobResult:
     owned = detector is None
+    if owned:
+        probe(input)  # a bad input is named before the model loads (or is found missing)
     detector = detector or open_detector(config.detector)
     try:
         detector_json = detector.info.to_json() | config.to_record()

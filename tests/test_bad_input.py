@@ -82,6 +82,7 @@ def test_bad_input_is_refused_cleanly(
     assert set(tmp_path.iterdir()) == before  # nothing written, not even a partial file
 
 
+@pytest.mark.weights
 def test_truncated_mid_stream_is_an_error_not_a_short_output(tmp_path: Path) -> None:
     """A faststart MP4 cut short keeps its index: it opens, then runs out of frames."""
     import av

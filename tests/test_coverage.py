@@ -14,6 +14,8 @@ import veil
 from veil import DetectionConfig, Record, Shape, Style
 from veil._render import _Geometry
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 CLIPS = ["wider_group_tilted_pan", "dlib_party_landmarks_noaudio"]
 #: Loose WIDER boxes include hair and ears; the face proper lies well inside them.
 MIN_SHARE = 0.6

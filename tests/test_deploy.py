@@ -62,6 +62,7 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 # --- Prometheus -------------------------------------------------------------------------------
 
 
+@pytest.mark.system  # promtool, from Debian (.ci/setup-system.sh)
 @pytest.mark.parametrize(
     "config", ["prometheus.yml", "prometheus-kubernetes.yml"], ids=lambda c: c.split(".")[0]
 )
@@ -69,11 +70,13 @@ def test_promtool_accepts_the_scrape_config(config: str) -> None:
     _run(_tool("promtool"), "check", "config", "--syntax-only", str(PROMETHEUS / config))
 
 
+@pytest.mark.system  # promtool, from Debian (.ci/setup-system.sh)
 def test_promtool_accepts_the_rules() -> None:
     output = _run(_tool("promtool"), "check", "rules", str(RULES))
     assert "SUCCESS" in output
 
 
+@pytest.mark.system  # promtool, from Debian (.ci/setup-system.sh)
 def test_promtool_rule_unit_tests_pass() -> None:
     output = _run(_tool("promtool"), "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
     assert "SUCCESS" in output
@@ -675,6 +678,7 @@ def test_the_health_check_encodes_like_the_generated_messages() -> None:
         assert health._status(message) == status
 
 
+@pytest.mark.weights
 def test_the_health_check_over_mutual_tls(veil_server: Any, tls_files: dict[str, Path]) -> None:
     """What the Kubernetes probes and the compose TLS override run against veil serve."""
     server = veil_server(

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mediagen import make_clip
+
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
 
 def _veil(*args: str, **kwargs: object) -> subprocess.Popen[str]:

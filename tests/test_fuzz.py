@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import veil
 from veil import DetectionConfig, Record, RecordError
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 
 JSON = st.recursive(

@@ -13,6 +13,8 @@ from mediagen import add_subtitles, frame_times, make_clip, packets
 import veil
 from veil import DetectionConfig
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 FAST = DetectionConfig.from_preset("fast")
 
 

@@ -524,6 +524,7 @@ def _offline_faces(clip: Path) -> Callable[[int], list[Sequence[float]]]:
     return lambda i: boxes[i] if i < len(boxes) else []
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("how", ["raise", "hang"])
 def test_live_sample_detector_dies(
     tmp_path: Path, sample_clip: Path, light_detector: Any, how: str
@@ -559,6 +560,7 @@ def _gt_faces(clip_json: Path) -> Callable[[int], list[Sequence[float]]]:
     return lambda i: faces[i] if i < len(faces) else []
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("delay_ms", [200, 1000])
 def test_live_gt_clip(
     tmp_path: Path, shared_data: Path, light_detector: Any, delay_ms: int
@@ -628,6 +630,7 @@ def _serving(port: int, timeout_s: float) -> bool:
         channel.close()
 
 
+@pytest.mark.weights
 def test_live_cli_remote_detector_killed(tmp_path: Path, sample_clip: Path) -> None:
     pytest.importorskip("grpc")
     pytest.importorskip("onnxruntime")

@@ -10,10 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from load_service import run  # noqa: E402
+
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
 SECONDS = float(os.environ.get("LOAD_SECONDS", "15"))
 

@@ -1,6 +1,7 @@
 """The in-process detector: batching, mapping to display pixels, identity, errors.
 
-Needs the fetched weights (`veil models fetch`, run by `make models`): without them this module fails rather than skips.
+Needs the fetched weights (`veil models fetch`, run by `make models`): without them these tests
+fail rather than skip (`make test-unit` leaves them out by their `weights` mark).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def assert_same(a: Detections, b: Detections) -> None:
     np.testing.assert_array_equal(a.landmarks, b.landmarks)
 
 
+@pytest.mark.weights
 def test_is_a_detector_with_a_truthful_identity(detector: LocalDetector) -> None:
     typed: Detector = detector
     info = typed.info
@@ -63,11 +65,13 @@ def test_is_a_detector_with_a_truthful_identity(detector: LocalDetector) -> None
     assert info.to_json()["options"]["pad_multiple"] == 32
 
 
+@pytest.mark.weights
 def test_face_free_gradient_gives_nothing(detector: LocalDetector) -> None:
     found = detector.detect([gradient(640, 360), gradient(320, 180)], [(1280, 720), (320, 180)])
     assert [len(d) for d in found] == [0, 0]
 
 
+@pytest.mark.weights
 def test_batch_of_two_equals_two_batches_of_one(
     detector: LocalDetector, astronaut: npt.NDArray[np.uint8]
 ) -> None:
@@ -80,6 +84,7 @@ def test_batch_of_two_equals_two_batches_of_one(
         assert_same(a, b)
 
 
+@pytest.mark.weights
 def test_mixed_sizes_are_grouped_and_order_kept(
     detector: LocalDetector, astronaut: npt.NDArray[np.uint8]
 ) -> None:
@@ -92,6 +97,7 @@ def test_mixed_sizes_are_grouped_and_order_kept(
     assert_same(found[1], detector.detect([small], [(512, 512)])[0])
 
 
+@pytest.mark.weights
 def test_boxes_come_back_in_display_pixels(
     detector: LocalDetector, astronaut: npt.NDArray[np.uint8]
 ) -> None:
@@ -106,6 +112,7 @@ def test_boxes_come_back_in_display_pixels(
     np.testing.assert_allclose(mapped.landmarks, full.landmarks, atol=10)
 
 
+@pytest.mark.weights
 def test_max_batch_splits_inference(astronaut: npt.NDArray[np.uint8]) -> None:
     base = load_detector("retinaface_mnet025", threads=2)
     calls: list[tuple[int, ...]] = []
@@ -127,6 +134,7 @@ def test_max_batch_splits_inference(astronaut: npt.NDArray[np.uint8]) -> None:
     assert [len(d) for d in found] == [1] * 5
 
 
+@pytest.mark.weights
 def test_bad_input_is_refused(detector: LocalDetector) -> None:
     image = gradient(64, 64)
     with pytest.raises(ValueError, match="1 images but 2 display sizes"):
@@ -136,6 +144,7 @@ def test_bad_input_is_refused(detector: LocalDetector) -> None:
     assert detector.detect([], []) == []
 
 
+@pytest.mark.weights
 def test_cuda_that_is_not_there_is_an_error() -> None:
     import onnxruntime
 

@@ -25,6 +25,8 @@ from veil._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, 
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 SECRET = "tok-7f3a9c1e5b2d8f4a6c0e9b7d5f3a1c8e"
 JOB_ONLY = "tok-jobonly-0b1c2d3e4f5a6b7c8d9e0f1a2b3c"
 WRONG = "tok-wrong-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"

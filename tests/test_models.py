@@ -83,6 +83,7 @@ def test_manifest_lists_both_models_with_pinned_hashes() -> None:
         assert weights.weights_sha256(entry.name) == entry.onnx_sha256
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("name", MODEL_IDS)
 def test_fetched_model_matches_manifest(name: str) -> None:
     path = weights.model_path(name)
@@ -90,6 +91,7 @@ def test_fetched_model_matches_manifest(name: str) -> None:
     assert (path.parents[1] / "config.pbtxt").is_file()
 
 
+@pytest.mark.weights
 def test_fetch_is_a_no_op_when_up_to_date() -> None:
     before = {n: weights.model_path(n).stat().st_mtime_ns for n in MODEL_IDS}
     manifest = weights.load_manifest()
@@ -174,6 +176,7 @@ def test_missing_model_says_run_make_models(tmp_path: Path) -> None:
         weights.model_path("yolo", tmp_path)
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize(
     ("name", "outputs"),
     [
@@ -250,6 +253,7 @@ def test_nms(
 # --- decoding on real photos ------------------------------------------------------------------
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
 def test_astronaut_has_one_frontal_face(
     model: FaceModel, backends: dict[str, OnnxRuntimeBackend]
@@ -268,6 +272,7 @@ def test_astronaut_has_one_frontal_face(
     assert (found.landmarks[0] >= [x0, y0]).all() and (found.landmarks[0] <= [x1, y1]).all()
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
 def test_group_photos_faces_are_found(
     model: FaceModel, backends: dict[str, OnnxRuntimeBackend]
@@ -290,6 +295,7 @@ def test_group_photos_faces_are_found(
     assert detections <= faces * 1.25, f"{model.name}: {detections} boxes for {faces} faces"
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
 def test_decoding_is_deterministic(
     model: FaceModel, backends: dict[str, OnnxRuntimeBackend]

@@ -16,6 +16,8 @@ from mediagen import frame_times, make_clip, packets
 import veil
 from veil import DetectionConfig, OutputError
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 FAST = DetectionConfig.from_preset("fast")
 
 

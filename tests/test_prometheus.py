@@ -26,6 +26,9 @@ from typing import Any
 
 import pytest
 
+# the fetched detector weights (make models) and Debian's prometheus (.ci/setup-system.sh)
+pytestmark = [pytest.mark.weights, pytest.mark.system]
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "rules" / "veil.rules.yml"

@@ -102,6 +102,7 @@ def _run_verify(
     return rc, captured.out, captured.err
 
 
+@pytest.mark.weights
 def test_the_manifest_binds_everything(signed: dict[str, Path]) -> None:
     manifest = json.loads(signed["manifest"].read_text())
     record = veil.Record.load(signed["record"])
@@ -118,6 +119,7 @@ def test_the_manifest_binds_everything(signed: dict[str, Path]) -> None:
     assert canonical(shuffled) == canonical(manifest)
 
 
+@pytest.mark.weights
 def test_an_untouched_output_verifies(
     signed: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,6 +131,7 @@ def test_an_untouched_output_verifies(
     assert out.strip().splitlines()[-1] == f"{signed['out']}: integrity and signature verified"
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize(
     ("tamper", "failed"),
     [
@@ -165,6 +168,7 @@ def test_one_changed_byte_fails_and_says_which(
     assert err.strip() == f"veil: verify failed: {', '.join(failed)}"
 
 
+@pytest.mark.weights
 def test_another_key_is_refused(
     signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -217,12 +221,14 @@ def test_an_unsigned_manifest_verifies_integrity_and_says_it_is_not_signed(
     assert shown == last_line.format(out=files["out"])
 
 
+@pytest.mark.weights
 def test_the_wrong_input_is_named(signed: dict[str, Path], tmp_path: Path) -> None:
     other = make_clip(tmp_path / "other.mp4", frames=13, audio="aac")
     result = verify(signed["out"], signed["manifest"], input=other, public_key=signed["pub"])
     assert [c.name for c in result.failed] == ["input"]
 
 
+@pytest.mark.weights
 def test_keygen_never_overwrites(
     signed: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

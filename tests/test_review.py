@@ -241,6 +241,7 @@ def open_in_chromium(page: Path, profile: Path, screenshot: Path) -> dict[str, A
     return {"dom": dom, "errors": errors, "requests": requests, "stderr": stderr}
 
 
+@pytest.mark.system  # Debian's chromium (.ci/setup-system.sh)
 def test_the_report_opens_in_chromium_without_errors(reviewed: dict[str, Path]) -> None:
     screenshot = reviewed["tmp"] / "report.png"
     seen = open_in_chromium(reviewed["report"], reviewed["tmp"] / "profile", screenshot)

@@ -45,6 +45,7 @@ def _detected(record: veil.Record) -> list[np.ndarray]:
     ]
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_sideways_faces_are_found_and_masked_where_they_are_stored(
     tmp_path: Path, sample_clip: Path, rotation: int

@@ -24,6 +24,8 @@ from veil.server._serve import ServeConfig, create_server
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 Code = grpc.StatusCode
 DISPLAY = (1280, 720)
 SIZE = fit_size(*DISPLAY, 640)

@@ -155,6 +155,7 @@ def kill_mid_stream(server: ServeProcess, metrics_port: int, frames: int) -> Non
     server.kill()
 
 
+@pytest.mark.weights
 def test_hybrid_job_resumes_when_the_killed_server_comes_back(
     serve_process: Any, clip: Path, tmp_path: Path
 ) -> None:
@@ -185,6 +186,7 @@ def test_hybrid_job_resumes_when_the_killed_server_comes_back(
     assert any(frame["masks"] for frame in record["frames"])  # the face was found
 
 
+@pytest.mark.weights
 def test_hybrid_job_fails_cleanly_when_the_server_stays_down(
     serve_process: Any, clip: Path, tmp_path: Path
 ) -> None:
@@ -282,6 +284,7 @@ def start_request(max_side: int = 640) -> pb.DetectStreamRequest:
     )
 
 
+@pytest.mark.weights
 def test_a_flooding_client_gets_resource_exhausted_and_server_memory_stays_bounded(
     serve_process: Any, tmp_path: Path
 ) -> None:
@@ -334,6 +337,7 @@ def test_a_flooding_client_gets_resource_exhausted_and_server_memory_stays_bound
     wait_for(lambda: metric(metrics_port, "veil_active_streams ") == 0, 10, "streams closed")
 
 
+@pytest.mark.weights
 def test_a_slow_reader_within_the_window_is_served_in_order(veil_server: Any) -> None:
     server = veil_server(limits={"window": WINDOW})
     frames = [small_frame(i) for i in range(3 * WINDOW)]
@@ -360,6 +364,7 @@ def test_a_slow_reader_within_the_window_is_served_in_order(veil_server: Any) ->
     assert max(depth) <= WINDOW
 
 
+@pytest.mark.weights
 def test_a_client_that_stops_reading_holds_one_window_until_its_deadline(
     veil_server: Any,
 ) -> None:

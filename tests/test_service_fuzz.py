@@ -34,6 +34,8 @@ from veil._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 Code = grpc.StatusCode
 # What bad input may get. UNAVAILABLE/CANCELLED are not here: nothing in these tests drains

@@ -15,6 +15,8 @@ from veil import DetectionConfig, anonymize, detect
 from veil._remote import ChannelOptions, Encoding, RemoteDetector, job_start, run_remote_job
 from veil.cli import main
 
+pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
+
 FRAMES = 30
 
 

@@ -28,6 +28,7 @@ def _no_retry() -> Any:
     return RetryPolicy(attempts=1)
 
 
+@pytest.mark.weights
 def test_tls(veil_server: Callable[..., Any], tls_files: dict[str, Path]) -> None:
     server = veil_server(tls_cert=tls_files["server_cert"], tls_key=tls_files["server_key"])
     with remote(server.port, tls_ca=tls_files["ca"]) as detector:
@@ -42,6 +43,7 @@ def test_tls(veil_server: Callable[..., Any], tls_files: dict[str, Path]) -> Non
         )
 
 
+@pytest.mark.weights
 def test_mutual_tls(veil_server: Callable[..., Any], tls_files: dict[str, Path]) -> None:
     server = veil_server(
         tls_cert=tls_files["server_cert"],
@@ -77,6 +79,7 @@ def token_server(
     )
 
 
+@pytest.mark.weights
 @pytest.mark.parametrize(
     ("token", "code", "message"),
     [
@@ -94,6 +97,7 @@ def test_tokens_are_checked(
     assert caught.value.code == code
 
 
+@pytest.mark.weights
 def test_the_right_token_detects_and_health_needs_none(
     token_server: Any, tls_files: dict[str, Path]
 ) -> None:

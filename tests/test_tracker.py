@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,7 @@ def test_the_smoother_never_drops_evidence(
         assert set(evidence.get(f.index, [])) <= set(f.masks)
 
 
+@pytest.mark.weights
 def test_a_detection_removed_from_a_record_is_filled_by_interpolation(
     tmp_path: Path, sample_clip: Path
 ) -> None:
