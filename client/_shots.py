@@ -74,7 +74,13 @@ class CameraMotion:
             return (0.0, 0.0)
         if self._window is None or self._window.shape != current.shape:
             self._window = np.asarray(cv2.createHanningWindow((width, height), cv2.CV_32F))
-        (dx, dy), response = cv2.phaseCorrelate(previous, current, self._window)
+        # OpenCV gets windowed copies, never ``current`` (kept as the next ``previous``):
+        # opencv-python-headless 5.0.0.93 writes the window into its input arrays when
+        # their size is already a fast DFT size (160x90, 160x120), so each frame was then
+        # correlated twice-windowed against once-windowed: weak, wandering peaks that
+        # 5.1.0.95 (which leaves its inputs alone) no longer gives. Same result as passing
+        # ``window``, bit for bit: OpenCV multiplies it in elementwise too.
+        (dx, dy), response = cv2.phaseCorrelate(previous * self._window, current * self._window)
         dx, dy = dx * frame.width / width, dy * frame.height / height
         if response < MOTION_MIN_RESPONSE or math.hypot(dx, dy) < MOTION_MIN_PIXELS:
             return (0.0, 0.0)

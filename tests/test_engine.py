@@ -9,8 +9,10 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 from mediagen import make_clip
@@ -63,11 +65,30 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _still_clip(path: Path, frames: int) -> Path:
+    """A still camera: the same textured picture (gradients and 8 px checks) in every frame."""
+    y, x = np.mgrid[0:240, 0:320]
+    image = np.stack([x * 255 // 319, y * 255 // 239, (x // 8 + y // 8) % 2 * 200], axis=-1)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
 @pytest.mark.parametrize(("frames", "stride"), [(30, 1), (30, 3), (31, 3), (32, 4), (5, 8)])
 def test_stride_detects_every_nth_and_the_last_frame_and_covers_the_rest(
     tmp_path: Path, frames: int, stride: int
 ) -> None:
-    src = make_clip(tmp_path / "in.mp4", frames=frames)
+    # FixedDetector's face never moves, so the picture must not either: key frames agree
+    # only when the face moved with the camera. make_clip's picture scrolls (its gradients
+    # move ~4-5 px a frame, measured as the camera moving ~6 px a frame), which makes key
+    # frames 4 apart disagree (IoU ~0.48 < 0.5) and, rightly, the frames between detected.
+    src = _still_clip(tmp_path / "in.mp4", frames)
     detector = FixedDetector()
     tracker = TrackerConfig(max_gap=8, lead_in=8, lead_out=8)
     result = run_job(src, detector=detector, tracker=tracker, stride=stride)
@@ -82,6 +103,39 @@ def test_stride_detects_every_nth_and_the_last_frame_and_covers_the_rest(
         assert frame.masks, f"frame {frame.index} has no mask"
         assert all(m.origin in (Origin.DETECTED, Origin.INTERPOLATED) for m in frame.masks)
     assert detector.threads == {"veil-detect_0"}  # detection ran in the worker thread
+
+
+def test_stride_decision_does_not_depend_on_phase_correlate_writing_into_its_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: opencv-python-headless 5.0.0.93's ``phaseCorrelate`` multiplies the window
+    into its input arrays in place (when their size is a fast DFT size, as 160x120 is).
+    CameraMotion kept the array it had passed as the next frame's ``previous``, so under 5.0
+    every frame was correlated twice-windowed against once-windowed: weak, wandering peaks,
+    29 of 31 frames of this clip zeroed, and the stride's key frames agreed. 5.1.0.95 leaves
+    its inputs alone, measured the clip's scrolling picture (~6 px a frame), and the same
+    job detected frames 5, 6, 7, 9, 10, ... too. Both behaviours are injected here."""
+    real = cv2.phaseCorrelate
+
+    def leaves_inputs_alone(a: np.ndarray, b: np.ndarray, window: Any = None) -> Any:
+        return real(a.copy(), b.copy(), None if window is None else window.copy())
+
+    def writes_window_into_inputs(a: np.ndarray, b: np.ndarray, window: Any = None) -> Any:
+        if window is not None:  # what 5.0.0.93 does
+            np.multiply(a, window, out=a)
+            np.multiply(b, window, out=b)
+        return real(a.copy(), b.copy())
+
+    src = make_clip(tmp_path / "in.mp4", frames=32)
+    tracker = TrackerConfig(max_gap=8, lead_in=8, lead_out=8)
+    runs = []
+    for behaviour in (leaves_inputs_alone, writes_window_into_inputs):
+        monkeypatch.setattr(cv2, "phaseCorrelate", behaviour)
+        detector = FixedDetector()
+        record = run_job(src, detector=detector, tracker=tracker, stride=4).record
+        runs.append(([f.motion for f in record.frames], detector.images))
+    assert runs[0] == runs[1]
+    assert any(motion != (0.0, 0.0) for motion in runs[0][0])  # the picture does scroll
 
 
 def _numbered_clip(path: Path, frames: int) -> Path:
