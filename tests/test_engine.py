@@ -245,7 +245,6 @@ def test_a_failed_batch_masks_all_its_frames_detected_or_not(tmp_path: Path) -> 
         assert any(m.origin is Origin.POLICY for m in run.record.frames[index].masks)
 
 
-@pytest.mark.weights
 @pytest.mark.parametrize("stride", [1, 3])
 def test_anonymize_equals_render_of_its_record_and_repeats_byte_for_byte(
     tmp_path: Path, stride: int
