@@ -21,7 +21,10 @@ The engine holds each frame at most ``delay`` seconds. A frame leaves with
   grown by a safety margin (``late_margin``);
 * ``policy``: the detector has been gone (failing, or silent past its usual time) for longer
   than the delay, or has not answered yet since the start; the whole frame is masked, or
-  the stream stops (``OutagePolicy.STOP``). Also (masked whole, never a stop) every frame
+  the stream stops (``OutagePolicy.STOP``). Likewise every frame from a hard cut (a new
+  shot: no track of the old one says where its faces are) until a detection of a frame at
+  or after the cut has come back; the first frame after a cut is sent to the detector at
+  once. Also (masked whole, never a stop) every frame
   whose surrounding detections are further apart than the trust horizon
   (``LiveConfig.trust_s``, ``extrapolate_s``): fail closed when the detector cannot keep up.
   A frame is never passed through unmasked.
@@ -74,6 +77,7 @@ from ._live_io import (
     source_endpoint,
 )
 from ._render import render_frame, single_threaded_opencv
+from ._shots import CutDetector
 from ._style import Style
 from ._tracker import (
     Associator,
@@ -743,6 +747,9 @@ class _Engine:
         # the velocity-uncertainty growth of predictions
         self._detected: deque[int] = deque(maxlen=1024)
         self._motion: dict[int, tuple[int, Box, tuple[float, float]]] = {}
+        # hard cuts seen (frame indices, in order): measured on arrival, cheap (32x32 grey)
+        self._shots = CutDetector()
+        self._cuts: deque[int] = deque(maxlen=64)
         self._fail_since: float | None = None
         self._failures = 0
         self._last_error = ""
@@ -922,6 +929,8 @@ class _Engine:
         self._stats.frames_in += 1
         if self._sink is None:
             self._open(item)
+        if self._shots.is_cut(item.frame):
+            self._cuts.append(item.index)
         now = time.monotonic()
         pending = _Pending(
             index=item.index,
@@ -980,7 +989,9 @@ class _Engine:
         last = self._last_submitted
         if pending.submitted is not None or pending.detected is not None:
             return
-        if last is not None and pending.index - last < self._min_stride:
+        cut = self._cut_before(pending.index)
+        fresh_cut = cut is not None and (last is None or last < cut)
+        if last is not None and pending.index - last < self._min_stride and not fresh_cut:
             return
         if last is not None:
             self._stats.stride = pending.index - last
@@ -1095,6 +1106,9 @@ class _Engine:
             )
         if not self._ok_once:
             return Mode.POLICY, [_whole(pending.frame)], "no detection yet"
+        cut = self._cut_before(pending.index)
+        if cut is not None and (not self._detected or self._detected[-1] < cut):
+            return Mode.POLICY, [_whole(pending.frame)], f"cut at frame {cut}, not detected since"
         if gone is not None and gone > self._delay:
             if not self._gone_logged:
                 self._gone_logged = True
@@ -1119,6 +1133,10 @@ class _Engine:
         if pending.submitted is not None or pending.failed or gone is not None:
             return Mode.LATE, self._predicted(pending.index, self._config.late_margin), None
         return Mode.TRACKED, self._predicted(pending.index, 0.0), None
+
+    def _cut_before(self, index: int) -> int | None:
+        """The last hard cut at or before frame ``index`` (None: none seen)."""
+        return next((cut for cut in reversed(self._cuts) if cut <= index), None)
 
     def _untrusted(self, index: int) -> str | None:
         """Why frame ``index`` may not be masked from its detection or predictions (None: it

@@ -455,6 +455,66 @@ def test_file_source_plays_at_native_rate_to_a_file(tmp_path: Path) -> None:
     assert len(got) == len(src)
 
 
+class _SlowOnTheDark(_Fixed):
+    """The fixed box at once, but ``seconds`` late for the first dark image it is given."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self.dark_seen = 0
+
+    def detect(self, images: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        if any(float(np.mean(image)) < 100 for image in images):
+            self.dark_seen += 1
+            if self.dark_seen == 1:
+                time.sleep(self._seconds)
+        return super().detect(images, sizes)
+
+
+def _clip_with_a_cut(path: Path, *, frames: int, cut: int) -> Path:
+    """320x240 at 25 fps: a bright textured shot, then from frame ``cut`` a dark other one."""
+    rng = np.random.default_rng(3)
+    shots = [
+        rng.integers(150, 255, (240, 320, 3), np.uint8),
+        rng.integers(0, 60, (240, 320, 3), np.uint8),
+    ]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(shots[i >= cut], format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_a_hard_cut_is_masked_whole_until_a_detection_after_it_is_back(tmp_path: Path) -> None:
+    """Issue 18: live leaks followed hard cuts, before the first detection after the cut had
+    completed (the old shot's tracks say nothing of the new one's faces). Here the detection
+    of the new shot's first frame takes 0.6 s, three times the delay."""
+    cut = 25
+    clip = _clip_with_a_cut(tmp_path / "cut.mp4", frames=60, cut=cut)
+    record = tmp_path / "out.jsonl"
+    detector = _SlowOnTheDark(0.6)
+    run_live(
+        str(clip),
+        str(tmp_path / "out.ts"),
+        detector=detector,
+        record=record,
+        config=LiveConfig(delay_s=0.2),
+    )
+    frames = {line["frame"]: line for line in _read_record(record) if "mode" in line}
+    assert set(frames) == set(range(60))
+    reason = f"cut at frame {cut}, not detected since"
+    cut_masked = sorted(i for i, line in frames.items() if line.get("policy") == reason)
+    assert cut_masked[:3] == [cut, cut + 1, cut + 2], cut_masked
+    assert cut_masked == list(range(cut, cut_masked[-1] + 1))  # until the detection was back
+    whole = [{"track": 0, "origin": "policy", "box": [0.0, 0.0, 320.0, 240.0], "score": 1.0}]
+    assert all(frames[i]["masks"] == whole for i in cut_masked)
+    assert any(line["mode"] == "detected" for i, line in frames.items() if i > cut_masked[-1])
+
+
 def test_on_outage_stop_finishes_output_then_fails(tmp_path: Path) -> None:
     from mediagen import make_clip
 
