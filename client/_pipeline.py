@@ -525,7 +525,7 @@ def run_job(
     # When detecting, each final frame goes to disk (the record's frames) and into the
     # residual-risk tally as it comes: memory does not grow with the video's length.
     frames: FrameLog | None = None
-    risk = RiskTally()
+    risk = RiskTally(stride)
     count = 0
     total = info.frames or None
     with Input(input_path, info) as source:

@@ -228,9 +228,14 @@ class RiskTally:
     Feed every frame in the record's order with ``add``, then ask for ``report``. The state
     is a few numbers per track, a pair of numbers per run of bridged frames and at most
     :data:`RISK_LIST_LIMIT` listed gaps, whatever the number of frames.
+
+    With a detection ``stride`` n, a gap shorter than n lies between two detections of the
+    track that agreed (the frames in it were not sent to the detector, by design): it is not
+    a place where the detector lost the face, and is not flagged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stride: int = 1) -> None:
+        self._stride = stride
         self._frames = 0
         self._last = 0  # index of the latest frame
         self._open_gap: dict[int, int] = {}  # track -> first frame of its gap
@@ -260,6 +265,8 @@ class RiskTally:
 
     def _close(self, track: int, first: int, last: int) -> None:
         length = last - first + 1
+        if length < self._stride:
+            return  # bridged by the stride between two agreeing detections
         self._gaps += 1
         self._gap_frames += length
         self._longest = length if self._longest is None else max(self._longest, length)
@@ -336,13 +343,15 @@ def residual_risk(
     frames: Iterable[FrameMasks],
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
+    stride: int = 1,
 ) -> dict[str, Any]:
     """Where a reviewer should look, derived from the run's evidence (deterministic).
 
     * ``near_threshold``: frames with detections that scored under the threshold for starting a
       track and continued none (a face the detector half-saw, or a false alarm).
     * ``bridged_gaps``: runs of frames where a track is masked by interpolation only: the
-      detector lost the face there and the tracker bridged it.
+      detector lost the face there and the tracker bridged it (runs shorter than the detection
+      ``stride`` are the stride's own bridges between agreeing detections, not listed).
     * ``unconfirmed_tracks``: tracks detected in at most two frames: the detector disagrees
       with itself from frame to frame there (a face it barely sees, or a false alarm).
     * ``estimate``: the frames to review (union of the above and policy frames) and a level.
@@ -350,7 +359,7 @@ def residual_risk(
     The lists keep at most :data:`RISK_LIST_LIMIT` entries; the counts are always complete.
     One pass over ``frames`` (see :class:`RiskTally`).
     """
-    tally = RiskTally()
+    tally = RiskTally(stride)
     for frame in frames:
         tally.add(frame)
     return tally.report(policy, near_misses)

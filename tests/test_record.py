@@ -260,6 +260,23 @@ def test_residual_risk_lists_are_capped_and_counts_complete() -> None:
     assert len(risk["unconfirmed_tracks"]["list"]) == RISK_LIST_LIMIT
 
 
+@pytest.mark.parametrize(("stride", "flagged"), [(1, [1, 4]), (2, [4]), (3, [])])
+def test_gaps_shorter_than_the_stride_are_its_own_bridges_not_flags(
+    stride: int, flagged: list[int]
+) -> None:
+    """Issue 18: the clean sample (stride 2) flagged 103 of 200 frames, "risk high": every
+    frame the stride left to interpolation between two agreeing detections was a "gap"."""
+    origins = "DIDDIIDD"  # a 1-frame gap at frame 1, a 2-frame gap at frames 4-5
+    kind = {"D": Origin.DETECTED, "I": Origin.INTERPOLATED}
+    frames = [
+        FrameMasks(i, i, [Mask(track=1, origin=kind[o], box=(0, 0, 9, 9), score=1)])
+        for i, o in enumerate(origins)
+    ]
+    risk = residual_risk(iter(frames), {}, {}, stride=stride)
+    assert [gap["first"] for gap in risk["bridged_gaps"]["list"]] == flagged
+    assert risk["estimate"]["review_frames"] == sum(1 if f == 1 else 2 for f in flagged)
+
+
 # -- a detection run holds no per-frame state ------------------------------------------------
 
 
