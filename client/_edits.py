@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ._errors import RecordError
-from ._record import Record, validate
+from ._record import Record, box_problem, coordinate_reach, validate
 from ._tracker import EVIDENCE, POLICY_TRACK, Box, FrameMasks, Mask, Origin, Smoother
 
 #: The most a single ``grow`` edit may grow a mask (a share of its width and height).
@@ -45,6 +46,8 @@ def _check_box(box: Sequence[float], where: str) -> Box:
     if len(box) != 4 or not all(isinstance(v, int | float) for v in box):
         raise RecordError(f"{where}: a box is four numbers x0,y0,x1,y1")
     x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise RecordError(f"{where}: box {list(box)} holds a value that is not a finite number")
     if not (x1 > x0 and y1 > y0):
         raise RecordError(f"{where}: box {list(box)} is empty (needs x1 > x0 and y1 > y0)")
     return (round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2))
@@ -268,6 +271,11 @@ def add_edits(
 
     if add_boxes:
         keyframes = sorted(add_boxes, key=lambda k: k.frame)
+        reach = coordinate_reach(record.input)
+        for k in keyframes:
+            problem = box_problem(k.box, reach)
+            if problem is not None:
+                raise RecordError(f"--add-box frame {k.frame}: box {list(k.box)} {problem}")
         append(
             {
                 "action": "add_boxes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import os
 import tempfile
 from array import array
@@ -25,6 +26,18 @@ from ._tracker import FrameMasks, Mask, Origin, TrackerConfig
 
 SCHEMA = "veil.record/1"
 
+#: The largest record file read. A detection run writes about 100 bytes a frame and face
+#: (an hour of a ten-face crowd at 30 fps: 90 MB); larger is refused before it is read.
+MAX_RECORD_BYTES = 1 << 30
+#: The deepest nesting of arrays and objects a record may hold (a record needs 7 levels).
+MAX_RECORD_DEPTH = 64
+#: How far a coordinate (box corner, landmark, camera motion) may lie from the frame's
+#: origin, in frame sizes (the longer side): a face partly outside the frame reaches a little
+#: beyond it; ten frame sizes off is no face of this video.
+BOX_REACH = 10
+#: The frame side assumed when a record does not say its video's size (FFmpeg's limit).
+_FALLBACK_SIDE = 1 << 16
+
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
@@ -41,6 +54,93 @@ def validate(document: Any, name: str, source: str) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise RecordError(f"{source}: not a valid {name} at {where}: {error.message}")
+
+
+def _check_tree(document: Any, source: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_RECORD_DEPTH` and any number that is not finite
+    (NaN, Infinity, or a literal too large for a float), wherever it is."""
+    if not isinstance(document, dict | list):
+        return
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(document, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) >= MAX_RECORD_DEPTH:
+            where = _place(document, path)
+            raise RecordError(f"{source}: nested deeper than {MAX_RECORD_DEPTH} levels at {where}")
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(value, dict | list):
+                stack.append((value, (*path, key)))
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise RecordError(
+                    f"{source}: {_place(document, (*path, key))}: {value} is not a finite number"
+                )
+
+
+def _place(document: Any, path: tuple[Any, ...]) -> str:
+    """Where ``path`` is, for people: the frame index and track of a mask, and the path."""
+    where = "/".join(str(p) for p in path) or "(top level)"
+    try:
+        if path[0] == "frames" and len(path) >= 2:
+            frame = document["frames"][path[1]]
+            if len(path) >= 4 and path[2] == "masks":
+                track = frame["masks"][path[3]]["track"]
+                return f"frame {frame['index']}, track {track} ({where})"
+            return f"frame {frame['index']} ({where})"
+    except (LookupError, TypeError):
+        pass
+    return where
+
+
+def coordinate_reach(input_identity: dict[str, Any]) -> float:
+    """The largest magnitude a coordinate of a record for this input may have (see
+    :data:`BOX_REACH`), from the video size its ``input`` block lists."""
+    video = input_identity.get("video")
+    sides = [video.get(k) for k in ("width", "height")] if isinstance(video, dict) else []
+    known = [v for v in sides if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return float(BOX_REACH * (max(known) if known else _FALLBACK_SIDE))
+
+
+def box_problem(box: Sequence[float], reach: float) -> str | None:
+    """Why ``box`` (x0, y0, x1, y1) cannot be masked, or None: a coordinate that is not a
+    finite number or lies beyond ``reach`` (see :func:`coordinate_reach`), or swapped corners
+    (which would mask nothing)."""
+    if not all(isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)) for v in box):
+        return "holds a value that is not a finite number"
+    if any(abs(v) > reach for v in box):
+        return f"lies beyond {reach:g} pixels of the frame's origin ({BOX_REACH} frame sizes)"
+    x0, y0, x1, y1 = box
+    if x1 < x0 or y1 < y0:
+        return "has its corners swapped (needs x0 <= x1 and y0 <= y1)"
+    return None
+
+
+def _check_frame(entry: dict[str, Any], reach: float, source: str) -> None:
+    """Every mask of a frame entry can be drawn: boxes whole, ordered and near the frame."""
+    where = f"{source}: frame {entry['index']}"
+    for mask in entry["masks"]:
+        problem = box_problem(mask["box"], reach)
+        if problem is not None:
+            raise RecordError(f"{where}, track {mask['track']}: box {mask['box']} {problem}")
+        for point in mask.get("landmarks") or ():
+            if any(abs(v) > reach for v in point):
+                raise RecordError(
+                    f"{where}, track {mask['track']}: landmark {point} lies beyond {reach:g} "
+                    "pixels of the frame's origin"
+                )
+    if any(abs(v) > reach for v in entry.get("motion", ())):
+        raise RecordError(f"{where}: camera motion {entry['motion']} is beyond {reach:g} pixels")
+
+
+def _check_edits(edits: list[dict[str, Any]], reach: float, source: str) -> None:
+    """Every manual box in the edit log can be drawn (see :func:`box_problem`)."""
+    for position, edit in enumerate(edits, start=1):
+        for keyframe in edit.get("keyframes", ()):
+            problem = box_problem(keyframe["box"], reach)
+            if problem is not None:
+                raise RecordError(
+                    f"{source}: edit #{position}, track {edit['track']}, frame "
+                    f"{keyframe['frame']}: box {keyframe['box']} {problem}"
+                )
 
 
 def _dumps(document: Any) -> bytes:
@@ -452,7 +552,10 @@ class Record:
                 f"{source}: record schema {document.get('schema')!r} is not supported "
                 f"(this veil reads {SCHEMA})"
             )
+        _check_tree(document, source)
         validate(document, "record", source)
+        reach = coordinate_reach(document["input"])
+        _check_edits(document["edits"], reach, source)
         frames, policy = [], {}
         for expected, entry in enumerate(document["frames"]):
             if entry["index"] != expected:
@@ -460,6 +563,7 @@ class Record:
                     f"{source}: frames must be listed in order from 0; "
                     f"found index {entry['index']} at position {expected}"
                 )
+            _check_frame(entry, reach, source)
             frame = _frame_from_entry(entry)
             frame.masks.sort()
             frames.append(frame)
@@ -478,8 +582,17 @@ class Record:
 
     @classmethod
     def load(cls, path: Path) -> Record:
+        too_big = RecordError(
+            f"{path}: larger than {MAX_RECORD_BYTES:,} bytes, more than a record of any "
+            "video holds; refused unread"
+        )
         try:
-            raw = path.read_bytes()
+            if path.stat().st_size > MAX_RECORD_BYTES:
+                raise too_big
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_RECORD_BYTES + 1)  # a pipe or device has no size to stat
+            if len(raw) > MAX_RECORD_BYTES:
+                raise too_big
             text = raw.decode("utf-8")
         except FileNotFoundError as exc:
             raise RecordError(f"{path}: no such record file") from exc
@@ -487,7 +600,11 @@ class Record:
             raise RecordError(f"{path}: cannot read the record ({exc})") from exc
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            raise RecordError(
+                f"{path}: nested deeper than {MAX_RECORD_DEPTH} levels; not a record"
+            ) from None
+        except ValueError as exc:  # JSONDecodeError, or an integer literal too long to convert
             raise RecordError(f"{path}: not JSON ({exc})") from exc
         record = cls.from_json(document, str(path))
         record.file_sha256 = hashlib.sha256(raw).hexdigest()
