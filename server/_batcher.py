@@ -6,6 +6,11 @@ to ``max_batch`` of them as one inference. A full queue refuses new frames at on
 (:class:`Overloaded`); a frame whose deadline passed before its batch ran is answered
 :class:`DeadlineExceeded` without being run; a cancelled one is dropped.
 
+A stream reserves queue room for its whole window when it starts (:meth:`Batcher.reserve`):
+its frames always fit, so a stream that keeps to its window is never refused a frame. Streams
+together reserve at most :data:`STREAM_SHARE` of the queue; the rest is for unreserved frames
+(``Detect`` calls, cloud jobs), which are refused, or wait, when it is full.
+
 Batching never changes a result: the detector is deterministic per image, whatever else
 shares its batch (``veil.server.LocalDetector``'s promise), so a remote client gets the same
 detections as the same model in process.
@@ -29,12 +34,16 @@ from ._metrics import Metrics
 from ._models import make_model
 from ._status import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 
-__all__ = ["Batcher", "BatcherConfig", "Thresholds"]
+__all__ = ["Batcher", "BatcherConfig", "Reservation", "Thresholds"]
 
 logger = logging.getLogger(__name__)
 
 Thresholds = tuple[float, float]
 """``(score_threshold, nms_threshold)``: frames batch together only when these match."""
+
+STREAM_SHARE = 0.75
+"""The share of ``max_queue`` that stream reservations may hold together (a quarter, 64 frames
+of the default 256, stays for ``Detect`` calls of up to 64 frames and for cloud jobs)."""
 
 _MAX_DETECTORS = 32
 """Threshold pairs kept at once (least recently used dropped): clients choose thresholds, so
@@ -69,6 +78,16 @@ class BatcherConfig:
             raise ValueError(f"max_batch_pixels {self.max_batch_pixels} must be positive")
 
 
+@dataclass(eq=False)
+class Reservation:
+    """Queue room set aside for one stream: ``frames`` queued at a time at most (its window).
+    ``queued`` counts its frames in the queue now; ``open`` until :meth:`Batcher.release`."""
+
+    frames: int
+    queued: int = 0
+    open: bool = True
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Item:
     key: Thresholds
@@ -77,6 +96,7 @@ class _Item:
     deadline: float  # time.monotonic()
     queued: float
     future: Future[Detections]
+    reservation: Reservation | None = None
 
 
 class Batcher:
@@ -99,6 +119,10 @@ class Batcher:
         self._labels = (backend.name, model)
         self._detectors: dict[Thresholds, LocalDetector] = {}
         self._queue: deque[_Item] = deque()
+        # Queue room accounted: ``_held``, the frames open reservations hold plus the frames
+        # still queued of closed ones; ``_unreserved``, the queued frames of no reservation.
+        # Their sum never passes ``max_queue``.
+        self._held = self._unreserved = 0
         self._cond = threading.Condition()
         self._closed = False
         self._workers = [
@@ -147,9 +171,12 @@ class Batcher:
         display_sizes: Sequence[tuple[int, int]],
         *,
         deadline: float,
+        reservation: Reservation | None = None,
     ) -> list[Future[Detections]]:
         """Queue frames for detection; one future per frame. ``key`` must come from a
-        :meth:`detector` call. All the frames are queued, or none (:class:`Overloaded`)."""
+        :meth:`detector` call. All the frames are queued, or none (:class:`Overloaded`): with
+        a ``reservation``, when they would pass its frames; without, when the queue's
+        unreserved room is full."""
         now = time.monotonic()
         items = [
             _Item(
@@ -159,23 +186,63 @@ class Batcher:
                 deadline=deadline,
                 queued=now,
                 future=Future(),
+                reservation=reservation,
             )
             for image, size in zip(images, display_sizes, strict=True)
         ]
         with self._cond:
             if self._closed:
                 raise Unavailable("the server is shutting down")
-            if len(self._queue) + len(items) > self._config.max_queue:
-                if self._metrics is not None:
-                    self._metrics.frames.labels(*self._labels, "overloaded").inc(len(items))
-                raise Overloaded(
-                    f"detection queue full ({len(self._queue)} of {self._config.max_queue} "
-                    "frames waiting); retry with backoff"
-                )
+            n = len(items)
+            if reservation is not None:
+                if not reservation.open or reservation.queued + n > reservation.frames:
+                    self._count("overloaded", n)
+                    raise Overloaded(
+                        f"more than the {reservation.frames} frames reserved for this stream"
+                    )
+                reservation.queued += n
+            else:
+                if self._held + self._unreserved + n > self._config.max_queue:
+                    self._count("overloaded", n)
+                    raise Overloaded(
+                        f"detection queue full ({len(self._queue)} of {self._config.max_queue} "
+                        f"frames waiting, {self._held} reserved for streams); retry with backoff"
+                    )
+                self._unreserved += n
             self._queue.extend(items)
             self._gauge()
             self._cond.notify_all()
         return [item.future for item in items]
+
+    def reserve(self, frames: int, *, least: int = 1) -> Reservation:
+        """Set aside queue room for a stream's window: ``frames``, or less when less is free
+        (but at least ``least``, else :class:`Overloaded`). Give it back with
+        :meth:`release` when the stream ends."""
+        cap = int(self._config.max_queue * STREAM_SHARE)
+        with self._cond:
+            free = min(cap - self._held, self._config.max_queue - self._held - self._unreserved)
+            granted = min(frames, free)
+            if granted < least:
+                raise Overloaded(
+                    f"no queue room for another stream ({self._held} of the {cap} frames streams "
+                    f"may reserve are held by open streams, {self._unreserved} frames of other "
+                    "calls wait); retry later or use another replica"
+                )
+            self._held += granted
+            return Reservation(granted)
+
+    def release(self, reservation: Reservation) -> None:
+        """End ``reservation``: its room is free again once its queued frames leave."""
+        with self._cond:
+            if reservation.open:
+                reservation.open = False
+                self._held -= reservation.frames - reservation.queued
+
+    @property
+    def reserved(self) -> int:
+        """Queue room held by stream reservations now (see :meth:`reserve`)."""
+        with self._cond:
+            return self._held
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking frames, finish the queued ones, stop the workers."""
@@ -218,6 +285,14 @@ class Batcher:
                         continue
                 rest.append(item)
             self._queue = rest
+            for item in batch:
+                reservation = item.reservation
+                if reservation is None:
+                    self._unreserved -= 1
+                else:
+                    reservation.queued -= 1
+                    if not reservation.open:
+                        self._held -= 1
             self._gauge()
             return batch
 

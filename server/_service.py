@@ -40,7 +40,7 @@ from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import TokenStore, client_name
-from ._batcher import Batcher, Thresholds
+from ._batcher import Batcher, Reservation, Thresholds
 from ._local import LocalDetector
 from ._metrics import Metrics
 from ._status import (
@@ -63,6 +63,9 @@ _CHUNK = 1 << 20
 _POLL_S = 0.25
 _MAX_DISPLAY_SIDE = 1 << 16
 _DEFAULT_MAX_SIDE = 640
+_MIN_STREAM_WINDOW = 4
+"""The smallest window a stream is granted when the queue has less room than the configured
+window (a hybrid client sends a batch of 4 frames at a time by default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,6 +450,22 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         return first
 
     @contextlib.contextmanager
+    def _reservation(self, batcher: Batcher) -> Iterator[Reservation]:
+        """Queue room for a stream's whole window, held while it runs: the window granted is
+        the configured one, or less when less is free (the client is told, StreamStarted), but
+        never under :data:`_MIN_STREAM_WINDOW`; else the stream is refused before its first
+        frame (RESOURCE_EXHAUSTED), never cut later."""
+        window = self._limits.window
+        try:
+            reservation = batcher.reserve(window, least=min(window, _MIN_STREAM_WINDOW))
+        except Overloaded as exc:
+            raise Overloaded(f"DetectStream: {exc}") from None
+        try:
+            yield reservation
+        finally:
+            batcher.release(reservation)
+
+    @contextlib.contextmanager
     def _gauge(self, name: str) -> Iterator[None]:
         gauge = None if self._metrics is None else getattr(self._metrics, name)
         if gauge is not None:
@@ -499,11 +518,10 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         batcher = self.batcher()
         key = (info.score_threshold, info.nms_threshold)
         deadline = self._deadline(context)
-        window = threading.Semaphore(self._limits.window)
         pending: queue.Queue[Any] = queue.Queue()
         end = object()
 
-        def read() -> None:
+        def read(reservation: Reservation, window: threading.Semaphore) -> None:
             last = -1
             try:
                 for request in request_iterator:
@@ -518,21 +536,30 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
                     last = frame.index
                     if not window.acquire(blocking=False):
                         raise Overloaded(
-                            f"DetectStream: more than {self._limits.window} frames unanswered; "
+                            f"DetectStream: more than {reservation.frames} frames unanswered; "
                             "wait for results before sending more"
                         )
                     image, size = self._decode(frame, info.max_side, info.model, info.backend)
-                    [future] = batcher.submit(key, [image], [size], deadline=deadline)
+                    [future] = batcher.submit(
+                        key, [image], [size], deadline=deadline, reservation=reservation
+                    )
                     pending.put((frame.index, future))
                 pending.put(end)
             except Exception as exc:
                 pending.put(exc)
 
-        with self._streams.hold(client_name(self._tokens, context)), self._gauge("active_streams"):
+        with (
+            self._streams.hold(client_name(self._tokens, context)),
+            self._reservation(batcher) as reservation,
+            self._gauge("active_streams"),
+        ):
+            window = threading.Semaphore(reservation.frames)
             yield pb.DetectStreamResponse(
-                started=pb.StreamStarted(model=self._model_info(info), window=self._limits.window)
+                started=pb.StreamStarted(model=self._model_info(info), window=reservation.frames)
             )
-            threading.Thread(target=read, name="veil-stream-read", daemon=True).start()
+            threading.Thread(
+                target=read, args=(reservation, window), name="veil-stream-read", daemon=True
+            ).start()
             while True:
                 try:
                     item = pending.get(timeout=_POLL_S)

@@ -389,3 +389,110 @@ def test_a_client_that_stops_reading_holds_one_window_until_its_deadline(
             list(call)
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
     assert server.metrics.queue_depth._value.get() == 0
+
+
+# -- admission: a stream reserves its window (issue 14, item 14) -----------------------------
+
+
+def _open_stream(
+    stub: Any, go: threading.Event, frames: int
+) -> tuple[Any, int | None, threading.Semaphore]:
+    """A stream that honours its window: it sends ``frames`` frames once ``go`` is set, never
+    more than the window unanswered. Returns the call, its window (None: refused) and credit."""
+    credit = threading.Semaphore(0)
+
+    def requests() -> Iterator[pb.DetectStreamRequest]:
+        yield start_request()
+        go.wait(120)
+        for index in range(frames):
+            credit.acquire()
+            yield small_frame(index)
+
+    call = stub.DetectStream(requests(), timeout=300)
+    try:
+        first = next(call)
+    except grpc.RpcError:
+        return call, None, credit
+    window = int(first.started.window)
+    for _ in range(window):
+        credit.release()
+    return call, window, credit
+
+
+@pytest.mark.weights
+def test_streams_past_the_queue_are_refused_at_start_and_admitted_ones_never_cut(
+    veil_server: Any,
+) -> None:
+    """Regression: one client may open 16 streams of window 32 (512 frames in flight) while
+    the queue holds 256; 11 of 16 admitted streams that kept to their window were ended with
+    RESOURCE_EXHAUSTED mid-stream. Now a stream reserves its window when it starts: those the
+    queue cannot hold are refused before their first frame, and every admitted one runs to its
+    end while unary Detect calls press on the rest of the queue."""
+    server = veil_server(metrics="127.0.0.1:0")  # window 32, 16 streams a client, queue 256
+    assert server.config.limits.window == 32 and server.config.batching.max_queue == 256
+    frames = 3 * 32
+    go, done = threading.Event(), threading.Event()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.DetectionServiceStub(channel)
+        opened = [_open_stream(stub, go, frames) for _ in range(16)]
+        admitted = [(call, credit) for call, window, credit in opened if window is not None]
+        assert [w for _, w, _ in opened] == [32] * 6 + [None] * 10  # 3/4 of 256 for streams
+        for call, _, _ in opened[6:]:
+            with pytest.raises(grpc.RpcError) as refused:
+                next(call)
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+            assert "no queue room for another stream" in refused.value.details()  # type: ignore[attr-defined]
+
+        unary: list[grpc.StatusCode] = []
+
+        def press() -> None:  # Detect calls of 64 frames, as fast as they are answered
+            request = pb.DetectRequest(frames=[small_frame(i).frame for i in range(64)])
+            while not done.is_set():
+                try:
+                    stub.Detect(request, timeout=60)
+                    unary.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    unary.append(exc.code())  # type: ignore[attr-defined]
+
+        results: dict[int, list[int]] = {}
+
+        def read(k: int, call: Any, credit: threading.Semaphore) -> None:
+            results[k] = []
+            for response in call:
+                results[k].append(response.result.index)
+                credit.release()
+
+        pressing = threading.Thread(target=press, daemon=True)
+        pressing.start()
+        readers = [
+            threading.Thread(target=read, args=(k, call, credit), daemon=True)
+            for k, (call, credit) in enumerate(admitted)
+        ]
+        for reader in readers:
+            reader.start()
+        go.set()
+        for reader in readers:
+            reader.join(240)
+        done.set()
+        pressing.join(60)
+        assert results == {k: list(range(frames)) for k in range(6)}  # none cut
+        assert set(unary) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert grpc.StatusCode.OK in unary
+        # The reservations went with their streams: a new one gets the whole window.
+        wait_for(lambda: server.metrics.active_streams._value.get() == 0, 15, "streams closed")
+        call, window, _ = _open_stream(stub, threading.Event(), 0)
+        assert window == 32
+        call.cancel()
+
+
+@pytest.mark.weights
+def test_a_stream_is_granted_the_window_the_queue_still_holds(veil_server: Any) -> None:
+    server = veil_server(limits={"window": 40})  # 192 of 256 for streams: 4 x 40 + 32
+    hold = threading.Event()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.DetectionServiceStub(channel)
+        opened = [_open_stream(stub, hold, 0) for _ in range(6)]
+        assert [w for _, w, _ in opened] == [40, 40, 40, 40, 32, None]
+        hold.set()
+        for call, _, _ in opened:
+            call.cancel()
