@@ -272,8 +272,8 @@ def bench_clip(src: Path, args: argparse.Namespace, rows: list[Row]) -> None:
         for stride in [None, *args.strides] if preset == "balanced" else [None]:
             label = "" if stride is None else f"-s{stride}"
             out = work / f"{name}.veil-{preset}{label}.mp4"
-            cmd = [str(VEIL), "-q", "anonymize", str(src), "-o", str(out), "--preset", preset,
-                   "--encoder-preset", args.encoder_preset,
+            cmd = [str(VEIL), "-q", "anonymize", str(src), "-o", str(out), "-y",
+                   "--preset", preset, "--encoder-preset", args.encoder_preset,
                    "--provider", args.provider]  # fmt: skip
             if stride is not None:
                 cmd += ["--stride", str(stride)]
@@ -317,7 +317,7 @@ def bench_rss(src: Path, rows: list[Row]) -> None:
     work = CACHE / "out"
     for clip in (src, long):
         out = work / f"{clip.stem}.rss.mp4"
-        cmd = [str(VEIL), "-q", "anonymize", str(clip), "-o", str(out), "--preset", "fast"]
+        cmd = [str(VEIL), "-q", "anonymize", str(clip), "-o", str(out), "-y", "--preset", "fast"]
         wall, cpu, rss = run(cmd)
         frames = count_frames(clip)
         rows.append(Row(clip.stem, "veil fast (memory)", frames, wall, cpu, rss))

@@ -149,7 +149,7 @@ def main() -> int:
                 config: DetectionConfig = config,
                 encoder: EncoderSettings = encoder,
             ) -> dict:
-                result = veil.anonymize(clip, out, config=config, encoder=encoder)
+                result = veil.anonymize(clip, out, config=config, encoder=encoder, overwrite=True)
                 return {
                     "execution_provider": result.record.detector["execution_provider"],
                     "codec": result.manifest["encoder"]["codec"] if result.manifest else None,
@@ -164,8 +164,10 @@ def main() -> int:
     first = WORK / f"veil_cpu_{last.codec or 'libx264'}.mp4"
     again = WORK / "again.mp4"
     rendered = WORK / "render.mp4"
-    veil.anonymize(clip, again, config=DetectionConfig.from_preset("balanced"), encoder=last)
-    veil.render(clip, veil.default_record_path(first), rendered, encoder=last)
+    veil.anonymize(
+        clip, again, config=DetectionConfig.from_preset("balanced"), encoder=last, overwrite=True
+    )
+    veil.render(clip, veil.default_record_path(first), rendered, encoder=last, overwrite=True)
     determinism = {
         "encoder": last.codec or "libx264",
         "repeats": first.read_bytes() == again.read_bytes(),

@@ -5,7 +5,7 @@ Faces gone, audio intact, every run auditable and repeatable::
     import veil
     veil.anonymize("in.mp4", "out.mp4")                  # writes out.mp4 + out.mp4.veil.json
     record = veil.detect("in.mp4", "in.veil.json")       # two-pass audit workflow ...
-    veil.render("in.mp4", "in.veil.json", "out.mp4")     # ... byte-identical re-render
+    veil.render("in.mp4", "in.veil.json", "re.mp4")      # ... byte-identical re-render
 """
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ from ._errors import (
     DetectorError,
     InputError,
     OutputError,
+    OutputExists,
     RecordError,
     VeilError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Mask",
     "Origin",
     "OutputError",
+    "OutputExists",
     "Preset",
     "Record",
     "RecordError",

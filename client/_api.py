@@ -6,10 +6,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ._atomic import check_paths, replacing
 from ._detector import Detector
 from ._errors import ConfigError, DetectorError
 from ._media import EncoderSettings, probe
-from ._pipeline import JobResult, run_job
+from ._pipeline import JobResult, manifest_path, run_job
 from ._provenance import Signer
 from ._record import Record
 from ._settings import PRESETS, DetectorSettings, Preset
@@ -158,15 +159,25 @@ def detect(
     config: DetectionConfig | None = None,
     detector: Detector | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Record:
-    """Find and track every face in ``input``; write the record to ``record`` if given."""
-    result = _detect_job(
-        Path(input),
-        config or DetectionConfig(),
-        detector,
-        record_path=None if record is None else Path(record),
-        progress=progress,
-    )
+    """Find and track every face in ``input``; write the record to ``record`` if given.
+
+    An existing ``record`` is replaced only with ``overwrite`` (else :class:`OutputExists`,
+    a ``ConfigError`` and ``FileExistsError``), and is removed if the run then fails; a record
+    that is the input itself is a ``ConfigError``.
+    """
+    record_path = None if record is None else Path(record)
+    writes = [] if record_path is None else [("record", record_path)]
+    check_paths([("input", Path(input))], writes, overwrite=overwrite)
+    with replacing([path for _, path in writes], overwrite=overwrite):
+        result = _detect_job(
+            Path(input),
+            config or DetectionConfig(),
+            detector,
+            record_path=record_path,
+            progress=progress,
+        )
     return result.record
 
 
@@ -180,22 +191,36 @@ def render(
     progress: bool = False,
     sign_key: Path | str | None = None,
     manifest: Path | str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Mask ``input`` as ``record`` says (reviewer edits applied); writes ``output`` and its
-    manifest (``manifest``, default ``output.manifest.json``), signed with ``sign_key``."""
+    manifest (``manifest``, default ``output.manifest.json``), signed with ``sign_key``.
+
+    Existing files are replaced only with ``overwrite`` (else :class:`OutputExists`), and
+    removed if the run then fails; two of input, record, output and manifest that are one
+    file are a ``ConfigError``.
+    """
+    output = Path(output)
+    manifest_out = manifest_path(output) if manifest is None else Path(manifest)
+    reads = [("input", Path(input))]
+    if not isinstance(record, Record):
+        reads.append(("record", Path(record)))
+    writes = [("output", output), ("manifest", manifest_out)]
+    check_paths(reads, writes, overwrite=overwrite)
     signer = None if sign_key is None else Signer.load(sign_key)
     if not isinstance(record, Record):
         record = Record.load(Path(record))
-    result = run_job(
-        Path(input),
-        record=record,
-        output=Path(output),
-        style=style,
-        encoder=encoder,
-        progress=progress,
-        signer=signer,
-        manifest_out=None if manifest is None else Path(manifest),
-    )
+    with replacing([path for _, path in writes], overwrite=overwrite):
+        result = run_job(
+            Path(input),
+            record=record,
+            output=output,
+            style=style,
+            encoder=encoder,
+            progress=progress,
+            signer=signer,
+            manifest_out=manifest_out,
+        )
     assert result.manifest is not None
     return result.manifest
 
@@ -218,22 +243,35 @@ def anonymize(
     progress: bool = False,
     sign_key: Path | str | None = None,
     manifest: Path | str | None = None,
+    overwrite: bool = False,
 ) -> JobResult:
     """Detect, track and mask in one pass; the record goes beside ``output`` by default.
-    The manifest (``manifest``, default ``output.manifest.json``) is signed with ``sign_key``."""
-    signer = None if sign_key is None else Signer.load(sign_key)
+    The manifest (``manifest``, default ``output.manifest.json``) is signed with ``sign_key``.
+
+    Existing files are replaced only with ``overwrite`` (else :class:`OutputExists`), and
+    removed if the run then fails; two of input, output, record and manifest that are one
+    file are a ``ConfigError``.
+    """
+    output = Path(output)
     record_path = None
     if write_record:
         record_path = Path(record) if record is not None else default_record_path(output)
-    return _detect_job(
-        Path(input),
-        config or DetectionConfig(),
-        detector,
-        record_path=record_path,
-        output=Path(output),
-        style=style,
-        encoder=encoder,
-        progress=progress,
-        signer=signer,
-        manifest_out=None if manifest is None else Path(manifest),
-    )
+    manifest_out = manifest_path(output) if manifest is None else Path(manifest)
+    writes = [("output", output), ("manifest", manifest_out)]
+    if record_path is not None:
+        writes.insert(1, ("record", record_path))
+    check_paths([("input", Path(input))], writes, overwrite=overwrite)
+    signer = None if sign_key is None else Signer.load(sign_key)
+    with replacing([path for _, path in writes], overwrite=overwrite):
+        return _detect_job(
+            Path(input),
+            config or DetectionConfig(),
+            detector,
+            record_path=record_path,
+            output=output,
+            style=style,
+            encoder=encoder,
+            progress=progress,
+            signer=signer,
+            manifest_out=manifest_out,
+        )

@@ -43,3 +43,8 @@ class ConfigError(VeilError, ValueError):
     """A style, preset or config file value is invalid."""
 
     exit_code = 2
+
+
+class OutputExists(ConfigError, FileExistsError):
+    """A file the job would write exists, and replacing it was not asked for (``--overwrite``,
+    ``overwrite=True``)."""

@@ -634,7 +634,8 @@ def run_veil(clip: GtClip, preset: str, workdir: Path, *, pixels: bool = True) -
     output = workdir / f"{clip.name}.{preset}.mp4"
     t0 = time.perf_counter()
     if pixels:
-        record = anonymize(clip.video, output, config=config, write_record=False).record
+        job = anonymize(clip.video, output, config=config, write_record=False, overwrite=True)
+        record = job.record
     else:
         record = detect(clip.video, config=config)
     seconds = time.perf_counter() - t0

@@ -228,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output video")
     p.add_argument("--record", type=Path, help="record path (default: OUT.veil.json)")
     p.add_argument("--no-record", action="store_true", help="do not write the record")
+    _add_overwrite_arg(p)
     _add_detection_args(p)
     _add_render_args(p)
     _add_manifest_args(p)
@@ -236,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="write the detection record only")
     p.add_argument("input", type=Path, help="input video")
     p.add_argument("-o", "--output", type=Path, required=True, help="record path (.json)")
+    _add_overwrite_arg(p)
     _add_detection_args(p)
     _add_remote_args(p)
 
@@ -243,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input video (the one the record was made for)")
     p.add_argument("record", type=Path, help="detection record")
     p.add_argument("-o", "--output", type=Path, required=True, help="output video")
+    _add_overwrite_arg(p)
     _add_render_args(p)
     _add_manifest_args(p)
     _add_models_parser(sub)
@@ -255,6 +258,16 @@ def _parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _add_common_args(command, defaults=False)
     return parser
+
+
+def _add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-y",
+        "--overwrite",
+        action="store_true",
+        help="replace files that exist (without it, an existing output is an error); if the "
+        "run then fails, the old files are removed too",
+    )
 
 
 def _add_eval_parser(sub: Any) -> None:
@@ -324,22 +337,33 @@ def _encoder(args: argparse.Namespace, config: dict[str, Any]) -> EncoderSetting
 
 
 def _check_outputs(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Before any work: the encoder settings against the output's container (exit 2), then
-    every file the job writes can be created where asked (exit 5)."""
+    """Before any work: no two of the files read and written are one file, none written
+    exists unless --overwrite (exit 2); the encoder settings against the output's container
+    (exit 2); then every file the job writes can be created where asked (exit 5)."""
     from ._api import default_record_path
-    from ._atomic import check_writable
+    from ._atomic import check_paths, check_writable
     from ._pipeline import manifest_path
 
     outputs = [(args.output, "")]
+    roles = ["record" if args.command == "detect" else "output"]
     if args.command in ("anonymize", "render"):
-        _encoder(args, config)
         if not getattr(args, "remote", None) and not args.manifest:
             outputs.append((manifest_path(args.output), "the manifest: give --manifest F"))
+            roles.append("manifest")
         elif args.manifest:
             outputs.append((args.manifest, ""))
+            roles.append("manifest")
     if args.command == "anonymize" and not args.no_record:
         hint = "" if args.record else "the record: give --record F or --no-record"
         outputs.append((args.record or default_record_path(args.output), hint))
+        roles.append("record")
+    reads = [("input", args.input)]
+    if args.command == "render":
+        reads.append(("record", args.record))
+    writes = [(role, path) for role, (path, _) in zip(roles, outputs, strict=True)]
+    check_paths(reads, writes, overwrite=args.overwrite)
+    if args.command in ("anonymize", "render"):
+        _encoder(args, config)
     for path, hint in outputs:
         check_writable(path, hint=hint)
 
@@ -428,15 +452,18 @@ def _remote_job(args: argparse.Namespace, config: dict[str, Any], progress: bool
         if progress:
             print(f"\rremote: {done}/{total or '?'} frames", end="", file=sys.stderr, flush=True)
 
-    result = run_remote_job(
-        args.remote,
-        args.input,
-        output=video,
-        record=record,
-        start=start,
-        options=_channel(args),
-        on_progress=report,
-    )
+    from ._atomic import replacing
+
+    with replacing([p for p in (video, record) if p is not None], overwrite=args.overwrite):
+        result = run_remote_job(
+            args.remote,
+            args.input,
+            output=video,
+            record=record,
+            start=start,
+            options=_channel(args),
+            on_progress=report,
+        )
     if progress:
         print(file=sys.stderr)
     print(f"{args.output}: {json.dumps(result.summary)} (remote {args.remote})")
@@ -486,6 +513,7 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             progress=progress,
             sign_key=args.sign_key,
             manifest=args.manifest,
+            overwrite=args.overwrite,
         )
         summary = result.record.summary()
         print(
@@ -499,6 +527,7 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             config=_detection(args, config),
             detector=detector,
             progress=progress,
+            overwrite=args.overwrite,
         )
         print(f"{args.output}: {json.dumps(record.summary())}")
     elif args.command == "render":
@@ -511,6 +540,7 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             progress=progress,
             sign_key=args.sign_key,
             manifest=args.manifest,
+            overwrite=args.overwrite,
         )
         print(f"{args.output}: sha256 {manifest['output']['sha256']}")
     elif args.command == "eval":
@@ -599,10 +629,12 @@ def _add_audit_parsers(sub: Any) -> None:
     p.add_argument(
         "--thumbnails", type=int, default=6, metavar="N", help="thumbnails per track (default 6)"
     )
+    _add_overwrite_arg(p)
 
     p = sub.add_parser("edit", help="add reviewer edits to a record (appended to its log)")
     p.add_argument("record", type=Path, help="detection record (rewritten unless -o)")
     p.add_argument("-o", "--output", type=Path, help="write the edited record here instead")
+    _add_overwrite_arg(p)
     p.add_argument(
         "--add-box",
         action="append",
@@ -637,6 +669,7 @@ def _add_audit_parsers(sub: Any) -> None:
 
 
 def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from ._atomic import check_paths, replacing
     from ._edits import add_edits, describe, diff, parse_box_spec, parse_grow_spec
     from ._provenance import keygen, verify
     from ._record import Record
@@ -666,16 +699,20 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
         from ._review import write_report
 
         style = Style.from_json(_section(config, "style"))
-        write_report(
-            args.input,
-            args.record,
-            args.output,
-            unmasked=args.unmasked,
-            style=style,
-            thumbnails=args.thumbnails,
-        )
+        reads = [("input", args.input), ("record", args.record)]
+        check_paths(reads, [("report", args.output)], overwrite=args.overwrite)
+        with replacing([args.output], overwrite=args.overwrite):
+            write_report(
+                args.input,
+                args.record,
+                args.output,
+                unmasked=args.unmasked,
+                style=style,
+                thumbnails=args.thumbnails,
+            )
         print(f"{args.output}: review report" + (" (UNMASKED thumbnails)" if args.unmasked else ""))
     elif args.command == "edit":
+        _check_edit_output(args)
         record = Record.load(args.record)
         boxes = [k for spec in args.add_box for k in parse_box_spec(spec)]
         if args.track is not None and not boxes:
@@ -704,6 +741,29 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
             print("\n".join(changes.lines))
         return 0 if changes.identical else 1
     return 0
+
+
+def _check_edit_output(args: argparse.Namespace) -> None:
+    """``veil edit`` rewrites its record in place (the edit log grows; nothing else changes).
+    With ``-o`` it writes a new record file: not over an existing file unless --overwrite, and
+    never over a file that is not JSON (a video, say), --overwrite or not."""
+    from ._atomic import check_paths, same_file
+
+    if args.output is None or same_file(args.output, args.record):
+        return
+    writes = [("edited record", args.output)]
+    check_paths([("record", args.record)], writes, overwrite=args.overwrite)
+    try:
+        with args.output.open("rb") as fh:
+            head = fh.read(64).lstrip()
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError:
+        head = b"{"  # writing there will say what is wrong
+    if head and not head.startswith(b"{"):
+        raise ConfigError(
+            f"{args.output}: exists and is not a JSON record; veil edit replaces only records"
+        )
 
 
 # --- veil live (issue 4) ------------------------------------------------------------------
@@ -856,13 +916,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except VeilError as exc:
-        print(f"veil: error: {exc}", file=sys.stderr)
+        print(f"veil: error: {_with_notes(exc)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("veil: interrupted; no output was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"veil: interrupted; no output was written{_notes(exc)}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _notes(exc: BaseException) -> str:
+    """What was added to ``exc`` on its way out (e.g. old outputs removed), for its line."""
+    return "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+
+
+def _with_notes(exc: BaseException) -> str:
+    return f"{exc}{_notes(exc)}"
 
 
 def _terminate(signum: int, frame: object) -> None:

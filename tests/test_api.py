@@ -70,10 +70,11 @@ def test_readme_python_example_runs_as_written(clip: Path, tmp_path: Path) -> No
     [example] = _blocks("python")
     (tmp_path / "in.mp4").write_bytes(clip.read_bytes())
     subprocess.run([sys.executable, "-c", example], cwd=tmp_path, check=True)
-    for name in ("out.mp4", "out.mp4.veil.json", "out.mp4.manifest.json", "in.veil.json"):
+    names = ["out.mp4", "out.mp4.veil.json", "out.mp4.manifest.json", "in.veil.json"]
+    for name in [*names, "reviewed.mp4", "reviewed.mp4.manifest.json"]:
         assert (tmp_path / name).stat().st_size > 0, name
-    manifest = json.loads((tmp_path / "out.mp4.manifest.json").read_text())
-    assert manifest["style"]["effect"] == "pixelate"  # the render() line ran last
+    manifest = json.loads((tmp_path / "reviewed.mp4.manifest.json").read_text())
+    assert manifest["style"]["effect"] == "pixelate"  # the render() line ran
 
 
 @pytest.mark.weights

@@ -11,6 +11,7 @@ the default log level.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -165,6 +166,31 @@ def test_encoder_options_are_checked_at_parse_time(
     assert error_lines(result.stderr) == [result.stderr.strip()]
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ("[50, 20, 10, 70]", "frame 2, track 5: box [50, 20, 10, 70] has its corners swapped"),
+        ("[NaN, 20, 50, 70]", "frame 2, track 5 (frames/2/masks/0/box/0): nan is not a finite"),
+        ("[10, 20, 1e308, 70]", "frame 2, track 5: box [10, 20, 1e+308, 70] lies beyond 3200"),
+    ],
+    ids=["swapped", "nan", "1e308"],
+)
+def test_a_record_box_that_cannot_be_drawn_is_exit_4(
+    clip: Path, tmp_path: Path, box: str, message: str
+) -> None:
+    """Regression (issue 14): a swapped box rendered no mask (exit 0); NaN or 1e308 crashed
+    the render with a traceback."""
+    from test_record import _document
+
+    record = tmp_path / "in.veil.json"
+    record.write_text(json.dumps(_document()).replace("[10.0, 20.0, 50.0, 70.0]", box))
+    result = veil("render", "-q", str(clip), str(record), "-o", str(tmp_path / "out.mp4"))
+    assert result.returncode == 4, result.stderr
+    assert error_lines(result.stderr) == [result.stderr.strip()]
+    assert f"{record}: {message}" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.veil.json"]
 
 
 def test_an_unknown_container_is_exit_5(clip: Path, tmp_path: Path) -> None:
