@@ -112,7 +112,7 @@ def main() -> None:
             "limits": {"max_streams_per_client": max(args.streams)},
         }
     )
-    backend = open_backend(config)
+    backend = open_backend(config, config.model)
     base = baseline(backend, image, size, args.frames, args.batch)
 
     class Shared:
@@ -123,7 +123,7 @@ def main() -> None:
             pass
 
     rows = [("in-process LocalDetector", f"{base:7.1f}", "1.00x", "", "")]
-    with create_server(config, backend_factory=lambda _: Shared()) as server:  # type: ignore[arg-type, return-value]
+    with create_server(config, backend_factory=lambda _config, _model: Shared()) as server:  # type: ignore[arg-type, return-value]
         url = f"grpc://127.0.0.1:{server.port}"
         for streams in args.streams:
             fps, latencies = run_streams(url, image, size, streams, args.frames, args.batch)

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
+SourceArray = npt.NDArray[np.uint32]
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,14 @@ class Detections:
     ``boxes`` is an (N, 4) float32 array of ``x0, y0, x1, y1`` in *display pixels of the
     original frame* (never model-input pixels), ``scores`` is (N,) in 0..1 and ``landmarks``,
     when the model gives them, is (N, 5, 2) in the same pixel space (eyes, nose, mouth corners).
-    Shapes are checked once, here.
+    ``sources``, from a fused detector, is (N,) uint32: bit k set when its k-th member found
+    that face (``DetectorInfo.options["members"]`` names them). Shapes are checked once, here.
     """
 
     boxes: FloatArray
     scores: FloatArray
     landmarks: FloatArray | None = None
+    sources: SourceArray | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -36,6 +39,11 @@ class Detections:
             if len(landmarks) != len(boxes):
                 raise ValueError(f"{len(boxes)} boxes but {len(landmarks)} landmark sets")
             object.__setattr__(self, "landmarks", landmarks)
+        if self.sources is not None:
+            sources = np.asarray(self.sources, dtype=np.uint32).reshape(-1)
+            if len(sources) != len(boxes):
+                raise ValueError(f"{len(boxes)} boxes but {len(sources)} sources")
+            object.__setattr__(self, "sources", sources)
 
     @classmethod
     def empty(cls) -> Detections:
@@ -50,6 +58,7 @@ class Detections:
             self.boxes[keep],
             self.scores[keep],
             None if self.landmarks is None else self.landmarks[keep],
+            None if self.sources is None else self.sources[keep],
         )
 
     def scaled(self, sx: float, sy: float) -> Detections:
@@ -58,4 +67,4 @@ class Detections:
         landmarks = None
         if self.landmarks is not None:
             landmarks = self.landmarks * np.array([sx, sy], np.float32)
-        return Detections(self.boxes * factor, self.scores, landmarks)
+        return Detections(self.boxes * factor, self.scores, landmarks, self.sources)

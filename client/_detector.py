@@ -32,6 +32,11 @@ class DetectorInfo:
     #: detector block that differs between modes for the same model and settings.
     transport: dict[str, Any] | None = None
 
+    @property
+    def members(self) -> tuple[str, ...]:
+        """A fused detector's member models, in the order of ``Detections.sources``' bits."""
+        return tuple(str(m["model"]) for m in self.options.get("members", ()))
+
     def to_json(self) -> dict[str, Any]:
         document = {
             "model": self.model,
@@ -112,7 +117,7 @@ def unrotate(detections: Detections, turns: int, size: tuple[int, int]) -> Detec
     if detections.landmarks is not None:
         lx, ly = back(detections.landmarks[..., 0], detections.landmarks[..., 1])
         landmarks = np.stack([lx, ly], axis=-1)
-    return Detections(boxes, detections.scores, landmarks)
+    return Detections(boxes, detections.scores, landmarks, detections.sources)
 
 
 class Upright:

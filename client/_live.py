@@ -957,7 +957,7 @@ class _Engine:
         )
         tracker = self._config.tracker
         gap = min(300, max(tracker.max_gap, round(self._rate * Fraction(self._config.track_s))))
-        self._associator = Associator(self._live_tracker(gap))
+        self._associator = Associator(self._live_tracker(gap), self._detector.info.members)
         rotation = float(item.frame.rotation or 0)
         self._worker = _Worker(Upright(self._detector, rotation), self._inbox)
         self._worker.start()

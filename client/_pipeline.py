@@ -143,7 +143,7 @@ class _Detecting:
         if stride < 1:
             raise ValueError(f"detection stride {stride} is below 1")
         self._detector = detector
-        self._associator = Associator(tracker)
+        self._associator = Associator(tracker, detector.info.members)
         self._smoother = Smoother(tracker)
         self._batch_size = batch_size
         self._stride = stride

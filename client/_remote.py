@@ -282,7 +282,10 @@ def detections_from(result: Any) -> Detections:
     landmarks = None
     if all(len(f.landmarks) == 10 for f in faces):
         landmarks = np.array([list(f.landmarks) for f in faces], np.float32).reshape(-1, 5, 2)
-    return Detections(boxes, scores, landmarks)
+    sources = None
+    if any(f.sources for f in faces):  # a fused detector names its members for every face
+        sources = np.array([f.sources for f in faces], np.uint32)
+    return Detections(boxes, scores, landmarks, sources)
 
 
 def _params(settings: DetectorSettings) -> Any:

@@ -24,9 +24,11 @@ library does it.
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -65,6 +67,8 @@ class Mask:
     box: Box
     score: float
     landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
+    #: The members of a fused detector that found this face (detected masks only).
+    found_by: tuple[str, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "origin", Origin(self.origin))
@@ -82,17 +86,21 @@ class Mask:
         }
         if self.landmarks is not None:
             data["landmarks"] = [list(p) for p in self.landmarks]
+        if self.found_by is not None:
+            data["by"] = list(self.found_by)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Mask:
         landmarks = data.get("landmarks")
+        found_by = data.get("by")
         return cls(
             track=int(data["track"]),
             origin=Origin(data["origin"]),
             box=tuple(data["box"]),  # type: ignore[arg-type]
             score=float(data["score"]),
             landmarks=None if landmarks is None else tuple(tuple(p) for p in landmarks),  # type: ignore[misc]
+            found_by=None if found_by is None else tuple(str(name) for name in found_by),
         )
 
 
@@ -173,6 +181,36 @@ def _own_velocity(
     )
 
 
+#: Sightings a carried track's velocity is taken from: the median of the steps between them.
+#: From the last two alone, jitter made a velocity that flew off the face (issue 18: a 1080p
+#: street clip's lead-out drifted 11 px a frame away from a face that barely moved).
+VELOCITY_SIGHTINGS = 5
+#: The most a face is taken to move by itself in a frame, as a share of its size (the
+#: camera's motion is measured apart).
+MAX_OWN_SPEED = 0.25
+
+
+def robust_velocity(points: Sequence[tuple[int, Box, Offset]]) -> tuple[float, float]:
+    """A face's own motion per frame at its latest sighting (``points``: its sightings, in
+    order, with the camera's position at each): the median step of the last
+    :data:`VELOCITY_SIGHTINGS`, each component at most :data:`MAX_OWN_SPEED` of its size."""
+    recent = points[-VELOCITY_SIGHTINGS:]
+    if len(recent) < 2:
+        return (0.0, 0.0)
+    steps = [
+        _own_velocity(a, fa, oa, b, fb, ob)
+        for (fa, a, oa), (fb, b, ob) in itertools.pairwise(recent)
+    ]
+    last = recent[-1][1]
+    limit = MAX_OWN_SPEED * max(last[2] - last[0], last[3] - last[1])
+    vx, vy = (statistics.median(s[axis] for s in steps) for axis in (0, 1))
+    return (max(-limit, min(limit, vx)), max(-limit, min(limit, vy)))
+
+
+def _union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
 def centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
@@ -186,6 +224,8 @@ class _Live:
     frame: int
     offset: Offset  # the camera's position at ``frame`` (see Smoother)
     velocity: tuple[float, float] = (0.0, 0.0)  # the face's own motion, per frame
+    # the latest sightings (frame, box, camera offset) the velocity is taken from
+    sightings: tuple[tuple[int, Box, Offset], ...] = ()
 
 
 class Associator:
@@ -194,10 +234,12 @@ class Associator:
     With ``config.new_track_score`` set, a weak detection (below it) is kept only when it
     continues a live track; the weak ones left over are dropped from the masks and listed in
     ``near_misses`` (frame index -> count and best score), where a reviewer should look.
+    ``members`` names a fused detector's members, so each detected mask says which found it.
     """
 
-    def __init__(self, config: TrackerConfig) -> None:
+    def __init__(self, config: TrackerConfig, members: Sequence[str] = ()) -> None:
         self._config = config
+        self._members = tuple(members)
         self._live: dict[int, _Live] = {}
         self._next_id = POLICY_TRACK + 1
         self.near_misses: dict[int, tuple[int, float]] = {}
@@ -248,15 +290,18 @@ class Associator:
             if matched is None:
                 track = self._next_id
                 self._next_id += 1
-                self._live[track] = _Live(box, index, offset)  # type: ignore[arg-type]
+                self._live[track] = _Live(box, index, offset, sightings=((index, box, offset),))  # type: ignore[arg-type]
             else:
                 track = matched
-                state = self._live[track]
-                vx, vy = _own_velocity(state.box, state.frame, state.offset, box, index, offset)  # type: ignore[arg-type]
-                self._live[track] = _Live(box, index, offset, (vx, vy))  # type: ignore[arg-type]
+                seen = (*self._live[track].sightings, (index, box, offset))[-VELOCITY_SIGHTINGS:]
+                self._live[track] = _Live(box, index, offset, robust_velocity(seen), seen)  # type: ignore[arg-type]
             landmarks = None
             if detections.landmarks is not None:
                 landmarks = tuple((float(x), float(y)) for x, y in detections.landmarks[j])
+            found_by = None
+            if detections.sources is not None and self._members:
+                bits = int(detections.sources[j])
+                found_by = tuple(m for k, m in enumerate(self._members) if bits >> k & 1)
             masks.append(
                 Mask(
                     track=track,
@@ -264,6 +309,7 @@ class Associator:
                     box=box,  # type: ignore[arg-type]
                     score=float(detections.scores[j]),
                     landmarks=landmarks,
+                    found_by=found_by,
                 )
             )
         return sorted(masks)
@@ -416,25 +462,27 @@ class Smoother:
             and index - points[before][0] <= cfg.lead_out
             and not self._crosses_cut(points[before][0], index)
         ):
+            # Carried with the camera and the face's own robust velocity, the box also keeps
+            # where the face was last seen (the union): a wrong velocity cannot carry the
+            # mask off a face that stopped, and the mask still follows one that moves on.
             f0, m0, o0 = points[before]
-            vx = vy = 0.0
-            if before > 0:
-                fp, mp, op = points[before - 1]
-                vx, vy = _own_velocity(mp.box, fp, op, m0.box, f0, o0)
+            vx, vy = robust_velocity([(f, m.box, o) for f, m, o in points[: before + 1]])
             dt = index - f0
-            box = moved(m0.box, o0, vx * dt, vy * dt, cfg.growth_per_frame * dt)
+            grow = cfg.growth_per_frame * dt
+            box = _union(moved(m0.box, o0, grow=grow), moved(m0.box, o0, vx * dt, vy * dt, grow))
             return Mask(track=m0.track, origin=Origin.EXTRAPOLATED, box=box, score=m0.score)
         return None
 
     def _prune(self, horizon: int) -> None:
-        """Forget evidence no frame at or after ``horizon`` can use (keep two per track)."""
+        """Forget evidence no frame at or after ``horizon`` can use (keep the last
+        :data:`VELOCITY_SIGHTINGS` of each track)."""
         for track in list(self._evidence):
             points = self._evidence[track]
             if points[-1][0] < horizon:
                 del self._evidence[track]
                 continue
             keep = 0
-            while keep < len(points) - 2 and points[keep + 1][0] < horizon:
+            while keep < len(points) - VELOCITY_SIGHTINGS and points[keep + 1][0] < horizon:
                 keep += 1
             if keep:
                 del points[:keep]

@@ -27,11 +27,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from veil._detections import Detections
-from veil._detector import Image
+from veil._detector import Detector, Image
 
-from ._local import InferenceBackend, LocalDetector
+from ._local import InferenceBackend, build_detector
 from ._metrics import Metrics
-from ._models import make_model
 from ._status import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 
 __all__ = ["Batcher", "BatcherConfig", "Reservation", "Thresholds"]
@@ -100,24 +99,25 @@ class _Item:
 
 
 class Batcher:
-    """Runs one model on one backend for every caller; see the module docstring."""
+    """Runs one model (a fused one: its members, each on its backend) for every caller; see
+    the module docstring."""
 
     def __init__(
         self,
         *,
-        backend: InferenceBackend,
+        backends: dict[str, InferenceBackend],
         model: str,
         max_side: int,
         config: BatcherConfig,
         metrics: Metrics | None = None,
     ) -> None:
-        self._backend = backend
+        self._backends = backends
         self._model = model
         self._max_side = max_side
         self._config = config
         self._metrics = metrics
-        self._labels = (backend.name, model)
-        self._detectors: dict[Thresholds, LocalDetector] = {}
+        self._labels = ("+".join(sorted({b.name for b in backends.values()})), model)
+        self._detectors: dict[Thresholds, Detector] = {}
         self._queue: deque[_Item] = deque()
         # Queue room accounted: ``_held``, the frames open reservations hold plus the frames
         # still queued of closed ones; ``_unreserved``, the queued frames of no reservation.
@@ -137,28 +137,22 @@ class Batcher:
         return self._model
 
     @property
-    def backend(self) -> InferenceBackend:
-        return self._backend
-
-    @property
     def config(self) -> BatcherConfig:
         return self._config
 
-    def detector(self, score_threshold: float | None, nms_threshold: float | None) -> LocalDetector:
-        """The model with these thresholds (``None``: its defaults) on the shared backend."""
-        face_model = make_model(
-            self._model, score_threshold=score_threshold, nms_threshold=nms_threshold
+    def detector(self, score_threshold: float | None, nms_threshold: float | None) -> Detector:
+        """The model with these thresholds (``None``: its defaults) on the shared backends."""
+        made = build_detector(
+            self._model,
+            self._backends,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            max_side=self._max_side,
+            max_batch=self._config.max_batch,
         )
-        key = (face_model.score_threshold, face_model.nms_threshold)
+        key = (made.info.score_threshold, made.info.nms_threshold)
         with self._cond:
-            found = self._detectors.pop(key, None)
-            if found is None:
-                found = LocalDetector(
-                    model=face_model,
-                    backend=self._backend,
-                    max_side=self._max_side,
-                    max_batch=self._config.max_batch,
-                )
+            found = self._detectors.pop(key, None) or made
             self._detectors[key] = found  # most recently used last
             while len(self._detectors) > _MAX_DETECTORS:
                 del self._detectors[next(iter(self._detectors))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -17,6 +17,7 @@ from veil._detections import Detections
 from veil._detector import DetectorInfo, Image
 from veil._errors import DetectorError
 
+from ._fusion import CALIBRATION, FusedDetector, members_of, native_threshold
 from ._models import FaceModel, make_model, nms
 from .weights import WeightsError, model_path, weights_sha256
 
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_SIDE",
     "InferenceBackend",
     "LocalDetector",
+    "build_detector",
     "load_detector",
     "to_display",
 ]
@@ -75,7 +77,7 @@ def to_display(
         raise ValueError(f"sizes must be positive: image {image_size}, display {display_size}")
     scaled = detections.scaled(dw / iw, dh / ih)
     boxes = np.clip(scaled.boxes, 0.0, np.array([dw, dh, dw, dh], np.float32))
-    return Detections(boxes, scaled.scores, scaled.landmarks)
+    return Detections(boxes, scaled.scores, scaled.landmarks, scaled.sources)
 
 
 _MIRROR_LANDMARKS = [1, 0, 2, 4, 3]  # left/right eye and mouth corner swap in a mirror
@@ -274,6 +276,55 @@ def onnxruntime_missing(exc: ImportError) -> str:
     )
 
 
+def build_detector(
+    model: str,
+    backends: Mapping[str, InferenceBackend],
+    *,
+    score_threshold: float | None = None,
+    nms_threshold: float | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    flip: bool = False,
+    tiles: int = 1,
+) -> LocalDetector | FusedDetector:
+    """``model`` on ``backends`` (one per member model, by name): a :class:`LocalDetector`,
+    or for a fused model (``"a+b"``) a :class:`FusedDetector` of one per member, each at the
+    native threshold of the fused ``score_threshold`` (see :mod:`veil.server._fusion`)."""
+    names = members_of(model)
+    if len(names) == 1:
+        face_model = make_model(model, score_threshold=score_threshold, nms_threshold=nms_threshold)
+        return LocalDetector(
+            model=face_model,
+            backend=backends[model],
+            max_side=max_side,
+            max_batch=max_batch,
+            flip=flip,
+            tiles=tiles,
+        )
+    members = [
+        LocalDetector(
+            model=make_model(
+                name,
+                score_threshold=None
+                if score_threshold is None
+                else native_threshold(score_threshold, CALIBRATION[name]),
+                nms_threshold=nms_threshold,
+            ),
+            backend=backends[name],
+            max_side=max_side,
+            max_batch=max_batch,
+            flip=flip,
+            tiles=tiles,
+        )
+        for name in names
+    ]
+    return FusedDetector(
+        members,
+        score_threshold=0.5 if score_threshold is None else score_threshold,
+        max_side=max_side,
+    )
+
+
 def load_detector(
     model: str = "centerface",
     *,
@@ -285,14 +336,15 @@ def load_detector(
     repository: Path | None = None,
     flip: bool = False,
     tiles: int = 1,
-) -> LocalDetector:
-    """A :class:`LocalDetector` running ``model`` with onnxruntime.
+) -> LocalDetector | FusedDetector:
+    """``model`` in process with onnxruntime (see :func:`build_detector`).
 
-    ``model`` is ``"centerface"`` or ``"retinaface_mnet025"``; ``None`` thresholds take the
-    model's defaults. ``provider`` is ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (an error if the
-    session does not get it); ``threads`` is onnxruntime's intra-op count (``None``: all
-    cores). ``flip`` adds a mirrored pass, ``tiles=2`` a pass over 2x2 tiles upscaled 2x
-    (see :meth:`LocalDetector._run`). The weights come from ``repository`` (default:
+    ``model`` is a model of the manifest (``"centerface"``, ``"retinaface_mnet025"``, ...) or
+    a fused one (``"centerface+yunet"``); ``None`` thresholds take the defaults.
+    ``provider`` is ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (an error if the session does not
+    get it); ``threads`` is onnxruntime's intra-op count (``None``: all cores). ``flip`` adds
+    a mirrored pass, ``tiles=2`` a pass over 2x2 tiles upscaled 2x (see
+    :meth:`LocalDetector._run`). The weights come from ``repository`` (default:
     ``$VEIL_MODEL_DIR`` or the user cache, see :mod:`veil.server.weights`) and must match the
     manifest's sha256.
     """
@@ -301,21 +353,34 @@ def load_detector(
     except ImportError as exc:
         raise DetectorError(onnxruntime_missing(exc)) from exc
 
-    face_model = make_model(model, score_threshold=score_threshold, nms_threshold=nms_threshold)
-    path = model_path(model, repository)
-    backend = OnnxRuntimeBackend(
-        path,
-        input_name=face_model.input_name,
-        output_names=face_model.output_names,
-        config=OnnxRuntimeConfig(provider=ExecutionProvider(provider), threads=threads),
-    )
-    expected = weights_sha256(model)
-    if backend.weights_sha256 != expected:
-        backend.close()
-        raise WeightsError(
-            f"{path} has sha256 {backend.weights_sha256}, the manifest pins {expected}: "
-            "run `veil models fetch` to rebuild it"
+    backends: dict[str, InferenceBackend] = {}
+    try:
+        for name in members_of(model):
+            face_model = make_model(name)
+            path = model_path(name, repository)
+            backend = OnnxRuntimeBackend(
+                path,
+                input_name=face_model.input_name,
+                output_names=face_model.output_names,
+                config=OnnxRuntimeConfig(provider=ExecutionProvider(provider), threads=threads),
+            )
+            backends[name] = backend
+            expected = weights_sha256(name)
+            if backend.weights_sha256 != expected:
+                raise WeightsError(
+                    f"{path} has sha256 {backend.weights_sha256}, the manifest pins {expected}: "
+                    "run `veil models fetch` to rebuild it"
+                )
+        return build_detector(
+            model,
+            backends,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            max_side=max_side,
+            flip=flip,
+            tiles=tiles,
         )
-    return LocalDetector(
-        model=face_model, backend=backend, max_side=max_side, flip=flip, tiles=tiles
-    )
+    except BaseException:
+        for opened in backends.values():
+            opened.close()
+        raise

@@ -38,6 +38,7 @@ from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
 from ._batcher import Batcher, BatcherConfig
+from ._fusion import members_of
 from ._local import InferenceBackend, onnxruntime_missing
 from ._metrics import Metrics, MetricsInterceptor
 from ._service import SERVICE_NAME, DetectionServicer, Limits
@@ -163,6 +164,10 @@ class ServeConfig:
                 f"refusing to listen on {self.listen} without TLS: give --tls-cert and "
                 "--tls-key, or --insecure on a trusted network"
             )
+        try:
+            members_of(self.model)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.backend is BackendKind.TRITON and not self.triton:
             raise ConfigError("--backend triton needs --triton HOST:PORT")
         if self.triton:
@@ -228,8 +233,9 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from exc
 
 
-def open_backend(config: ServeConfig) -> InferenceBackend:
-    """The inference backend ``config`` names, its weights checked against the manifest."""
+def open_backend(config: ServeConfig, model: str) -> InferenceBackend:
+    """The inference backend ``config`` names for ``model`` (``config.model`` or, for a fused
+    model, one of its members), its weights checked against the manifest."""
     from ._models import make_model
     from .weights import WeightsError, model_path, weights_sha256
 
@@ -238,27 +244,27 @@ def open_backend(config: ServeConfig) -> InferenceBackend:
         from ._triton import TritonBackend  # tritonclient only when asked for
 
         assert config.triton is not None  # checked in ServeConfig
-        backend = TritonBackend(url=config.triton, model=config.model)
+        backend = TritonBackend(url=config.triton, model=model)
     else:
         try:
             from ._onnxruntime import ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
         except ImportError as exc:
             raise DetectorError(onnxruntime_missing(exc)) from exc
 
-        face_model = make_model(config.model)
+        face_model = make_model(model)
         backend = OnnxRuntimeBackend(
-            model_path(config.model),
+            model_path(model),
             input_name=face_model.input_name,
             output_names=face_model.output_names,
             config=OnnxRuntimeConfig(
                 provider=ExecutionProvider(config.provider), threads=config.threads
             ),
         )
-    expected = weights_sha256(config.model)
+    expected = weights_sha256(model)
     if backend.weights_sha256 != expected:
         backend.close()
         raise WeightsError(
-            f"{config.backend.value} serves {config.model} with sha256 {backend.weights_sha256}, "
+            f"{config.backend.value} serves {model} with sha256 {backend.weights_sha256}, "
             f"the manifest pins {expected}"
         )
     return backend
@@ -273,7 +279,7 @@ class VeilServer:
     def __init__(
         self,
         config: ServeConfig,
-        backend_factory: Callable[[ServeConfig], InferenceBackend] = open_backend,
+        backend_factory: Callable[[ServeConfig, str], InferenceBackend] = open_backend,
     ) -> None:
         self.config = config
         self._backend_factory = backend_factory
@@ -307,7 +313,7 @@ class VeilServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = self._bind()
         self.metrics_port: int | None = None
-        self._backend: InferenceBackend | None = None
+        self._backends: dict[str, InferenceBackend] = {}
         self._batcher: Batcher | None = None
         self._stopped = threading.Event()
         self._closing = threading.Event()
@@ -382,9 +388,10 @@ class VeilServer:
             config.backend.value,
         )
         try:
-            self._backend = self._backend_factory(config)
+            for name in members_of(config.model):
+                self._backends[name] = self._backend_factory(config, name)
             self._batcher = Batcher(
-                backend=self._backend,
+                backends=self._backends,
                 model=config.model,
                 max_side=640,
                 config=config.batching,
@@ -397,21 +404,23 @@ class VeilServer:
         self._servicer.set_ready(self._batcher)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.metrics.backend_ready.set(1)
-        if callable(getattr(self._backend, "ready", None)):
+        watched = [b for b in self._backends.values() if callable(getattr(b, "ready", None))]
+        if watched:
             self._watchdog = threading.Thread(
-                target=self._watch, args=(self._backend,), name="veil-health", daemon=True
+                target=self._watch, args=(watched,), name="veil-health", daemon=True
             )
             self._watchdog.start()
         logger.info("health SERVING: %s on %s, warm-up passed", config.model, self.address)
         return self
 
-    def _watch(self, backend: Any) -> None:
-        """Every ``health_interval_s``: ask the backend whether it is ready; health, the
-        servicer (UNAVAILABLE while not) and ``veil_backend_ready`` follow its answer."""
+    def _watch(self, backends: list[Any]) -> None:
+        """Every ``health_interval_s``: ask the backends whether they are ready; health, the
+        servicer (UNAVAILABLE while one is not) and ``veil_backend_ready`` follow."""
         ready = True
+        backend = backends[0]
         while not self._closing.wait(self.config.health_interval_s):
             try:
-                now = bool(backend.ready())
+                now = all(bool(b.ready()) for b in backends)
             except Exception as exc:  # a readiness probe that fails means not ready
                 logger.debug("backend readiness probe failed: %s", exc)
                 now = False
@@ -458,8 +467,8 @@ class VeilServer:
             self._watchdog.join(timeout=self.config.health_interval_s + 5)
         if self._batcher is not None:
             self._batcher.close(timeout=grace + 1)
-        if self._backend is not None:
-            self._backend.close()
+        for backend in self._backends.values():
+            backend.close()
         self.metrics.close()
         self._stopped.set()
         logger.log(level, "stopped")
@@ -482,7 +491,7 @@ class VeilServer:
 def create_server(
     config: ServeConfig,
     *,
-    backend_factory: Callable[[ServeConfig], InferenceBackend] = open_backend,
+    backend_factory: Callable[[ServeConfig, str], InferenceBackend] = open_backend,
 ) -> VeilServer:
     """A bound, not yet started server for ``config`` (port 0 picks a free port)."""
     return VeilServer(config, backend_factory)

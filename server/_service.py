@@ -32,7 +32,7 @@ import numpy as np
 from veil import __version__
 from veil._api import DetectionConfig, anonymize, default_record_path, detect
 from veil._detections import Detections
-from veil._detector import DetectorInfo, Image, fit_size
+from veil._detector import Detector, DetectorInfo, Image, fit_size
 from veil._media import EncoderSettings
 from veil._settings import Preset
 from veil._style import Style
@@ -41,7 +41,6 @@ from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import TokenStore, client_name
 from ._batcher import Batcher, Reservation, Thresholds
-from ._local import LocalDetector
 from ._metrics import Metrics
 from ._status import (
     Cancelled,
@@ -223,9 +222,16 @@ def _result(index: int, detections: Detections) -> pb.FrameResult:
     for i in range(len(detections)):
         x0, y0, x1, y1 = (float(v) for v in detections.boxes[i])
         landmarks = [] if detections.landmarks is None else detections.landmarks[i].ravel().tolist()
+        sources = 0 if detections.sources is None else int(detections.sources[i])
         faces.append(
             pb.Face(
-                x0=x0, y0=y0, x1=x1, y1=y1, score=float(detections.scores[i]), landmarks=landmarks
+                x0=x0,
+                y0=y0,
+                x1=x1,
+                y1=y1,
+                score=float(detections.scores[i]),
+                landmarks=landmarks,
+                sources=sources,
             )
         )
     return pb.FrameResult(index=index, faces=faces)
@@ -296,7 +302,7 @@ class _BatchedDetector:
         self,
         servicer: DetectionServicer,
         *,
-        detector: LocalDetector,
+        detector: Detector,
         info: DetectorInfo,
         deadline: float,
         context: grpc.ServicerContext,
@@ -398,7 +404,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             except CancelledError:
                 raise Cancelled("the frame was cancelled") from None
 
-    def _resolve(self, params: pb.DetectorParams) -> tuple[LocalDetector, DetectorInfo]:
+    def _resolve(self, params: pb.DetectorParams) -> tuple[Detector, DetectorInfo]:
         batcher = self.batcher()
         model = params.model or batcher.model
         if model != batcher.model:

@@ -77,7 +77,7 @@ def detection_backend() -> Iterator[Any]:
     """One in-process onnxruntime backend (centerface, 2 threads) shared by test servers."""
     from veil.server._serve import ServeConfig, open_backend
 
-    backend = open_backend(ServeConfig(threads=2))
+    backend = open_backend(ServeConfig(threads=2), "centerface")
     yield backend
     backend.close()
 
@@ -105,7 +105,7 @@ def veil_server(detection_backend: Any) -> Iterator[Callable[..., Any]]:
         fields = {"listen": "127.0.0.1:0", **fields}
         server = create_server(
             ServeConfig.from_sources(toml=fields),
-            backend_factory=lambda _: _Shared(detection_backend),
+            backend_factory=lambda _config, _model: _Shared(detection_backend),
         ).start()
         started.append(server)
         return server

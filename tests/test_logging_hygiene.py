@@ -126,12 +126,13 @@ def test_logs_hold_no_tokens_and_no_frame_data(
                 )
             )
         # A backend failure (logged with its traceback, server-side).
-        original = server._backend.infer
+        backend = server._backends["centerface"]
+        original = backend.infer
 
         def broken(batch: Any) -> Any:
             raise RuntimeError("simulated backend failure")
 
-        server._backend.infer = broken  # the _Shared wrapper: only this server sees it
+        backend.infer = broken  # the _Shared wrapper: only this server sees it
         try:
             with pytest.raises(grpc.RpcError) as caught:
                 failing = frame_message(picture(4), DISPLAY, index=0)
@@ -139,7 +140,7 @@ def test_logs_hold_no_tokens_and_no_frame_data(
                 stub.Detect(pb.DetectRequest(frames=[failing]), timeout=30, metadata=metadata)
             assert caught.value.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
         finally:
-            server._backend.infer = original
+            backend.infer = original
 
     # A normal hybrid job (PNG frames over a stream).
     with remote(SECRET) as detector:

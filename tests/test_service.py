@@ -265,7 +265,7 @@ def test_a_client_that_drops_mid_stream_does_not_hurt_others(server: Any, stub: 
 def test_health_says_serving_only_after_warm_up(detection_backend: Any) -> None:
     loaded = threading.Event()
 
-    def slow_factory(_config: ServeConfig) -> Any:
+    def slow_factory(_config: ServeConfig, _model: str) -> Any:
         loaded.wait(30)
         return detection_backend
 
@@ -295,7 +295,7 @@ def test_health_says_serving_only_after_warm_up(detection_backend: Any) -> None:
     finally:
         loaded.set()
         starting.join(30)
-        server._backend = None  # the shared backend outlives this server
+        server._backends = {}  # the shared backend outlives this server
         server.stop(0)
 
 

@@ -106,7 +106,9 @@ def fuzz_server(detection_backend: Any) -> Iterator[Any]:
             },
         }
     )
-    server = create_server(config, backend_factory=lambda _: _Shared(detection_backend)).start()
+    server = create_server(
+        config, backend_factory=lambda _config, _model: _Shared(detection_backend)
+    ).start()
     yield server
     server.stop(0)
 

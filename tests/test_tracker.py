@@ -225,3 +225,40 @@ def test_the_associator_predicts_with_the_camera() -> None:
     (a,) = blind.assign(0, first)
     (b,) = blind.assign(3, later)
     assert a.track != b.track
+
+
+def _covers(mask: Mask, face: tuple[float, float, float, float]) -> bool:
+    return (
+        mask.box[0] <= face[0]
+        and mask.box[1] <= face[1]
+        and mask.box[2] >= face[2]
+        and mask.box[3] >= face[3]
+    )
+
+
+@pytest.mark.parametrize(
+    ("xs", "speed"),
+    [
+        ([100, 104, 98, 103, 91], 0.0),  # a still face seen with jitter, the last step -12 px
+        ([100, 103, 106, 109, 112], 3.0),  # a face walking 3 px a frame
+    ],
+)
+def test_lead_out_stays_on_the_face_whatever_the_last_two_sightings_say(
+    xs: list[float], speed: float
+) -> None:
+    """Issue 18: on a 1080p street clip the lead-out, carried at the velocity of the last two
+    (jittery) sightings, drifted 11 px a frame off a face that barely moved. The velocity is
+    now the median step of the last sightings, and the carried box keeps where the face was
+    last seen."""
+    config = TrackerConfig(max_gap=2, lead_in=0, lead_out=8)
+    evidence = {i: [_detected(1, (x, 100.0, x + 40, 150.0))] for i, x in enumerate(xs)}
+    frames = _smooth(evidence, len(xs) + 8, config)
+    last = len(xs) - 1
+    for frame in frames[last + 1 :]:
+        (mask,) = frame.masks
+        assert mask.origin is Origin.EXTRAPOLATED
+        x = xs[-1] if speed == 0 else xs[-1] + speed * (frame.index - last)
+        assert _covers(mask, (x, 100.0, x + 40, 150.0)), (frame.index, mask.box, x)
+    # and the box does not balloon: at most the face, its growth and the velocity's reach
+    (far,) = frames[-1].masks
+    assert far.box[2] - far.box[0] <= 40 * (1 + 8 * config.growth_per_frame) + 8 * 10 + 1e-6

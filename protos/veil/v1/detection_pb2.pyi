@@ -49,20 +49,22 @@ class Frame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., display_width: _Optional[int] = ..., display_height: _Optional[int] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("x0", "y0", "x1", "y1", "score", "landmarks")
+    __slots__ = ("x0", "y0", "x1", "y1", "score", "landmarks", "sources")
     X0_FIELD_NUMBER: _ClassVar[int]
     Y0_FIELD_NUMBER: _ClassVar[int]
     X1_FIELD_NUMBER: _ClassVar[int]
     Y1_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     x0: float
     y0: float
     x1: float
     y1: float
     score: float
     landmarks: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., score: _Optional[float] = ..., landmarks: _Optional[_Iterable[float]] = ...) -> None: ...
+    sources: int
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., score: _Optional[float] = ..., landmarks: _Optional[_Iterable[float]] = ..., sources: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
     __slots__ = ("index", "faces")

@@ -1,0 +1,197 @@
+"""Several face detectors on the same frames, fused into one set of detections.
+
+A fused model is named by its members joined with ``+`` (``"centerface+yunet"``). Each member
+runs on the same image; its scores are first put on one shared scale, then the boxes of all
+members are clustered (a face two members found is one face) and fused, each fused face
+keeping which members found it (``Detections.sources``, bit k for the k-th member).
+
+The shared scale: every model has a calibrated threshold (:data:`CALIBRATION`, measured on the
+WIDER stills, docs/quality.md) at which it is as trustworthy as the others at theirs. A
+member's score is mapped piecewise-linearly so that its calibrated threshold becomes
+:data:`REFERENCE` (0.5), 0 stays 0 and 1 stays 1. A fused ``score_threshold`` of 0.5 thus
+runs every member at its calibrated threshold; 0.25 at half of it, and so on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from veil._detections import Detections
+from veil._detector import DetectorInfo, Image
+from veil._tracker import iou
+
+__all__ = [
+    "CALIBRATION",
+    "FUSION_IOU",
+    "REFERENCE",
+    "FusedDetector",
+    "fused_score",
+    "members_of",
+    "native_threshold",
+]
+
+REFERENCE = 0.5
+"""The fused score a member's calibrated threshold maps to."""
+
+CALIBRATION: dict[str, float] = {
+    "centerface": 0.4,
+    "retinaface_mnet025": 0.5,
+}
+"""Each model's native score taken as equally trustworthy (see the module docstring)."""
+
+FUSION_IOU = 0.4
+"""Boxes of different members overlapping at least this much are one face."""
+
+
+def members_of(model: str) -> list[str]:
+    """The member models of a fused model name (one name for a plain model)."""
+    names = model.split("+")
+    if len(names) > 1:
+        unknown = [name for name in names if name not in CALIBRATION]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(
+                f"fused model {model!r}: members must be distinct, calibrated models "
+                f"({', '.join(sorted(CALIBRATION))})"
+            )
+    return names
+
+
+def fused_score(native: float, calibration: float) -> float:
+    """A member's native score on the shared scale."""
+    if native <= calibration:
+        return native * REFERENCE / calibration
+    return REFERENCE + (native - calibration) * (1 - REFERENCE) / (1 - calibration)
+
+
+def native_threshold(fused: float, calibration: float) -> float:
+    """The member's native threshold that maps to ``fused`` (the inverse of fused_score)."""
+    if fused <= REFERENCE:
+        return fused * calibration / REFERENCE
+    return calibration + (fused - REFERENCE) * (1 - calibration) / (1 - REFERENCE)
+
+
+class _Member(Protocol):
+    @property
+    def info(self) -> DetectorInfo: ...
+
+    def detect(
+        self, images: Sequence[Image], display_sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]: ...
+
+    def close(self) -> None: ...
+
+
+class FusedDetector:
+    """Runs ``members`` on every image and fuses their detections; a ``veil.Detector``.
+
+    ``score_threshold`` is on the shared scale (the members must have been made to run at
+    :func:`native_threshold` of it). Deterministic: members run in order, clusters are formed
+    in a fixed order (fused score, then member, then the member's own order).
+    """
+
+    def __init__(
+        self, members: Sequence[_Member], *, score_threshold: float, max_side: int
+    ) -> None:
+        if len(members) < 2:
+            raise ValueError("a fused detector needs at least two members")
+        self._members = list(members)
+        self._calibration = [CALIBRATION[m.info.model] for m in self._members]
+        infos = [m.info for m in self._members]
+        identity = "".join(f"{i.model}:{i.weights_sha256}\n" for i in infos)
+        self._info = DetectorInfo(
+            model="+".join(i.model for i in infos),
+            weights_sha256=hashlib.sha256(identity.encode()).hexdigest(),
+            backend="+".join(sorted({i.backend for i in infos})),
+            execution_provider="+".join(sorted({i.execution_provider for i in infos})),
+            max_side=max_side,
+            score_threshold=score_threshold,
+            nms_threshold=FUSION_IOU,
+            options={
+                "fusion": "score-weighted box fusion of every member's detections",
+                "reference_score": REFERENCE,
+                "members": [
+                    {
+                        "model": i.model,
+                        "weights_sha256": i.weights_sha256,
+                        "calibration": c,
+                        "score_threshold": i.score_threshold,
+                        "nms_threshold": i.nms_threshold,
+                        "options": dict(i.options),
+                    }
+                    for i, c in zip(infos, self._calibration, strict=True)
+                ],
+            },
+        )
+
+    @property
+    def info(self) -> DetectorInfo:
+        return self._info
+
+    def detect(
+        self, images: Sequence[Image], display_sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        found = [m.detect(images, display_sizes) for m in self._members]
+        return [fuse([f[i] for f in found], self._calibration) for i in range(len(images))]
+
+    def close(self) -> None:
+        for member in self._members:
+            member.close()
+
+    def __enter__(self) -> FusedDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detections:
+    """One frame's detections from every member (in member order), fused.
+
+    Scores go on the shared scale; the highest-scoring box not yet taken leads a cluster of
+    every untaken box overlapping it by :data:`FUSION_IOU`; the cluster becomes one face: the
+    score-weighted mean box, the best score, the leader's landmarks, and every member that
+    had a box in it.
+    """
+    boxes, scores, sources, landmarks = [], [], [], []
+    with_marks = all(p.landmarks is not None for p in parts)
+    for k, (part, c) in enumerate(zip(parts, calibration, strict=True)):
+        if not len(part):
+            continue
+        boxes.append(part.boxes)
+        scores.append(np.array([fused_score(float(s), c) for s in part.scores], np.float32))
+        sources.append(np.full(len(part), 1 << k, np.uint32))
+        if with_marks:
+            landmarks.append(part.landmarks)
+    if not boxes:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), sources=[])
+    b, s, src = np.concatenate(boxes), np.concatenate(scores), np.concatenate(sources)
+    marks = np.concatenate(landmarks) if with_marks else None  # type: ignore[arg-type]
+    order = np.argsort(-s, kind="stable")
+    taken = np.zeros(len(b), bool)
+    out_boxes, out_scores, out_sources, out_marks = [], [], [], []
+    for lead in order:
+        if taken[lead]:
+            continue
+        lead_box = tuple(map(float, b[lead]))
+        members = [
+            j
+            for j in order
+            if not taken[j] and iou(lead_box, tuple(map(float, b[j]))) >= FUSION_IOU  # type: ignore[arg-type]
+        ]
+        taken[members] = True
+        weights = s[members] / max(float(s[members].sum()), 1e-9)
+        out_boxes.append((b[members] * weights[:, None]).sum(axis=0))
+        out_scores.append(s[lead])
+        out_sources.append(np.bitwise_or.reduce(src[members]))
+        if marks is not None:
+            out_marks.append(marks[lead])
+    return Detections(
+        np.array(out_boxes, np.float32),
+        np.array(out_scores, np.float32),
+        None if marks is None else np.array(out_marks, np.float32),
+        np.array(out_sources, np.uint32),
+    )

@@ -1,0 +1,128 @@
+"""Fused detectors (issue 18): several models on the same frames, one set of faces, each mask
+saying which models found it, the same in process and over gRPC (hybrid mode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mediagen import cut
+
+import veil
+from veil import ConfigError, DetectionConfig, Detections
+from veil.server._fusion import (
+    CALIBRATION,
+    REFERENCE,
+    fuse,
+    fused_score,
+    members_of,
+    native_threshold,
+)
+from veil.server._serve import ServeConfig
+
+FUSED = "centerface+retinaface_mnet025"
+
+
+@given(st.sampled_from(sorted(CALIBRATION.values())), st.floats(0.0, 1.0, allow_subnormal=False))
+def test_the_shared_scale_is_monotonic_and_inverts(calibration: float, native: float) -> None:
+    fused = fused_score(native, calibration)
+    assert 0.0 <= fused <= 1.0
+    assert native_threshold(fused, calibration) == pytest.approx(native, abs=1e-9)
+    assert fused_score(calibration, calibration) == pytest.approx(REFERENCE)
+    assert fused_score(min(1.0, native + 0.01), calibration) >= fused
+
+
+def _found(*faces: tuple[float, float, float, float, float]) -> Detections:
+    return Detections(
+        np.array([f[:4] for f in faces], np.float32).reshape(-1, 4),
+        np.array([f[4] for f in faces], np.float32),
+    )
+
+
+def test_a_face_both_members_found_is_one_face_found_by_both() -> None:
+    a = _found((100, 100, 140, 150, 0.8), (300, 50, 330, 90, 0.45))
+    b = _found((104, 98, 146, 152, 0.9))  # the same first face, a looser box
+    fused = fuse([a, b], [0.4, 0.5])
+    assert len(fused) == 2
+    assert fused.sources is not None and list(fused.sources) == [0b11, 0b01]
+    # score-weighted mean of the two boxes, best shared-scale score
+    sa, sb = fused_score(0.8, 0.4), fused_score(0.9, 0.5)
+    expected = (np.array([100, 100, 140, 150]) * sa + np.array([104, 98, 146, 152]) * sb) / (
+        sa + sb
+    )
+    np.testing.assert_allclose(fused.boxes[0], expected, rtol=1e-5)
+    assert fused.scores[0] == pytest.approx(max(sa, sb))
+    assert fused.scores[1] == pytest.approx(fused_score(0.45, 0.4))
+
+
+def test_nothing_found_fuses_to_nothing() -> None:
+    empty = fuse([Detections.empty(), Detections.empty()], [0.4, 0.5])
+    assert len(empty) == 0
+
+
+@pytest.mark.parametrize(
+    "model", ["centerface+centerface", "centerface+nosuchmodel", "yolo+centerface"]
+)
+def test_a_fused_model_needs_distinct_calibrated_members(model: str) -> None:
+    with pytest.raises(ValueError, match="distinct, calibrated"):
+        members_of(model)
+    with pytest.raises(ConfigError, match="distinct, calibrated"):
+        ServeConfig(model=model)
+
+
+@pytest.fixture(scope="module")
+def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cut(sample_clip, tmp_path_factory.mktemp("clip") / "in.mp4", 16)
+
+
+def _config() -> DetectionConfig:
+    return DetectionConfig.from_preset(
+        "balanced", detector={"model": FUSED, "score_threshold": 0.5, "track_threshold": 0.25}
+    )
+
+
+@pytest.fixture(scope="module")
+def on_prem(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    record = tmp_path_factory.mktemp("onprem") / "r.json"
+    veil.detect(clip, record, config=_config())
+    return json.loads(record.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.weights
+def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[str, Any]) -> None:
+    detector = on_prem["detector"]
+    assert detector["model"] == FUSED
+    members = detector["options"]["members"]
+    assert [m["model"] for m in members] == FUSED.split("+")
+    # each member ran at the native threshold of the fused track threshold (0.25)
+    for member in members:
+        assert member["score_threshold"] == pytest.approx(
+            native_threshold(0.25, CALIBRATION[member["model"]])
+        )
+    detected = [m for f in on_prem["frames"] for m in f["masks"] if m["origin"] == "detected"]
+    assert detected, "the astronaut's face was not found"
+    assert all(set(m["by"]) <= set(FUSED.split("+")) and m["by"] for m in detected)
+    assert any(len(m["by"]) == 2 for m in detected)  # a clear frontal face: both models
+
+
+@pytest.mark.weights
+def test_a_server_serving_the_fused_model_gives_the_on_prem_record(
+    clip: Path, on_prem: dict[str, Any], tmp_path: Path
+) -> None:
+    from veil._remote import RemoteDetector
+    from veil.server import create_server
+
+    config = ServeConfig(listen="127.0.0.1:0", model=FUSED, threads=2)
+    with create_server(config) as server:
+        settings = _config().detector
+        with RemoteDetector(f"grpc://127.0.0.1:{server.port}", settings) as remote:
+            veil.detect(clip, tmp_path / "r.json", config=_config(), detector=remote)
+    hybrid = json.loads((tmp_path / "r.json").read_text())
+    hybrid["detector"].pop("transport")
+    assert hybrid["frames"] == on_prem["frames"]
+    assert hybrid["detector"] == on_prem["detector"]
