@@ -61,19 +61,35 @@ def _check_tree(document: Any, source: str) -> None:
     (NaN, Infinity, or a literal too large for a float), wherever it is."""
     if not isinstance(document, dict | list):
         return
+    containers, isfinite = (dict, list), math.isfinite  # (a tuple: faster than a union)
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:  # depth first, no paths kept: one record can hold millions of values
+        node, depth = stack.pop()
+        if depth >= MAX_RECORD_DEPTH:
+            where = _place(document, _path_to(document, node))
+            raise RecordError(f"{source}: nested deeper than {MAX_RECORD_DEPTH} levels at {where}")
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, containers):
+                stack.append((value, depth + 1))
+            elif isinstance(value, float) and not isfinite(value):
+                items = node.items() if isinstance(node, dict) else enumerate(node)
+                key = next(k for k, v in items if v is value)
+                where = _place(document, (*_path_to(document, node), key))
+                raise RecordError(f"{source}: {where}: {value} is not a finite number")
+
+
+def _path_to(document: Any, target: Any) -> tuple[Any, ...]:
+    """The keys that lead from ``document`` to the container ``target`` (found by identity)."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(document, ())]
     while stack:
         node, path = stack.pop()
-        if len(path) >= MAX_RECORD_DEPTH:
-            where = _place(document, path)
-            raise RecordError(f"{source}: nested deeper than {MAX_RECORD_DEPTH} levels at {where}")
-        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
-            if isinstance(value, dict | list):
-                stack.append((value, (*path, key)))
-            elif isinstance(value, float) and not math.isfinite(value):
-                raise RecordError(
-                    f"{source}: {_place(document, (*path, key))}: {value} is not a finite number"
-                )
+        if node is target:
+            return path
+        if len(path) < MAX_RECORD_DEPTH:
+            for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+                if isinstance(value, dict | list):
+                    stack.append((value, (*path, key)))
+    return ()
 
 
 def _place(document: Any, path: tuple[Any, ...]) -> str:
