@@ -7,6 +7,7 @@ time base; the output container gets no wall-clock metadata.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import io
@@ -232,27 +233,65 @@ def _crf_range(codec: str) -> tuple[int, int] | None:
     return None
 
 
+def adts_header_size(payload: bytes) -> int:
+    """Bytes of ADTS framing an AAC packet starts with (7, or 9 with a CRC); 0 if none.
+
+    ADTS is AAC's self-describing framing, which MPEG-TS carries; MP4, MOV and Matroska hold
+    the bare AAC frames and describe them once (AudioSpecificConfig), so their muxers strip
+    it (FFmpeg's ``aac_adtstoasc``) and the MPEG-TS muxer adds it. The AAC frame after it is
+    the same bytes either way.
+    """
+    if len(payload) < 7 or payload[0] != 0xFF or payload[1] & 0xF6 != 0xF0:
+        return 0
+    length = ((payload[3] & 0x03) << 11) | (payload[4] << 3) | (payload[5] >> 5)
+    if length != len(payload):
+        return 0
+    return 7 if payload[1] & 0x01 else 9
+
+
 @dataclass
 class StreamDigest:
-    """Packet count and payload hash of one stream: proof that a stream was not touched."""
+    """Packet count and payload hash of one stream: proof that a stream was not touched.
+
+    An AAC stream also gets the hash of its AAC frames less any ADTS framing
+    (``aac_frames_sha256``): what stays the same when a container requires the framing
+    changed (:func:`adts_header_size`).
+    """
 
     index: int
     kind: str
     codec: str
     time_base: Fraction
     packets: int = 0
+    #: the earliest pts, in seconds (None: no packet had one)
+    start: Fraction | None = None
     _sha: Any = field(default_factory=hashlib.sha256, repr=False)
+    _frames: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.codec == "aac":
+            self._frames = hashlib.sha256()
 
     def add(self, packet: av.Packet) -> None:
+        payload = bytes(packet)
         self.packets += 1
-        self._sha.update(bytes(packet))
+        self._sha.update(payload)
+        if self._frames is not None:
+            self._frames.update(payload[adts_header_size(payload) :])
+        if packet.pts is not None and packet.time_base:
+            at = packet.pts * packet.time_base
+            self.start = at if self.start is None else min(self.start, at)
 
     @property
     def payload_sha256(self) -> str:
         return str(self._sha.hexdigest())
 
+    @property
+    def aac_frames_sha256(self) -> str | None:
+        return None if self._frames is None else str(self._frames.hexdigest())
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "index": self.index,
             "type": self.kind,
             "codec": self.codec,
@@ -260,6 +299,27 @@ class StreamDigest:
             "packets": self.packets,
             "payload_sha256": self.payload_sha256,
         }
+        if self._frames is not None:
+            out["aac_frames_sha256"] = self.aac_frames_sha256
+        return out
+
+
+def packet_digests(container: av.container.InputContainer) -> dict[int, StreamDigest]:
+    """Every stream's :class:`StreamDigest`, from its packets (nothing decoded; empty flush
+    packets skipped, as ``Input.demux`` skips them)."""
+    digests = {
+        s.index: StreamDigest(
+            index=s.index,
+            kind=s.type,
+            codec=s.codec_context.name if s.codec_context else "none",
+            time_base=s.time_base or Fraction(1, 1),
+        )
+        for s in container.streams
+    }
+    for packet in container.demux():
+        if packet.size:
+            digests[packet.stream.index].add(packet)
+    return digests
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,6 +440,7 @@ class Input:
     def demux(self) -> Iterator[DecodedFrame | av.Packet]:
         """Frames of the video stream and packets of every other stream, in file order."""
         index = decoded = 0
+        hidden = 0  # frames an edit list leaves out (the decoder discards them)
         timing = _Timestamps()
         packet = None
         try:
@@ -391,6 +452,7 @@ class Input:
                     continue
                 if packet.size:
                     self.digests[packet.stream.index].add(packet)
+                    hidden += packet.is_discard
                 for frame in self.video.decode(packet):
                     decoded += 1
                     for ready in timing.push(frame):
@@ -415,12 +477,14 @@ class Input:
                 timing.repaired,
             )
         self.timestamps_repaired = timing.repaired
-        # Only the MP4/MOV sample table counts frames exactly (AVI's header may not).
+        # Only the MP4/MOV sample table counts frames exactly (AVI's header may not); it
+        # counts the frames its edit list leaves out too (``ffmpeg -ss T -c copy`` makes them).
         exact_count = "mp4" in self.container.format.name.split(",")
-        if exact_count and self.info.frames and index < self.info.frames:
+        if exact_count and self.info.frames and index < self.info.frames - hidden:
+            shown = f" ({hidden} of them left out by its edit list)" if hidden else ""
             raise InputError(
-                f"{self.path}: truncated: the container declares {self.info.frames} frames "
-                f"but only {index} could be decoded"
+                f"{self.path}: truncated: the container declares {self.info.frames} frames"
+                f"{shown} but only {index} could be decoded"
             )
 
 
@@ -465,8 +529,150 @@ class _Timestamps:
         return frame
 
 
+#: Muxers of the MP4/MOV family: their timeline starts at zero (an edit list hides what
+#: comes before), and they hold a QuickTime timecode (``tmcd``) track.
+_MOV_FAMILY = frozenset({"mov", "mp4", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"})
+#: Muxers whose timestamps are modular (MPEG-TS: 33 bits at 90 kHz), so a timestamp before
+#: zero is written as its wrap, exactly as an input near the wrap had it.
+_WRAPPING = frozenset({"mpegts", "rtp_mpegts"})
+#: Muxers that store no presentation timestamp (AVI: one frame per tick, in stored order).
+_NO_PTS = frozenset({"avi"})
+
+
+def muxer_options(fmt: str, *, before_zero: bool) -> dict[str, str]:
+    """Timestamp options for muxer ``fmt``: the input's timestamps, wherever ``fmt`` can hold
+    them (one rule for file and live outputs).
+
+    FFmpeg's default (``avoid_negative_ts`` auto) moves every stream later when a packet's
+    timestamp is before zero: an MPEG-TS near its 2^33 wrap, AAC priming, the dts of the
+    encoder's first B-frames. MPEG-TS holds such timestamps (as their wrap): nothing is moved.
+    MP4/MOV hold them too, but hide what comes before zero: when the input starts before
+    zero (``before_zero``) every stream is moved later by the same amount instead. Matroska
+    and AVI cannot hold them; their muxer moves every stream by the same amount, which the
+    output's check measures and the manifest records (``Output.timestamp_shift``).
+    """
+    if fmt in _WRAPPING:
+        return {"avoid_negative_ts": "disabled"}
+    if fmt in _MOV_FAMILY and before_zero:
+        return {"avoid_negative_ts": "make_non_negative"}
+    return {}
+
+
+def encoder_options_for(fmt: str) -> dict[str, str]:
+    """Encoder options muxer ``fmt`` needs: no B-frames where it stores no pts (AVI), so
+    frames are stored in the order they are shown."""
+    return {"bf": "0"} if fmt in _NO_PTS else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_back_delay(
+    fmt: str, codec: str, pix_fmt: str, options: tuple[tuple[str, str], ...]
+) -> int:
+    """Ticks by which FFmpeg reads ``codec``'s frames back from a ``fmt`` file later than the
+    position they are stored at. AVI stores positions, no pts; for H.264 FFmpeg's reader
+    assumes a reorder delay and shows every frame one tick late. Measured with a two-frame
+    file in memory (so it follows the FFmpeg build), not assumed."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=fmt, options={"fflags": "+bitexact"}) as trial:
+        stream = trial.add_stream(codec, rate=25, options=dict(options))
+        assert isinstance(stream, av.VideoStream)
+        stream.width = stream.height = 64
+        stream.pix_fmt = pix_fmt
+        for pts in range(2):
+            frame = av.VideoFrame(64, 64, pix_fmt)
+            frame.pts = pts
+            trial.mux(stream.encode(frame))
+        trial.mux(stream.encode(None))
+    buffer.seek(0)
+    with av.open(buffer, "r", format=fmt) as back:
+        first = next((p.pts for p in back.demux(video=0) if p.size), None)
+    return int(first or 0)
+
+
+def is_timecode(stream: av.stream.Stream) -> bool:
+    """A QuickTime timecode track (``tmcd``): a data stream FFmpeg describes by its start
+    timecode."""
+    return stream.type == "data" and "timecode" in stream.metadata
+
+
+def video_info(stream: av.VideoStream, first: av.VideoFrame) -> VideoInfo:
+    """A :class:`VideoInfo` of a stream being decoded, from its first frame (live sources)."""
+    ctx = stream.codec_context
+    return VideoInfo(
+        index=stream.index,
+        codec=ctx.name,
+        width=first.width,
+        height=first.height,
+        pix_fmt=first.format.name,
+        time_base=stream.time_base or Fraction(1, 90000),
+        average_rate=stream.average_rate,
+        frames=stream.frames or 0,
+        rotation=int(first.rotation or 0),
+        color_range=int(ctx.color_range or first.color_range or 0),
+        colorspace=int(ctx.colorspace or first.colorspace or 0),
+        color_primaries=int(ctx.color_primaries or 0),
+        color_trc=int(ctx.color_trc or 0),
+    )
+
+
+def add_video_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    *,
+    info: VideoInfo,
+    pix_fmt: str,
+    rate: Fraction | None,
+    options: dict[str, str],
+    sample_aspect_ratio: Fraction | None,
+    where: str,
+) -> av.VideoStream:
+    """The encoded video stream of an output, file or live: the source's size, time base,
+    colour description, pixel aspect ratio and display rotation (one setup for both)."""
+    try:
+        stream = container.add_stream(codec, rate=rate or None, options=options)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise OutputError(f"{where}: encoder {codec} is not available ({exc})") from exc
+    if not isinstance(stream, av.VideoStream):
+        raise OutputError(f"{where}: {codec} is not a video encoder")
+    stream.width, stream.height = info.width, info.height
+    stream.pix_fmt = pix_fmt
+    stream.time_base = info.time_base
+    ctx = stream.codec_context
+    ctx.time_base = info.time_base
+    ctx.color_range = info.color_range
+    ctx.colorspace = info.colorspace
+    ctx.color_primaries = info.color_primaries
+    ctx.color_trc = info.color_trc
+    if sample_aspect_ratio:
+        ctx.sample_aspect_ratio = sample_aspect_ratio
+    if info.rotation:
+        stream.set_display_rotation(info.rotation)
+    return stream
+
+
+def add_copy_stream(
+    container: av.container.OutputContainer, stream: av.stream.Stream, where: str
+) -> av.stream.Stream:
+    """A stream of ``container`` that takes ``stream``'s packets as they are (PyAV's remux
+    pattern); ``OutputError`` naming the stream when the container cannot hold it."""
+    try:
+        return container.add_stream_from_template(stream)
+    except (av.error.FFmpegError, ValueError, TypeError) as exc:
+        name = stream.codec_context.name if stream.codec_context else "no codec"
+        raise OutputError(
+            f"stream #{stream.index} ({stream.type}, {name}) cannot be copied into {where}: "
+            f"{exc} (.mkv holds nearly every kind of stream)"
+        ) from exc
+
+
 class Output:
-    """An output file written under a temporary name and renamed only when complete."""
+    """An output file written under a temporary name and renamed only when complete.
+
+    Before the rename, :meth:`commit` reads the file back (packets only) and compares every
+    copied stream with the input's: same packet count and payload hash, or for AAC the
+    framing change the container requires (``copied_streams`` says which) with the same AAC
+    frames. Anything else is an ``OutputError`` naming the stream, and nothing is written.
+    """
 
     def __init__(self, path: Path, source: Input, encoder: EncoderSettings) -> None:
         self.path = path
@@ -474,21 +680,52 @@ class Output:
         self.encoder = encoder
         self.codec = encoder.check(path)
         self.pix_fmt = encoder.pix_fmt_for(source.info)
+        self._source = source
         self._committed = False
+        self._first_pts: int | None = None
+        #: input stream index -> output stream index, for every stream kept
+        self._out_index: dict[int, int] = {}
+        #: what the check found: the copied streams, with any framing change
+        self.copied_streams: list[dict[str, Any]] = []
+        #: per-stream digests of the file as written (its manifest's ``output.streams``)
+        self.written_streams: list[dict[str, Any]] = []
+        #: seconds the muxer moved every stream later (0: timestamps as the input's)
+        self.timestamp_shift = Fraction(0)
         info = source.info
         try:
             self.container = av.open(str(self.tmp), "w", options={"fflags": "+bitexact"})
         except (av.error.FFmpegError, ValueError) as exc:
             raise OutputError(f"{path}: cannot write this kind of file ({exc})") from exc
+        self.format = self.container.format.name
+        start = source.container.start_time
+        self.container.container_options.update(
+            muxer_options(self.format, before_zero=start is not None and start < 0)
+        )
+        self._options = self.encoder.options(self.codec) | encoder_options_for(self.format)
+        # Where the container stores positions, not pts (AVI), frames are stored that many
+        # ticks earlier, so that they read back at the input's pts (AVI stores the input's
+        # positions when the input is an AVI of the same codec).
+        self._lead = 0
+        if self.format in _NO_PTS:
+            options = tuple(sorted(self._options.items()))
+            self._lead = _read_back_delay(self.format, self.codec, self.pix_fmt, options)
         try:
             self.video = self._add_video(info, source)
             self.streams: dict[int, av.stream.Stream] = {}
+            self._timecode: int | None = None  # the input's tmcd track, rewritten by the muxer
             for stream in source.copied:
-                self.streams[stream.index] = self._add_copy(stream)
+                if is_timecode(stream):
+                    self._keep_timecode(stream)
+                else:
+                    self.streams[stream.index] = self._add_copy(stream)
+                    self._out_index[stream.index] = self.streams[stream.index].index
+            if self._timecode is not None:  # the muxer adds its tmcd track after the others
+                self._out_index[self._timecode] = len(self.container.streams)
             self._start()
         except Exception:
             self.abort()
             raise
+        _note_left_out(source, path)
 
     def _start(self) -> None:
         """Open the file and the encoder; their failures as one-line ``OutputError``s."""
@@ -505,52 +742,48 @@ class Output:
             ) from exc
 
     def _add_video(self, info: VideoInfo, source: Input) -> av.VideoStream:
-        options = self.encoder.options(self.codec)
-        try:
-            stream = self.container.add_stream(
-                self.codec, rate=info.average_rate or None, options=options
-            )
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise OutputError(
-                f"{self.path}: encoder {self.codec} is not available ({exc})"
-            ) from exc
-        if not isinstance(stream, av.VideoStream):
-            raise OutputError(f"{self.path}: {self.codec} is not a video encoder")
         formats = _pixel_formats(self.codec)
         if formats and self.pix_fmt not in formats:
             raise ConfigError(
                 f"{self.codec} cannot encode {self.pix_fmt} (the source's pixel format family); "
                 f"set [encoder] pix_fmt in --config to one it takes: {', '.join(formats)}"
             )
-        stream.width, stream.height = info.width, info.height
-        stream.pix_fmt = self.pix_fmt
-        stream.time_base = info.time_base
-        ctx = stream.codec_context
-        ctx.time_base = info.time_base
-        ctx.color_range = info.color_range
-        ctx.colorspace = info.colorspace
-        ctx.color_primaries = info.color_primaries
-        ctx.color_trc = info.color_trc
-        if source.video.sample_aspect_ratio:
-            ctx.sample_aspect_ratio = source.video.sample_aspect_ratio
-        if info.rotation:
-            stream.set_display_rotation(info.rotation)
-        return stream
+        return add_video_stream(
+            self.container,
+            self.codec,
+            info=info,
+            pix_fmt=self.pix_fmt,
+            rate=info.average_rate,
+            options=self._options,
+            sample_aspect_ratio=source.video.sample_aspect_ratio,
+            where=str(self.path),
+        )
 
     def _add_copy(self, stream: av.stream.Stream) -> av.stream.Stream:
-        try:
-            out = self.container.add_stream_from_template(stream)
-        except (av.error.FFmpegError, ValueError, TypeError) as exc:
+        return add_copy_stream(self.container, stream, self.path.suffix or "this container")
+
+    def _keep_timecode(self, stream: av.stream.Stream) -> None:
+        """A timecode track is kept the way MP4 and MOV hold one: their muxer writes it from
+        the masked video's ``timecode`` (the check then compares its packet with the input's).
+        Other containers hold no timecode track: an ``OutputError`` naming the stream."""
+        timecode = stream.metadata["timecode"]
+        label = f"stream #{stream.index} (data, timecode track, {timecode})"
+        if self.format not in _MOV_FAMILY:
             raise OutputError(
-                f"stream #{stream.index} ({stream.type}, {stream.codec_context.name}) cannot be "
-                f"copied into {self.path.suffix or 'this container'}: {exc} "
-                "(.mkv holds nearly every kind of stream)"
-            ) from exc
-        return out
+                f"{label} cannot be kept in {self.path.suffix or 'this container'}: only .mov "
+                "and .mp4 hold a timecode track; write one of those"
+            )
+        if self._timecode is not None:
+            raise OutputError(
+                f"{label}: the input has a second timecode track (#{self._timecode} is the "
+                "first); veil keeps one, the masked video's"
+            )
+        self._timecode = stream.index
+        self.video.metadata["timecode"] = timecode
 
     def settings_json(self) -> dict[str, Any]:
         """The encoder settings as resolved for this output (for the render manifest)."""
-        return self.encoder.to_json(self.path, self.pix_fmt)
+        return self.encoder.to_json(self.path, self.pix_fmt) | {"options": self._options}
 
     def __enter__(self) -> Output:
         return self
@@ -560,10 +793,16 @@ class Output:
             self.abort()
 
     def copy(self, packet: av.Packet) -> None:
+        if packet.stream.index == self._timecode:
+            return  # the muxer writes the timecode track itself
         packet.stream = self.streams[packet.stream.index]
         self._mux(packet)
 
     def encode(self, frame: av.VideoFrame | None) -> None:
+        if frame is not None and frame.pts is not None:
+            first = self._first_pts
+            self._first_pts = frame.pts if first is None else min(first, frame.pts)
+            frame.pts -= self._lead
         for packet in self.video.encode(frame):
             self._mux(packet)
 
@@ -574,12 +813,14 @@ class Output:
             raise OutputError(f"{self.path}: writing failed ({exc})") from exc
 
     def commit(self) -> None:
-        """Flush the encoder, close the file and move it to its final name."""
+        """Flush the encoder, close the file, check it (:meth:`_check`) and move it to its
+        final name."""
         self.encode(None)
         try:
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.path}: finishing the file failed ({exc})") from exc
+        self._check()
         try:
             with self.tmp.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -588,9 +829,110 @@ class Output:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self._committed = True
 
+    def _check(self) -> None:
+        """Read the closed file back (packets only) and compare every kept stream with the
+        input's (the input's digests are final: the demuxer is done). Records the mapping
+        (``copied_streams``), the digests (``written_streams``) and the timestamp shift."""
+        try:
+            with av.open(str(self.tmp), metadata_errors="ignore") as written:
+                digests = packet_digests(written)
+        except av.error.FFmpegError as exc:
+            raise OutputError(
+                f"{self.path}: the file written cannot be read back ({exc}); nothing was written"
+            ) from exc
+        self.copied_streams = []
+        for index, out_index in self._out_index.items():
+            entry = _kept(self._source.digests[index], digests.get(out_index), self.path)
+            self.copied_streams.append({"input": index, "output": out_index, **entry})
+        self.written_streams = [d.to_json() for d in digests.values()]
+        video = digests.get(self.video.index)
+        if video is None or video.start is None or self._first_pts is None:
+            return
+        shift = video.start - self._first_pts * self._source.info.time_base
+        if abs(shift) >= video.time_base:  # more than the output's rounding
+            self.timestamp_shift = shift
+            logger.warning(
+                "%s: every stream is %.3f s later than in the input: %s",
+                self.path,
+                shift,
+                _shift_reason(self.format),
+            )
+
+    def timing_json(self) -> dict[str, Any]:
+        """The manifest's account of a timestamp shift (empty: none)."""
+        if not self.timestamp_shift:
+            return {}
+        shift = self.timestamp_shift
+        return {
+            "timestamp_shift": {
+                "seconds": f"{shift.numerator}/{shift.denominator}",
+                "reason": _shift_reason(self.format),
+            }
+        }
+
     def abort(self) -> None:
         try:
             self.container.close()
         except Exception:
             logger.debug("closing a failed output raised", exc_info=True)
         self.tmp.unlink(missing_ok=True)
+
+
+def _note_left_out(source: Input, path: Path) -> None:
+    """Say what of the input is deliberately not in the output (docs/hardening.md)."""
+    chapters = len(source.container.chapters())
+    if chapters:
+        logger.warning(
+            "%s: its %d chapters are left out of %s: chapter titles can name people and "
+            "places, which masking does not reach",
+            source.path.name,
+            chapters,
+            path.name,
+        )
+    if source.video.metadata.get("alpha_mode") == "1":
+        logger.warning(
+            "%s: the video's alpha channel (VP9 alpha) is not kept: %s is opaque",
+            source.path.name,
+            path.name,
+        )
+
+
+def _shift_reason(fmt: str) -> str:
+    if fmt in _MOV_FAMILY:
+        return (
+            "the input starts before zero, and an MP4/MOV timeline starts at zero (what comes "
+            "before is hidden): every stream was moved later by the same amount"
+        )
+    return (
+        f"the {fmt} container cannot hold timestamps before zero: its muxer moved every "
+        "stream later by the same amount (relative timing kept)"
+    )
+
+
+def _kept(want: StreamDigest, got: StreamDigest | None, path: Path) -> dict[str, Any]:
+    """How stream ``want`` of the input was kept as ``got`` of the output: ``{}`` when its
+    packets are the same bytes; ``bitstream_filter`` (and the payload hash after it) when the
+    container changed AAC's ADTS framing and nothing else. ``OutputError`` otherwise."""
+    label = f"stream #{want.index} ({want.kind}, {want.codec})"
+    hint = "" if path.suffix.lower() == ".mkv" else " (.mkv keeps nearly every stream as it is)"
+    if got is None:
+        raise OutputError(f"{path}: {label} is missing from the file written{hint}")
+    if got.packets != want.packets:
+        raise OutputError(
+            f"{path}: {label} would lose packets: {got.packets} of its {want.packets} can be "
+            f"read back from the {path.suffix or 'output'} file{hint}; nothing was written"
+        )
+    if got.payload_sha256 == want.payload_sha256:
+        return {}
+    frames = want.aac_frames_sha256
+    if frames is not None and got.aac_frames_sha256 == frames:
+        # ADTS removed (the input had it: its frames differ from its payloads), or added
+        adts_in = frames != want.payload_sha256
+        return {
+            "bitstream_filter": "aac_adtstoasc" if adts_in else "adts",
+            "payload_sha256": got.payload_sha256,
+        }
+    raise OutputError(
+        f"{path}: {label} would be changed: its {want.packets} packets are not the input's "
+        f"bytes once written to {path.suffix or 'this container'}{hint}; nothing was written"
+    )

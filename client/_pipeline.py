@@ -420,15 +420,6 @@ def _input_identity(path: Path, source: Input, sha256: str) -> dict[str, Any]:
     }
 
 
-def _output_streams(path: Path) -> list[dict[str, Any]]:
-    """Packet counts and payload hashes of what was written (packets only: nothing decoded)."""
-    with Input(path, probe(path)) as written:
-        for packet in written.container.demux():
-            if packet.size:  # the same packets Input.demux counts
-                written.digests[packet.stream.index].add(packet)
-        return [d.to_json() for d in written.digests.values()]
-
-
 def _manifest(
     *,
     input_sha256: str,
@@ -436,12 +427,13 @@ def _manifest(
     record: Record,
     record_sha256: str,
     style: Style,
-    encoder: dict[str, Any],
+    out: Output,
     output: Path,
     signer: Signer | None,
 ) -> dict[str, Any]:
-    # Output streams: the masked video first, then the copied streams in input order.
-    copied = [{"input": s.index, "output": k} for k, s in enumerate(source.copied, start=1)]
+    # What ``out`` found when it read the file back before committing it: the copied
+    # streams (with any framing change the container required) and their digests.
+    copied = out.copied_streams
     manifest = {
         "schema": "veil.manifest/1",
         "veil_version": __version__,
@@ -454,13 +446,14 @@ def _manifest(
         "edits": record.edits,
         "style": style.to_json(),
         "weak_style_settings": style.weak_settings,
-        "encoder": encoder,
+        "encoder": out.settings_json(),
         "output": {
             "name": output.name,
             "size": output.stat().st_size,
             "sha256": sha256_file(output),
-            "streams": _output_streams(output),
-        },
+            "streams": out.written_streams,
+        }
+        | out.timing_json(),
     }
     if signer is not None:
         manifest = signer.sign(manifest)
@@ -602,7 +595,7 @@ def run_job(
                         record=record,
                         record_sha256=record_sha256 or record.sha256(),
                         style=style,
-                        encoder=out.settings_json(),
+                        out=out,
                         output=output,
                         signer=signer,
                     )

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._edits import describe
 from ._errors import ConfigError, OutputError, RecordError, VeilError
-from ._media import StreamDigest, sha256_file
+from ._media import packet_digests as read_digests
+from ._media import sha256_file
 from ._record import validate
 
 ALGORITHM = "ed25519"
@@ -149,18 +149,7 @@ def packet_digests(path: Path) -> list[dict[str, Any]]:
     """
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            digests = {
-                s.index: StreamDigest(
-                    index=s.index,
-                    kind=s.type,
-                    codec=s.codec_context.name if s.codec_context else "none",
-                    time_base=s.time_base or Fraction(1, 1),
-                )
-                for s in container.streams
-            }
-            for packet in container.demux():
-                if packet.size:
-                    digests[packet.stream.index].add(packet)
+            digests = read_digests(container)
     except av.error.FFmpegError as exc:
         raise VerificationError(f"{path}: cannot be demuxed ({exc})") from exc
     return [d.to_json() for d in digests.values()]
@@ -205,6 +194,22 @@ def _stream_label(entry: dict[str, Any]) -> str:
 
 def _same_packets(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["packets"] == b["packets"] and a["payload_sha256"] == b["payload_sha256"]
+
+
+def _kept(got: dict[str, Any], source: dict[str, Any], pair: dict[str, Any]) -> bool:
+    """Output stream ``got`` holds input stream ``source``'s packets: the same bytes; or, where
+    the manifest names the bitstream filter the container applied (``bitstream_filter``), the
+    same count of the same AAC frames (``aac_frames_sha256``: payloads less their ADTS
+    framing) and the payload hash after the filter that the manifest states."""
+    if "bitstream_filter" not in pair:
+        return _same_packets(got, source)
+    frames = source.get("aac_frames_sha256")
+    return (
+        got["packets"] == source["packets"]
+        and frames is not None
+        and got.get("aac_frames_sha256") == frames
+        and got["payload_sha256"] == pair.get("payload_sha256")
+    )
 
 
 def _load_manifest(path: Path, result: Verification) -> dict[str, Any] | None:
@@ -362,24 +367,30 @@ def verify(
             continue
         label = f"{source['type']} {_stream_label(source)} -> output #{pair['output']}"
         problems = []
-        if got is None or not _same_packets(got, source):
+        if got is None or not _kept(got, source, pair):
             problems.append(
                 "the output's packets are not the input's packets as the manifest records them"
                 + ("" if got is None else f" ({got['packets']} vs {source['packets']} packets)")
             )
         if in_actual is not None:
             real = in_actual.get(pair["input"])
-            if real is None or got is None or not _same_packets(real, got):
+            if real is None or got is None or not _kept(got, real, pair):
                 problems.append("the output's packets differ from the given input file's")
         if problems:
             result.add(label, False, "; ".join(problems))
         else:
             checked = "the given input and " if in_actual is not None else ""
+            how = "copied unchanged"
+            if "bitstream_filter" in pair:
+                how = (
+                    f"with the input's AAC frames unchanged, their ADTS framing changed by "
+                    f"{pair['bitstream_filter']} as the output container requires"
+                )
             result.add(
                 label,
                 True,
-                f"{source['packets']} packets copied unchanged (checked against "
-                f"{checked}the manifest's input digests)",
+                f"{source['packets']} packets {how} (checked against {checked}the manifest's "
+                "input digests)",
             )
 
     record_path = (
