@@ -27,7 +27,14 @@ import av
 import av.error
 
 from ._errors import ConfigError, InputError, OutputError
-from ._media import EncoderSettings, partial_path
+from ._media import (
+    EncoderSettings,
+    add_copy_stream,
+    add_video_stream,
+    muxer_options,
+    partial_path,
+    video_info,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +303,12 @@ class LiveSink:
         except (av.error.FFmpegError, ValueError, OSError) as exc:
             raise OutputError(f"{endpoint}: cannot open the sink ({exc})") from exc
         self._target = target
+        # The offline ``Output``'s timestamp rule: the source's timestamps wherever the
+        # sink's container holds them (``muxer_options``).
+        start = getattr(video.container, "start_time", None)  # an InputContainer's
+        self.container.container_options.update(
+            muxer_options(self.container.format.name, before_zero=start is not None and start < 0)
+        )
         try:
             self.video = self._add_video(video, first, rate)
             self.streams: dict[int, av.stream.Stream] = {}
@@ -311,42 +324,29 @@ class LiveSink:
     def _add_video(
         self, source: av.video.stream.VideoStream, first: av.VideoFrame, rate: Fraction | None
     ) -> av.video.stream.VideoStream:
-        try:
-            stream = self.container.add_stream(
-                self.codec, rate=rate, options=self._encoder.options(self.codec)
-            )
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise OutputError(
-                f"{self.endpoint}: encoder {self.codec} is unavailable ({exc})"
-            ) from exc
-        if not isinstance(stream, av.VideoStream):
-            raise OutputError(f"{self.endpoint}: {self.codec} is not a video encoder")
-        stream.width, stream.height = first.width, first.height
-        stream.pix_fmt = self._encoder.pix_fmt
-        time_base = source.time_base or Fraction(1, 90000)
-        stream.time_base = time_base
+        # The offline ``Output``'s stream setup: size, time base, colour description, pixel
+        # aspect ratio and display rotation, as the source has them.
+        stream = add_video_stream(
+            self.container,
+            self.codec,
+            info=video_info(source, first),
+            pix_fmt=self._encoder.pix_fmt,
+            rate=rate,
+            options=self._encoder.options(self.codec),
+            sample_aspect_ratio=source.sample_aspect_ratio,
+            where=str(self.endpoint),
+        )
         ctx = stream.codec_context
-        ctx.time_base = time_base
         if rate:
             ctx.gop_size = max(1, round(rate * Fraction(self._encoder.keyframe_s)))
-        ctx.color_range = first.color_range
-        ctx.colorspace = first.colorspace
-        if source.sample_aspect_ratio:
-            ctx.sample_aspect_ratio = source.sample_aspect_ratio
         if self.container.format.name in ("mpegts", "rtp_mpegts", "flv", "rtsp"):
             # in-band SPS/PPS before every keyframe: a receiver can join at any keyframe
             ctx.flags &= ~av.codec.context.Flags.global_header
         return stream
 
     def _add_copy(self, stream: av.stream.Stream) -> av.stream.Stream:
-        try:
-            return self.container.add_stream_from_template(stream)
-        except (av.error.FFmpegError, ValueError, TypeError) as exc:
-            name = stream.codec_context.name if stream.codec_context else "unknown codec"
-            raise OutputError(
-                f"stream #{stream.index} ({stream.type}, {name}) cannot be carried by "
-                f"{self.endpoint} ({self.container.format.name}): {exc}"
-            ) from exc
+        where = f"{self.endpoint} ({self.container.format.name})"
+        return add_copy_stream(self.container, stream, where)
 
     def encode(self, frame: av.VideoFrame | None) -> None:
         for packet in self.video.encode(frame):
