@@ -14,6 +14,7 @@ AUDIO_CODECS = {
     "pcm": ("pcm_s16le", "s16", 48000),
     "ac3": ("ac3", "fltp", 48000),
     "mp3": ("libmp3lame", "s16p", 44100),
+    "alac": ("alac", "s16p", 48000),
 }
 
 
