@@ -1106,9 +1106,6 @@ class _Engine:
             )
         if not self._ok_once:
             return Mode.POLICY, [_whole(pending.frame)], "no detection yet"
-        cut = self._cut_before(pending.index)
-        if cut is not None and (not self._detected or self._detected[-1] < cut):
-            return Mode.POLICY, [_whole(pending.frame)], f"cut at frame {cut}, not detected since"
         if gone is not None and gone > self._delay:
             if not self._gone_logged:
                 self._gone_logged = True
@@ -1128,6 +1125,9 @@ class _Engine:
                 )
             reason = f"detector unavailable for {gone:.2f} s ({self._last_error or 'no answer'})"
             return Mode.POLICY, [_whole(pending.frame)], reason
+        cut = self._cut_before(pending.index)
+        if cut is not None and (not self._detected or self._detected[-1] < cut):
+            return Mode.POLICY, [_whole(pending.frame)], f"cut at frame {cut}, not detected since"
         if untrusted is not None:
             return Mode.POLICY, [_whole(pending.frame)], untrusted
         if pending.submitted is not None or pending.failed or gone is not None:
