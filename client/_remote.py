@@ -461,6 +461,7 @@ class RemoteDetector:
         sent = 0  # of ``pending`` (from the left), on the current stream
         failures = 0
         while pending:
+            opening = self._stream is None
             try:
                 if self._stream is None:
                     self._stream = self._open()
@@ -473,6 +474,19 @@ class RemoteDetector:
                 self._drop()
                 failures += 1
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+                busy = opening and code is grpc.StatusCode.RESOURCE_EXHAUSTED
+                if busy and failures < self._options.retry.attempts:
+                    # the server refused a new stream (its queue room is reserved by others):
+                    # nothing was sent yet, so waiting for a stream to end is safe
+                    logger.warning(
+                        "%s has no room for another stream (%s); retrying (%d/%d)",
+                        self._target,
+                        _describe(exc),
+                        failures,
+                        self._options.retry.attempts - 1,
+                    )
+                    time.sleep(self._options.retry.backoff(failures))
+                    continue
                 if code in _RETRYABLE and failures < self._options.retry.attempts:
                     logger.warning(
                         "detection stream to %s dropped (%s); resuming from frame %d (%d/%d)",

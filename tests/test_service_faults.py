@@ -496,3 +496,30 @@ def test_a_stream_is_granted_the_window_the_queue_still_holds(veil_server: Any) 
         hold.set()
         for call, _, _ in opened:
             call.cancel()
+
+
+@pytest.mark.weights
+def test_a_hybrid_client_refused_a_stream_waits_for_room_instead_of_failing(
+    veil_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server whose queue room is reserved by other streams refuses a new one at its start
+    (RESOURCE_EXHAUSTED, nothing sent yet): the hybrid client backs off and opens it again
+    once a stream has ended, instead of failing the job."""
+    from veil import DetectionConfig
+    from veil._remote import ChannelOptions, RemoteDetector
+
+    server = veil_server(max_queue=16, limits={"window": 12})  # room for one stream of 12
+    url = f"grpc://127.0.0.1:{server.port}"
+    settings = DetectionConfig().detector
+    width, height = fit_size(320, 240, settings.max_side)
+    image = np.full((height, width, 3), 128, np.uint8)
+    first = RemoteDetector(url, settings, ChannelOptions())
+    first.detect([image], [(320, 240)])  # its stream holds the room
+    threading.Timer(1.0, first.close).start()
+    with (
+        caplog.at_level("WARNING", logger="veil._remote"),
+        RemoteDetector(url, settings, ChannelOptions()) as second,
+    ):
+        found = second.detect([image, image], [(320, 240), (320, 240)])
+    assert len(found) == 2
+    assert any("no room for another stream" in r.getMessage() for r in caplog.records)
