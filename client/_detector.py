@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,6 +66,30 @@ def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     w = max(2, round(width * scale / 2) * 2)
     h = max(2, round(height * scale / 2) * 2)
     return w, h
+
+
+#: Longest side of the picture :func:`display_size` describes (the server takes up to 65536).
+_MAX_DISPLAY_SIDE = 16384
+
+
+def display_size(width: int, height: int, sample_aspect: Fraction) -> tuple[int, int]:
+    """The size a stored ``width`` x ``height`` frame shows at, its pixels made square.
+
+    ``sample_aspect`` is the frame's sample (pixel) aspect ratio, SAR: a player shows each
+    stored pixel ``sample_aspect`` times as wide as tall. Faces are detected in this geometry
+    (a face squeezed 3:1 in storage is no face to a detector). One side is stretched, never
+    the other shrunk, so no stored detail is lost before :func:`fit_size`; a side past
+    16384 pixels (an absurd SAR) scales both down, the shape kept.
+    """
+    if sample_aspect <= 0 or sample_aspect == 1:
+        return width, height
+    w, h = (width * sample_aspect, Fraction(height))
+    if sample_aspect < 1:
+        w, h = Fraction(width), height / sample_aspect
+    longest = max(w, h)
+    if longest > _MAX_DISPLAY_SIDE:
+        w, h = w * _MAX_DISPLAY_SIDE / longest, h * _MAX_DISPLAY_SIDE / longest
+    return max(1, round(w)), max(1, round(h))
 
 
 class Detector(Protocol):

@@ -63,7 +63,7 @@ from av.video.reformatter import VideoReformatter
 
 from . import __version__
 from ._detections import Detections
-from ._detector import Detector, Image, Upright, fit_size
+from ._detector import Detector, Image, Upright, display_size, fit_size
 from ._errors import ConfigError, DetectorError, InputError
 from ._live_io import (
     Endpoint,
@@ -76,6 +76,7 @@ from ._live_io import (
     sink_endpoint,
     source_endpoint,
 )
+from ._media import sample_aspect
 from ._render import render_frame, single_threaded_opencv
 from ._shots import CutDetector
 from ._style import Style
@@ -471,10 +472,13 @@ class _Worker(threading.Thread):
     """Runs the detector on one frame at a time. A daemon: a hung detector cannot keep the
     process alive; the engine notices the silence and masks by policy."""
 
-    def __init__(self, detector: Detector, inbox: _Inbox) -> None:
+    def __init__(
+        self, detector: Detector, inbox: _Inbox, sample_aspect: Fraction = Fraction(1)
+    ) -> None:
         super().__init__(name="veil-live-detect", daemon=True)
         self._detector = detector
         self._inbox = inbox
+        self._sample_aspect = sample_aspect
         self._jobs: queue.Queue[tuple[int, av.VideoFrame] | None] = queue.Queue(maxsize=1)
         self._max_side = detector.info.max_side
         self._scaler = VideoReformatter()
@@ -491,15 +495,20 @@ class _Worker(threading.Thread):
             index, frame = job
             started = time.perf_counter()
             try:
-                w, h = fit_size(frame.width, frame.height, self._max_side)
+                # detected as displayed (non-square pixels made square), masked as stored
+                display = display_size(frame.width, frame.height, self._sample_aspect)
+                w, h = fit_size(*display, self._max_side)
                 # its own scaler: the frame's cached one is the engine's (render_frame), and
                 # two threads in one SwsContext crash the process
                 rgb = self._scaler.reformat(frame, w, h, "rgb24", interpolation="AREA")
                 image: Image = rgb.to_ndarray()  # type: ignore[assignment]
-                results = self._detector.detect([image], [(frame.width, frame.height)])
+                results = self._detector.detect([image], [display])
                 if len(results) != 1:
                     raise DetectorError(f"the detector returned {len(results)} results for 1")
-                result = _Result(index, results[0], None, time.perf_counter() - started)
+                found = results[0]
+                if display != (frame.width, frame.height):
+                    found = found.scaled(frame.width / display[0], frame.height / display[1])
+                result = _Result(index, found, None, time.perf_counter() - started)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 result = _Result(index, None, error, time.perf_counter() - started)
@@ -959,7 +968,9 @@ class _Engine:
         gap = min(300, max(tracker.max_gap, round(self._rate * Fraction(self._config.track_s))))
         self._associator = Associator(self._live_tracker(gap), self._detector.info.members)
         rotation = float(item.frame.rotation or 0)
-        self._worker = _Worker(Upright(self._detector, rotation), self._inbox)
+        self._worker = _Worker(
+            Upright(self._detector, rotation), self._inbox, sample_aspect(first.video)
+        )
         self._worker.start()
         self._record.write(
             {

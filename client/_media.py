@@ -339,6 +339,9 @@ class VideoInfo:
     colorspace: int
     color_primaries: int
     color_trc: int
+    #: The pixels' aspect ratio (SAR): a player shows each stored pixel this many times as
+    #: wide as tall. Faces are detected in that geometry; masks are drawn in stored pixels.
+    sample_aspect_ratio: Fraction = Fraction(1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -346,6 +349,9 @@ class VideoInfo:
             "codec": self.codec,
             "width": self.width,
             "height": self.height,
+            "sample_aspect_ratio": (
+                f"{self.sample_aspect_ratio.numerator}/{self.sample_aspect_ratio.denominator}"
+            ),
             "pix_fmt": self.pix_fmt,
             "time_base": str(self.time_base),
             "average_rate": None if self.average_rate is None else str(self.average_rate),
@@ -401,7 +407,14 @@ def probe(path: Path) -> VideoInfo:
             colorspace=int(ctx.colorspace or 0),
             color_primaries=int(ctx.color_primaries or 0),
             color_trc=int(ctx.color_trc or 0),
+            sample_aspect_ratio=sample_aspect(stream),
         )
+
+
+def sample_aspect(stream: av.VideoStream) -> Fraction:
+    """The stream's SAR as FFmpeg guesses it (container first, then codec); 1 when unknown."""
+    sar = stream.sample_aspect_ratio
+    return Fraction(sar) if sar and sar > 0 else Fraction(1)
 
 
 @dataclass

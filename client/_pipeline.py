@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._detections import Detections
-from ._detector import Detector, Image, Upright, fit_size
+from ._detector import Detector, Image, Upright, display_size, fit_size
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
 from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
@@ -138,11 +139,17 @@ class _Detecting:
     """
 
     def __init__(
-        self, detector: Detector, tracker: TrackerConfig, batch_size: int, stride: int = 1
+        self,
+        detector: Detector,
+        tracker: TrackerConfig,
+        batch_size: int,
+        stride: int = 1,
+        sample_aspect: Fraction = Fraction(1),
     ) -> None:
         if stride < 1:
             raise ValueError(f"detection stride {stride} is below 1")
         self._detector = detector
+        self._sample_aspect = sample_aspect
         self._associator = Associator(tracker, detector.info.members)
         self._smoother = Smoother(tracker)
         self._batch_size = batch_size
@@ -258,14 +265,20 @@ class _Detecting:
         images: list[Image] = []
         sizes: list[tuple[int, int]] = []
         for frame in frames:
-            w, h = fit_size(frame.width, frame.height, max_side)
+            # Detected as displayed: non-square pixels made square (``display_size``).
+            display = display_size(frame.width, frame.height, self._sample_aspect)
+            w, h = fit_size(*display, max_side)
             scaled = self._scaler.reformat(frame, w, h, "rgb24", interpolation=Interpolation.AREA)
             images.append(cast(Image, scaled.to_ndarray()))
-            sizes.append((frame.width, frame.height))
+            sizes.append(display)
         found = self._detector.detect(images, sizes)
         if len(found) != len(frames):
             raise RuntimeError(f"detector returned {len(found)} results for {len(frames)} frames")
-        return found
+        # Boxes back to stored pixels, where the masks are drawn.
+        return [
+            d if (f.width, f.height) == s else d.scaled(f.width / s[0], f.height / s[1])
+            for d, f, s in zip(found, frames, sizes, strict=True)
+        ]
 
     def _resolve(self) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         batch, future = self._in_flight.popleft()
@@ -511,7 +524,13 @@ def run_job(
                 f"the tracker's lead_in ({tracker.lead_in}) and max_gap ({tracker.max_gap}) "
                 "must both cover them"
             )
-        masks_source = _Detecting(Upright(detector, info.rotation), tracker, batch_size, stride)
+        masks_source = _Detecting(
+            Upright(detector, info.rotation),
+            tracker,
+            batch_size,
+            stride,
+            sample_aspect=info.sample_aspect_ratio,
+        )
     else:
         assert record is not None
         masks_source = _FromRecord(record)
