@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,8 @@ def _detect_job(
 ) -> JobResult:
     owned = detector is None
     if owned:
-        probe(input)  # a bad input is named before the model loads (or is found missing)
+        # A bad input, or a picture stream not dropped, is named before the model loads.
+        probe(input, drop=job.get("drop_streams", ()))
     detector = detector or open_detector(config.detector)
     try:
         detector_json = detector.info.to_json() | config.to_record()
@@ -160,6 +162,7 @@ def detect(
     detector: Detector | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    drop_streams: Sequence[int] = (),
 ) -> Record:
     """Find and track every face in ``input``; write the record to ``record`` if given.
 
@@ -177,6 +180,7 @@ def detect(
             detector,
             record_path=record_path,
             progress=progress,
+            drop_streams=drop_streams,
         )
     return result.record
 
@@ -244,6 +248,7 @@ def anonymize(
     sign_key: Path | str | None = None,
     manifest: Path | str | None = None,
     overwrite: bool = False,
+    drop_streams: Sequence[int] = (),
 ) -> JobResult:
     """Detect, track and mask in one pass; the record goes beside ``output`` by default.
     The manifest (``manifest``, default ``output.manifest.json``) is signed with ``sign_key``.
@@ -274,4 +279,5 @@ def anonymize(
             progress=progress,
             signer=signer,
             manifest_out=manifest_out,
+            drop_streams=drop_streams,
         )

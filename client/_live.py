@@ -76,7 +76,7 @@ from ._live_io import (
     sink_endpoint,
     source_endpoint,
 )
-from ._media import sample_aspect
+from ._media import Picture, sample_aspect
 from ._render import render_frame, single_threaded_opencv
 from ._shots import CutDetector
 from ._style import Style
@@ -418,7 +418,7 @@ class _Reader(threading.Thread):
     def _pump(self, container: av.container.InputContainer) -> tuple[int, str]:
         if not container.streams.video:
             raise InputError(f"{self._endpoint}: the source has no video stream")
-        video = container.streams.video[0]
+        video = _live_picture(container, str(self._endpoint))
         others = [s for s in container.streams if s.index != video.index]
         self._inbox.put(_Connected(self._session, video, others))
         pacer = _Pacer(self._stop) if self._endpoint.kind is SourceKind.FILE else None
@@ -466,6 +466,24 @@ class _Reader(threading.Thread):
 
 # ---------------------------------------------------------------------------------------------
 # the detection worker
+
+
+def _live_picture(container: av.container.InputContainer, source: str) -> av.VideoStream:
+    """The one picture stream a live source may have (cover art aside, the first video).
+
+    A picture stream is never copied unmasked, and a live job masks one: a source with
+    another (a second camera, a thumbnail track) is refused, each one named.
+    """
+    pictures = [Picture.of(s) for s in container.streams.video]
+    main = next((p for p in pictures if not p.attached), pictures[0])
+    extra = [p for p in pictures if p.index != main.index]
+    if extra:
+        raise InputError(
+            f"{source}: veil live masks one picture stream, {main.describe()}, and never "
+            f"copies one unmasked; this source also has {', '.join(p.describe() for p in extra)}"
+            ": send it without them (veil anonymize takes --drop-stream N for files)"
+        )
+    return next(s for s in container.streams.video if s.index == main.index)
 
 
 class _Worker(threading.Thread):

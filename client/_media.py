@@ -14,8 +14,8 @@ import io
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -342,6 +342,8 @@ class VideoInfo:
     #: The pixels' aspect ratio (SAR): a player shows each stored pixel this many times as
     #: wide as tall. Faces are detected in that geometry; masks are drawn in stored pixels.
     sample_aspect_ratio: Fraction = Fraction(1)
+    #: The other picture streams, left out of the output as the user asked (``--drop-stream``).
+    dropped: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -379,13 +381,140 @@ def _open(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: not a readable video file ({exc.strerror or exc})") from exc
 
 
-def probe(path: Path) -> VideoInfo:
-    """Open ``path``, check it has a decodable video stream, and describe that stream."""
+@dataclass(frozen=True, kw_only=True)
+class Picture:
+    """A video stream of an input, as the choice of the one veil masks sees it."""
+
+    index: int
+    codec: str
+    width: int
+    height: int
+    attached: bool  # an attached picture (cover art): one image, no timeline
+    frames: int | None = None  # packets, when they were counted
+    seconds: Fraction = Fraction(0)  # from its first pts to the end of its last packet
+
+    @classmethod
+    def of(cls, stream: av.VideoStream) -> Picture:
+        ctx = stream.codec_context
+        return cls(
+            index=stream.index,
+            codec=ctx.name if ctx else "unknown",
+            width=ctx.width if ctx else 0,
+            height=ctx.height if ctx else 0,
+            attached=bool(stream.disposition & av.stream.Disposition.attached_pic),
+        )
+
+    def describe(self) -> str:
+        kind = "attached picture" if self.attached else "video"
+        if self.frames is not None and not self.attached:
+            kind += f", {self.frames} frame{'' if self.frames == 1 else 's'}"
+        return f"#{self.index} ({self.codec} {self.width}x{self.height}, {kind})"
+
+
+def _pictures(path: Path, container: av.container.InputContainer) -> tuple[Picture, list[Picture]]:
+    """The video stream veil masks, and every other picture stream of ``container``.
+
+    The masked one is the main video: not an attached picture (cover art) unless the file
+    has nothing else, and of several, the longest (then the one with most frames, then the
+    default one, then the first): a one-frame thumbnail track placed first is not it.
+    """
+    if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams) or "no streams"
+        raise InputError(f"{path}: no video stream (it has {kinds})")
+    found = [Picture.of(s) for s in container.streams.video]
+    candidates = {p.index for p in found if not p.attached} or {p.index for p in found}
+    if len(candidates) > 1:
+        with _open(path) as again:  # read to the end: ``container`` stays at the start
+            found = _measured(again, found, candidates)
+    default = {
+        s.index for s in container.streams.video if s.disposition & av.stream.Disposition.default
+    }
+    main = max(
+        (p for p in found if p.index in candidates),
+        key=lambda p: (p.seconds, p.frames or 0, p.index in default, -p.index),
+    )
+    return main, [p for p in found if p.index != main.index]
+
+
+def _measured(
+    container: av.container.InputContainer, found: list[Picture], indices: set[int]
+) -> list[Picture]:
+    """``found`` with the streams of ``indices`` measured: packets counted and their span
+    timed (packets only, nothing decoded)."""
+    streams = [s for s in container.streams.video if s.index in indices]
+    frames = dict.fromkeys(indices, 0)
+    first: dict[int, int] = {}
+    end: dict[int, int] = {}
+    try:
+        for packet in container.demux(*streams):
+            if not packet.size:
+                continue
+            k = packet.stream.index
+            frames[k] += 1
+            at = packet.pts if packet.pts is not None else packet.dts
+            if at is not None:
+                first[k] = min(first.get(k, at), at)
+                end[k] = max(end.get(k, at), at + (packet.duration or 0))
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{container.name}: its video streams cannot be read ({exc})") from exc
+    time_base = {s.index: s.time_base or Fraction(1, 90000) for s in streams}
+    measured = []
+    for p in found:
+        if p.index in indices:
+            span = end[p.index] - first[p.index] if p.index in first else 0
+            p = replace(p, frames=frames[p.index], seconds=span * time_base[p.index])
+        measured.append(p)
+    return measured
+
+
+def _check_drops(
+    path: Path,
+    container: av.container.InputContainer,
+    main: Picture,
+    others: list[Picture],
+    drop: Collection[int],
+) -> None:
+    """``drop`` names only extra picture streams (else ``ConfigError``, exit 2), and every
+    one of them (else ``InputError``, exit 3): a picture stream is never copied unmasked."""
+    streams = {s.index: s for s in container.streams}
+    extra = {p.index for p in others}
+    for index in sorted(set(drop)):
+        if index == main.index:
+            raise ConfigError(
+                f"--drop-stream {index}: stream {main.describe()} is the video veil masks; "
+                "it cannot be left out"
+            )
+        if index not in streams:
+            raise ConfigError(
+                f"--drop-stream {index}: {path.name} has no stream #{index} "
+                f"(its streams are #0 to #{len(streams) - 1})"
+            )
+        if index not in extra:
+            ctx = streams[index].codec_context
+            raise ConfigError(
+                f"--drop-stream {index}: stream #{index} is {streams[index].type} "
+                f"({ctx.name if ctx else 'no codec'}), not a picture stream; veil copies every "
+                "other stream unchanged and drops none"
+            )
+    left = [p for p in others if p.index not in set(drop)]
+    if left:
+        flags = " ".join(f"--drop-stream {p.index}" for p in left)
+        raise InputError(
+            f"{path}: veil masks one picture stream, {main.describe()}, and never copies one "
+            f"unmasked; this file also has {', '.join(p.describe() for p in left)}: pass "
+            f"{flags} to leave {'it' if len(left) == 1 else 'them'} out of the output (the "
+            "record lists what was left out)"
+        )
+
+
+def probe(path: Path, *, drop: Collection[int] = ()) -> VideoInfo:
+    """Open ``path``, choose the video stream veil masks (the main video, not a cover or a
+    thumbnail), check that ``drop`` names exactly the other picture streams, and describe
+    the chosen stream from its first decoded frame."""
     with _open(path) as container:
-        if not container.streams.video:
-            kinds = ", ".join(s.type for s in container.streams) or "no streams"
-            raise InputError(f"{path}: no video stream (it has {kinds})")
-        stream = container.streams.video[0]
+        main, others = _pictures(path, container)
+        _check_drops(path, container, main, others, drop)
+        stream = next(s for s in container.streams.video if s.index == main.index)
         try:
             first = next(container.decode(stream), None)
         except av.error.FFmpegError as exc:
@@ -408,6 +537,7 @@ def probe(path: Path) -> VideoInfo:
             color_primaries=int(ctx.color_primaries or 0),
             color_trc=int(ctx.color_trc or 0),
             sample_aspect_ratio=sample_aspect(stream),
+            dropped=tuple(sorted(set(drop))),
         )
 
 
@@ -430,7 +560,7 @@ class Input:
         self.path = path
         self.info = info
         self.container = _open(path)
-        self.video = self.container.streams.video[0]
+        self.video = next(s for s in self.container.streams.video if s.index == info.index)
         self.video.thread_type = "AUTO"
         self.digests = {
             s.index: StreamDigest(
@@ -441,8 +571,29 @@ class Input:
             )
             for s in self.container.streams
         }
-        self.copied = [s for s in self.container.streams if s.index != self.video.index]
+        # Picture streams the user dropped: hashed (the record lists them), never written.
+        self.dropped = [s for s in self.container.streams if s.index in info.dropped]
+        self.copied = [
+            s
+            for s in self.container.streams
+            if s.index != self.video.index and s.index not in info.dropped
+        ]
         self.timestamps_repaired = 0
+
+    def dropped_json(self) -> list[dict[str, Any]]:
+        """The dropped picture streams as the record and manifest list them: what each was
+        (size, attached picture or video) and the packets left out (count, payload hash)."""
+        return [
+            {
+                **self.digests[s.index].to_json(),
+                "width": s.codec_context.width,
+                "height": s.codec_context.height,
+                "attached_picture": Picture.of(s).attached,
+                "reason": "--drop-stream",
+            }
+            for s in self.dropped
+            if isinstance(s, av.VideoStream)
+        ]
 
     def __enter__(self) -> Input:
         return self
@@ -461,12 +612,14 @@ class Input:
                 if packet.stream.index != self.video.index:
                     if packet.size:  # skip only empty flush packets
                         self.digests[packet.stream.index].add(packet)
-                        yield packet
+                        if packet.stream.index not in self.info.dropped:
+                            yield packet
                     continue
                 if packet.size:
                     self.digests[packet.stream.index].add(packet)
                     hidden += packet.is_discard
                 for frame in self.video.decode(packet):
+                    self._check_size(frame, decoded)
                     decoded += 1
                     for ready in timing.push(frame):
                         yield DecodedFrame(index, ready)
@@ -498,6 +651,16 @@ class Input:
             raise InputError(
                 f"{self.path}: truncated: the container declares {self.info.frames} frames"
                 f"{shown} but only {index} could be decoded"
+            )
+
+    def _check_size(self, frame: av.VideoFrame, index: int) -> None:
+        """A frame of another size than the first is an input veil does not take (the
+        encoder, the record's boxes and the masks all assume one size)."""
+        if (frame.width, frame.height) != (self.info.width, self.info.height):
+            raise InputError(
+                f"{self.path}: frame {index} changes size from {self.info.width}x"
+                f"{self.info.height} to {frame.width}x{frame.height}; veil needs a constant "
+                "frame size (split the file where the size changes); nothing was written"
             )
 
 

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,7 +39,15 @@ from ._detections import Detections
 from ._detector import Detector, Image, Upright, display_size, fit_size
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
-from ._media import DecodedFrame, EncoderSettings, Input, Output, probe, sha256_file
+from ._media import (
+    DecodedFrame,
+    EncoderSettings,
+    Input,
+    Output,
+    VideoInfo,
+    probe,
+    sha256_file,
+)
 from ._provenance import Signer
 from ._record import FrameLog, Record, RiskTally, validate, write_json_atomic
 from ._render import Box, render_frame, single_threaded_opencv
@@ -430,6 +438,7 @@ def _input_identity(path: Path, source: Input, sha256: str) -> dict[str, Any]:
         "container": source.container.format.name,
         "video": source.info.to_json(),
         "streams": [d.to_json() for d in source.digests.values()],
+        **({"dropped_streams": source.dropped_json()} if source.dropped else {}),
     }
 
 
@@ -453,6 +462,7 @@ def _manifest(
         "input_sha256": input_sha256,
         "input_streams": [d.to_json() for d in source.digests.values()],
         "copied_streams": copied,
+        **({"dropped_streams": source.dropped_json()} if source.dropped else {}),
         "record_sha256": record_sha256,
         "detector": record.detector,
         "tracker": record.tracker.to_json(),
@@ -478,6 +488,36 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
 
+def _check_record_input(path: Path, record: Record) -> str:
+    """The input's sha256, when it is the input the record was made for (else ``RecordError``)."""
+    if not path.is_file():
+        probe(path)  # names the problem (no such file, not a regular file)
+    sha256 = sha256_file(path)
+    if record.input.get("sha256") != sha256:
+        raise RecordError(
+            f"the record was made for {record.input.get('name')!r} "
+            f"(sha256 {str(record.input.get('sha256'))[:12]}…), not for {path.name} "
+            f"(sha256 {sha256[:12]}…)"
+        )
+    return sha256
+
+
+def _probe_for_record(path: Path, record: Record) -> VideoInfo:
+    """The input as the record saw it: the same picture stream masked, the same ones dropped."""
+    dropped = [int(s["index"]) for s in record.input.get("dropped_streams", [])]
+    try:
+        info = probe(path, drop=dropped)
+    except ConfigError as exc:
+        raise RecordError(f"the record's dropped_streams do not fit {path.name}: {exc}") from exc
+    recorded = record.input.get("video", {}).get("index", info.index)
+    if recorded != info.index:
+        raise RecordError(
+            f"the record masks picture stream #{recorded}, but veil masks #{info.index} of "
+            f"{path.name} (its main video): make the record again with veil detect"
+        )
+    return info
+
+
 def run_job(
     input_path: Path,
     *,
@@ -494,11 +534,14 @@ def run_job(
     progress: bool = False,
     signer: Signer | None = None,
     manifest_out: Path | None = None,
+    drop_streams: Collection[int] = (),
 ) -> JobResult:
     """Run one job. Either ``detector`` (detect, optionally render) or ``record`` (render).
 
     ``stride`` n runs the detector on every n-th frame (and the last) and lets the tracker
     cover the frames between; the record's detector block says so (``"stride"``).
+    ``drop_streams`` names the input's other picture streams, left out of the output (a
+    render takes them from the record); any other picture stream refuses the job.
     Writes ``output`` (and its manifest, signed by ``signer`` if given, at ``manifest_out``
     or ``OUT.manifest.json``) and ``record_path`` atomically, all or nothing.
     """
@@ -507,14 +550,12 @@ def run_job(
     style = style or Style()
     encoder = encoder or EncoderSettings()
     single_threaded_opencv()
-    info = probe(input_path)
-    input_sha256 = sha256_file(input_path)
-    if record is not None and record.input.get("sha256") != input_sha256:
-        raise RecordError(
-            f"the record was made for {record.input.get('name')!r} "
-            f"(sha256 {str(record.input.get('sha256'))[:12]}…), not for {input_path.name} "
-            f"(sha256 {input_sha256[:12]}…)"
-        )
+    if record is None:
+        info = probe(input_path, drop=drop_streams)
+        input_sha256 = sha256_file(input_path)
+    else:
+        input_sha256 = _check_record_input(input_path, record)
+        info = _probe_for_record(input_path, record)
     masks_source: _Detecting | _FromRecord
     if detector is not None:
         tracker = tracker or TrackerConfig()

@@ -188,6 +188,32 @@ class Verification:
         return any(c.name == "signature" and c.ok for c in self.checks)
 
 
+def _check_dropped(
+    manifest: dict[str, Any], actual: dict[int, dict[str, Any]], result: Verification
+) -> None:
+    """Picture streams left out at the user's request (``--drop-stream``): said so, never
+    called copied, and checked absent (no output stream carries their packets)."""
+    for entry in manifest.get("dropped_streams", []):
+        kind = "attached picture" if entry.get("attached_picture") else "video"
+        label = f"input {_stream_label(entry)}"
+        found = [k for k, got in actual.items() if _same_packets(got, entry)]
+        if found:
+            result.add(
+                label,
+                False,
+                f"the manifest says it was dropped, but output stream #{found[0]} carries its "
+                "packets",
+            )
+        else:
+            result.add(
+                label,
+                None,
+                f"DROPPED ({kind} {entry.get('width')}x{entry.get('height')}, "
+                f"{entry['packets']} packets, payload sha256 {entry['payload_sha256'][:16]}…): "
+                "left out of the output at the user's request (--drop-stream), not copied",
+            )
+
+
 def _stream_label(entry: dict[str, Any]) -> str:
     return f"stream #{entry['index']} ({entry['type']}, {entry['codec']})"
 
@@ -294,8 +320,9 @@ def verify(
 
     Checks: the signature; the output's size, sha256 and per-stream packet hashes; that each
     copied (non-video) stream is the input's packets unchanged (from the signed input
-    digests, and from ``input`` itself when given); the input's sha256 (when given); the
-    record's sha256 (``record``, else ``OUT.veil.json`` when it exists).
+    digests, and from ``input`` itself when given), and that no copied stream is a picture;
+    that the picture streams the user dropped are in no output stream; the input's sha256
+    (when given); the record's sha256 (``record``, else ``OUT.veil.json`` when it exists).
     """
     output, manifest_path = Path(output), Path(manifest_path)
     result = Verification()
@@ -367,6 +394,8 @@ def verify(
             continue
         label = f"{source['type']} {_stream_label(source)} -> output #{pair['output']}"
         problems = []
+        if source["type"] == "video":  # a picture copied as packets: its faces never masked
+            problems.append("a picture stream copied as packets: its faces were never masked")
         if got is None or not _kept(got, source, pair):
             problems.append(
                 "the output's packets are not the input's packets as the manifest records them"
@@ -392,6 +421,8 @@ def verify(
                 f"{source['packets']} packets {how} (checked against {checked}the manifest's "
                 "input digests)",
             )
+
+    _check_dropped(manifest, actual, result)
 
     record_path = (
         Path(record) if record is not None else output.with_name(output.name + ".veil.json")

@@ -573,8 +573,10 @@ def job_start(
     tracker: TrackerConfig,
     style: Style,
     encoder: EncoderSettings,
+    drop_streams: Sequence[int] = (),
 ) -> Any:
-    """The ``veil.v1.JobStart`` for these settings (all given explicitly)."""
+    """The ``veil.v1.JobStart`` for these settings (all given explicitly); ``drop_streams``
+    are the input's other picture streams, left out of the output (``--drop-stream``)."""
     pb = _pb()
     return pb.JobStart(
         input_name=input_name,
@@ -615,6 +617,7 @@ def job_start(
             pix_fmt=encoder.pix_fmt or "",
             threads=encoder.threads,
         ),
+        drop_streams=list(drop_streams),
     )
 
 

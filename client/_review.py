@@ -754,7 +754,7 @@ def build_report(
 
     crops: dict[tuple[int, int], str] = {}  # (track, frame) -> data URI
     pictures: dict[int, str] = {}  # flag number -> data URI
-    info_v = probe(input_path)
+    info_v = probe(input_path, drop=[s["index"] for s in record.input.get("dropped_streams", [])])
     with Input(input_path, info_v) as source:
         count = 0
         for item in source.demux():

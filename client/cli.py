@@ -95,6 +95,19 @@ def _add_render_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_stream_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drop-stream",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="leave picture stream #N (a second camera, cover art, a thumbnail track) out of "
+        "the output; repeatable. veil masks the main video only and refuses a file with "
+        "another picture stream unless it is dropped (the record lists what was dropped)",
+    )
+
+
 def _add_remote_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("remote detection (hybrid) or remote job (cloud)")
     where = group.add_mutually_exclusive_group()
@@ -233,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_render_args(p)
     _add_manifest_args(p)
     _add_remote_args(p)
+    _add_stream_args(p)
 
     p = sub.add_parser("detect", help="write the detection record only")
     p.add_argument("input", type=Path, help="input video")
@@ -240,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_overwrite_arg(p)
     _add_detection_args(p)
     _add_remote_args(p)
+    _add_stream_args(p)
 
     p = sub.add_parser("render", help="mask a video as a (reviewed) record says")
     p.add_argument("input", type=Path, help="input video (the one the record was made for)")
@@ -436,6 +451,9 @@ def _remote_job(args: argparse.Namespace, config: dict[str, Any], progress: bool
         size = args.input.stat().st_size
     except OSError as exc:
         raise VeilError(f"{args.input}: cannot read ({exc.strerror or exc})") from exc
+    from ._media import probe
+
+    probe(args.input, drop=args.drop_stream)  # refused here, as on-prem, before the upload
     start = job_start(
         input_name=args.input.name,
         input_size=size,
@@ -446,6 +464,7 @@ def _remote_job(args: argparse.Namespace, config: dict[str, Any], progress: bool
         tracker=detection.tracker,
         style=_style(args, config) if video is not None else Style(),
         encoder=_encoder(args, config) if video is not None else EncoderSettings(),
+        drop_streams=args.drop_stream,
     )
 
     def report(done: int, total: int | None) -> None:
@@ -508,6 +527,7 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             write_record=not args.no_record,
             config=_detection(args, config),
             detector=detector,
+            drop_streams=args.drop_stream,
             style=_style(args, config),
             encoder=_encoder(args, config),
             progress=progress,
@@ -526,6 +546,7 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
             args.output,
             config=_detection(args, config),
             detector=detector,
+            drop_streams=args.drop_stream,
             progress=progress,
             overwrite=args.overwrite,
         )

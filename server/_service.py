@@ -645,8 +645,9 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
 
             def run() -> None:
                 try:
+                    drop = list(start.drop_streams)
                     if output is None:
-                        detect(source, record, config=config, detector=batched)
+                        detect(source, record, config=config, detector=batched, drop_streams=drop)
                     else:
                         anonymize(
                             source,
@@ -655,6 +656,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
                             write_record=start.write_record,
                             config=config,
                             detector=batched,
+                            drop_streams=drop,
                             style=style,
                             encoder=encoder,
                         )

@@ -217,7 +217,7 @@ class EncoderOptions(_message.Message):
     def __init__(self, set: _Optional[bool] = ..., codec: _Optional[str] = ..., preset: _Optional[str] = ..., crf: _Optional[int] = ..., pix_fmt: _Optional[str] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class JobStart(_message.Message):
-    __slots__ = ("input_name", "input_size", "output_name", "write_record", "preset", "detector", "tracker", "style", "encoder")
+    __slots__ = ("input_name", "input_size", "output_name", "write_record", "preset", "detector", "tracker", "style", "encoder", "drop_streams")
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +227,7 @@ class JobStart(_message.Message):
     TRACKER_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     ENCODER_FIELD_NUMBER: _ClassVar[int]
+    DROP_STREAMS_FIELD_NUMBER: _ClassVar[int]
     input_name: str
     input_size: int
     output_name: str
@@ -236,7 +237,8 @@ class JobStart(_message.Message):
     tracker: TrackerSettings
     style: StyleSettings
     encoder: EncoderOptions
-    def __init__(self, input_name: _Optional[str] = ..., input_size: _Optional[int] = ..., output_name: _Optional[str] = ..., write_record: _Optional[bool] = ..., preset: _Optional[str] = ..., detector: _Optional[_Union[DetectorSettings, _Mapping]] = ..., tracker: _Optional[_Union[TrackerSettings, _Mapping]] = ..., style: _Optional[_Union[StyleSettings, _Mapping]] = ..., encoder: _Optional[_Union[EncoderOptions, _Mapping]] = ...) -> None: ...
+    drop_streams: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, input_name: _Optional[str] = ..., input_size: _Optional[int] = ..., output_name: _Optional[str] = ..., write_record: _Optional[bool] = ..., preset: _Optional[str] = ..., detector: _Optional[_Union[DetectorSettings, _Mapping]] = ..., tracker: _Optional[_Union[TrackerSettings, _Mapping]] = ..., style: _Optional[_Union[StyleSettings, _Mapping]] = ..., encoder: _Optional[_Union[EncoderOptions, _Mapping]] = ..., drop_streams: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JobRequest(_message.Message):
     __slots__ = ("start", "chunk")
