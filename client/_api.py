@@ -168,7 +168,7 @@ def detect(
 
     An existing ``record`` is replaced only with ``overwrite`` (else :class:`OutputExists`,
     a ``ConfigError`` and ``FileExistsError``), and is removed if the run then fails; a record
-    that is the input itself is a ``ConfigError``.
+    that is the input itself is a ``ConfigError``. ``drop_streams``: as for :func:`anonymize`.
     """
     record_path = None if record is None else Path(record)
     writes = [] if record_path is None else [("record", record_path)]
@@ -256,6 +256,10 @@ def anonymize(
     Existing files are replaced only with ``overwrite`` (else :class:`OutputExists`), and
     removed if the run then fails; two of input, output, record and manifest that are one
     file are a ``ConfigError``.
+
+    Only the main video is masked, and no other picture stream is ever copied unmasked: an
+    input with another (a second camera, cover art, a thumbnail track) raises ``InputError``
+    unless ``drop_streams`` names each one, to be left out (the record and manifest say so).
     """
     output = Path(output)
     record_path = None
