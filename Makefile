@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup models test test-unit system demo lint sample clean triton-env deface-env eval protos protos-check \
+.PHONY: setup models test test-unit system demo lint sample clean triton-env deface-env eval golden sweep \
+	protos protos-check \
 	bench deploy-check fuzz lock audit
 
 # Installs exactly requirements.lock into a clean venv: a pinned pip, then the project with
@@ -83,8 +84,17 @@ deface-env: $(DEFACE_VENV)/.installed
 EVAL_CLIPS ?= ../shared/data/clips
 EVAL_ARGS ?=
 
-eval: setup deface-env
+eval: setup deface-env golden
 	$(VENV)/bin/veil eval --clips $(EVAL_CLIPS) --generated --stills --all-presets --compare-deface $(EVAL_ARGS)
+
+# tests/golden/eval_public.json: the presets' scores on the public GT clips (by record), which
+# tests/test_eval.py holds later runs to. `make eval` regenerates it too.
+golden: setup models
+	$(PY) benchmarks/golden_eval.py
+
+# The leak-vs-cost sweep the presets are picked from (docs/quality.md, docs/pareto.png).
+sweep: setup models
+	$(PY) benchmarks/sweep_presets.py --png docs/pareto.png
 
 
 # gRPC contract: generated *_pb2.py, *_pb2_grpc.py and *.pyi are committed beside the protos;
