@@ -23,8 +23,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 setup: $(VENV)/.installed
 
+# The defaults, plus SCRFD, which the tests exercise. SCRFD is opt-in: its weights are licensed
+# for non-commercial research use only (README, "Models and licences"); `veil models fetch`
+# alone, as the containers run it, fetches only the defaults.
 models: setup
 	$(VENV)/bin/veil models fetch
+	$(VENV)/bin/veil models fetch --model scrfd
 
 test: setup models triton-env system
 	$(PY) -m pytest

@@ -32,6 +32,9 @@ class DetectorInfo:
     #: "encoding": "png", "lossless": true}``; ``None`` in process. The only field of the
     #: detector block that differs between modes for the same model and settings.
     transport: dict[str, Any] | None = None
+    #: The licence of the weights (the manifest's, e.g. ``"MIT"``; SCRFD's is for
+    #: non-commercial research only); "" when unknown, and then left out of the record.
+    license: str = ""
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -49,6 +52,8 @@ class DetectorInfo:
             "nms_threshold": self.nms_threshold,
             "options": dict(self.options),
         }
+        if self.license:
+            document["license"] = self.license
         if self.transport is not None:
             document["transport"] = dict(self.transport)
         return document

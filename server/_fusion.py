@@ -102,6 +102,7 @@ class FusedDetector:
         self._calibration = [CALIBRATION[m.info.model] for m in self._members]
         infos = [m.info for m in self._members]
         identity = "".join(f"{i.model}:{i.weights_sha256}\n" for i in infos)
+        licenses = {i.license for i in infos}
         self._info = DetectorInfo(
             model="+".join(i.model for i in infos),
             weights_sha256=hashlib.sha256(identity.encode()).hexdigest(),
@@ -110,6 +111,9 @@ class FusedDetector:
             max_side=max_side,
             score_threshold=score_threshold,
             nms_threshold=FUSION_IOU,
+            license=licenses.pop()
+            if len(licenses) == 1
+            else "; ".join(f"{i.model}: {i.license or 'unknown'}" for i in infos),
             options={
                 "fusion": "score-weighted box fusion of every member's detections",
                 "reference_score": REFERENCE,
@@ -117,6 +121,7 @@ class FusedDetector:
                     {
                         "model": i.model,
                         "weights_sha256": i.weights_sha256,
+                        "license": i.license,
                         "calibration": c,
                         "score_threshold": i.score_threshold,
                         "nms_threshold": i.nms_threshold,

@@ -19,7 +19,7 @@ from veil._errors import DetectorError
 
 from ._fusion import CALIBRATION, FusedDetector, members_of, native_threshold
 from ._models import FaceModel, make_model, nms
-from .weights import WeightsError, model_path, weights_sha256
+from .weights import WeightsError, model_path, weights_license, weights_sha256
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -130,7 +130,8 @@ class LocalDetector:
 
     ``detect`` runs images of equal size as one batch (at most ``max_batch`` per inference),
     so one call over frames of one video costs one inference per ``max_batch`` frames.
-    Deterministic: the same images give the same detections, batched or not.
+    Deterministic: the same images give the same detections, batched or not. ``license``
+    (for the record) defaults to the manifest's licence of the model's weights.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class LocalDetector:
         max_batch: int = DEFAULT_MAX_BATCH,
         flip: bool = False,
         tiles: int = 1,
+        license: str | None = None,
     ) -> None:
         if tiles not in (1, 2):
             raise ValueError(f"tiles {tiles} must be 1 (whole image) or 2 (plus 2x2 tiles at 2x)")
@@ -163,6 +165,7 @@ class LocalDetector:
             score_threshold=model.score_threshold,
             nms_threshold=model.nms_threshold,
             options=model.options() | {"flip": flip, "tiles": tiles},
+            license=weights_license(model.name) if license is None else license,
         )
 
     @property

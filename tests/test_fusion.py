@@ -15,9 +15,11 @@ from mediagen import cut
 
 import veil
 from veil import ConfigError, DetectionConfig, Detections
+from veil._detector import DetectorInfo
 from veil.server._fusion import (
     CALIBRATION,
     REFERENCE,
+    FusedDetector,
     fuse,
     fused_score,
     members_of,
@@ -60,6 +62,36 @@ def test_a_face_both_members_found_is_one_face_found_by_both() -> None:
     assert fused.scores[1] == pytest.approx(fused_score(0.45, 0.4))
 
 
+class _Named:
+    """A member that finds nothing, with a given identity."""
+
+    def __init__(self, model: str, license: str) -> None:
+        self.info = DetectorInfo(
+            model=model,
+            weights_sha256=model,
+            backend="onnxruntime",
+            execution_provider="CPUExecutionProvider",
+            max_side=640,
+            score_threshold=0.5,
+            nms_threshold=0.3,
+            license=license,
+        )
+
+    def detect(self, images: Any, display_sizes: Any) -> list[Detections]:
+        return [Detections.empty() for _ in images]
+
+    def close(self) -> None:
+        pass
+
+
+def test_members_with_different_licences_are_each_named() -> None:
+    """Issue 18.1: a member under a restrictive licence is named in the fused record."""
+    members = [_Named("centerface", "MIT"), _Named("retinaface_mnet025", "research only")]
+    info = FusedDetector(members, score_threshold=0.5, max_side=640).info
+    assert info.license == "centerface: MIT; retinaface_mnet025: research only"
+    assert [m["license"] for m in info.options["members"]] == ["MIT", "research only"]
+
+
 def test_nothing_found_fuses_to_nothing() -> None:
     empty = fuse([Detections.empty(), Detections.empty()], [0.4, 0.5])
     assert len(empty) == 0
@@ -99,6 +131,8 @@ def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[st
     assert detector["model"] == FUSED
     members = detector["options"]["members"]
     assert [m["model"] for m in members] == FUSED.split("+")
+    # one licence when the members share it; each member's own too (issue 18.1)
+    assert detector["license"] == "MIT" and {m["license"] for m in members} == {"MIT"}
     # each member ran at the native threshold of the fused track threshold (0.25)
     for member in members:
         assert member["score_threshold"] == pytest.approx(

@@ -19,9 +19,10 @@ from veil._detections import Detections
 from veil._detector import Detector, fit_size
 from veil.server import BackendError, LocalDetector, load_detector, weights_sha256
 from veil.server._local import to_display
+from veil.server.weights import weights_license
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MODEL_NAMES = ["centerface", "retinaface_mnet025"]
+MODEL_NAMES = ["centerface", "retinaface_mnet025", "yunet", "scrfd"]
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
@@ -63,6 +64,7 @@ def test_is_a_detector_with_a_truthful_identity(detector: LocalDetector) -> None
     assert info.execution_provider == "CPUExecutionProvider"
     assert 0 < info.score_threshold < 1 and 0 < info.nms_threshold < 1
     assert info.to_json()["options"]["pad_multiple"] == 32
+    assert info.license == weights_license(info.model) != ""
 
 
 @pytest.mark.weights

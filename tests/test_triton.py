@@ -34,7 +34,7 @@ pytest_plugins = ["triton_fixture"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-MODEL_NAMES = ["centerface", "retinaface_mnet025"]
+MODEL_NAMES = ["centerface", "retinaface_mnet025", "yunet", "scrfd"]
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)

@@ -31,9 +31,21 @@ RUN python3.11 -m venv /opt/venv \
  && /opt/venv/bin/pip install -c deploy/docker/requirements.lock '.[server,triton]'
 
 FROM build AS weights
+# Opt-in models (weights under a restrictive licence, e.g. scrfd: non-commercial research use
+# only) are baked in only when named: --build-arg VEIL_OPT_IN_MODELS=scrfd. A model folder
+# left without weights is removed, so Triton never meets a config it cannot load.
+ARG VEIL_OPT_IN_MODELS=""
 COPY deploy/triton/configs/gpu/centerface.pbtxt /opt/veil-models/centerface/configs/gpu.pbtxt
 COPY deploy/triton/configs/gpu/retinaface_mnet025.pbtxt /opt/veil-models/retinaface_mnet025/configs/gpu.pbtxt
+COPY deploy/triton/configs/gpu/yunet.pbtxt /opt/veil-models/yunet/configs/gpu.pbtxt
+COPY deploy/triton/configs/gpu/scrfd.pbtxt /opt/veil-models/scrfd/configs/gpu.pbtxt
 RUN /opt/venv/bin/veil models fetch --repository /opt/veil-models --cache /tmp/wheels \
+ && for model in ${VEIL_OPT_IN_MODELS}; do \
+      /opt/venv/bin/veil models fetch --model "$model" --repository /opt/veil-models --cache /tmp/wheels; \
+    done \
+ && for folder in /opt/veil-models/*/; do \
+      [ -f "${folder}1/model.onnx" ] || rm -rf "$folder"; \
+    done \
  && rm -rf /tmp/wheels
 
 # --- runtime ---------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, detector: _Optional[_Union[DetectorParams, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "weights_sha256", "backend", "execution_provider", "max_side", "score_threshold", "nms_threshold", "options_json", "max_batch", "max_image_side", "veil_version")
+    __slots__ = ("model", "weights_sha256", "backend", "execution_provider", "max_side", "score_threshold", "nms_threshold", "options_json", "max_batch", "max_image_side", "veil_version", "license")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class ModelInfo(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
     VEIL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
     model: str
     weights_sha256: str
     backend: str
@@ -104,7 +105,8 @@ class ModelInfo(_message.Message):
     max_batch: int
     max_image_side: int
     veil_version: str
-    def __init__(self, model: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., execution_provider: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., options_json: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_image_side: _Optional[int] = ..., veil_version: _Optional[str] = ...) -> None: ...
+    license: str
+    def __init__(self, model: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., execution_provider: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., options_json: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_image_side: _Optional[int] = ..., veil_version: _Optional[str] = ..., license: _Optional[str] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
     __slots__ = ("detector", "frames")
