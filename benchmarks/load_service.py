@@ -213,9 +213,12 @@ def run(
     frames: int = 8,
     serve_args: tuple[str, ...] = ("--threads", "2"),
 ) -> dict[str, Any]:
-    """Start a server, load it, stop it; the numbers as a dict."""
+    """Start a server, load it, stop it; the numbers as a dict. The server's queue is sized
+    so that every stream's window fits in the 3/4 of it streams may reserve (docs/service.md):
+    a stream past that is refused at its start, by design."""
     batch = sample_frames(frames, max_side, encoding)
-    server = Server(*serve_args)
+    queue = max(256, -(-streams * 32 * 4 // 3))  # the default window is 32 frames
+    server = Server(*serve_args, "--max-queue", str(queue))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.DetectionServiceStub(channel)
