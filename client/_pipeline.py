@@ -30,7 +30,6 @@ from typing import Any, TypeVar, cast
 
 import av
 import numpy as np
-import numpy.typing as npt
 from av.video.reformatter import Interpolation, VideoReformatter
 from tqdm import tqdm
 
@@ -53,7 +52,7 @@ from ._record import FrameLog, Record, RiskTally, validate, write_json_atomic
 from ._render import Box, render_frame, single_threaded_opencv
 from ._shots import CameraMotion, CutDetector
 from ._style import Style
-from ._tracker import Associator, FrameMasks, Smoother, TrackerConfig, whole_frame
+from ._tracker import Associator, FrameMasks, Smoother, TrackerConfig, iou_matrix, whole_frame
 
 logger = logging.getLogger(__name__)
 
@@ -341,23 +340,12 @@ def _agree(a: Detections | None, b: Detections | None, camera: tuple[float, floa
     sb = np.max(boxes_b[:, 2:] - boxes_b[:, :2], axis=1)
     offset = ca[:, None, :] - cb[None, :, :]
     same = np.hypot(offset[..., 0], offset[..., 1]) <= np.maximum(sa[:, None], sb[None, :])
-    overlap = np.where(same, _iou_matrix(boxes_a, boxes_b), -1.0)
+    overlap = np.where(same, iou_matrix(boxes_a, boxes_b), -1.0)
     rows, cols = same.any(axis=1), same.any(axis=0)
     return bool(
         (overlap.max(axis=1)[rows] >= STRIDE_AGREE_IOU).all()
         and (overlap.max(axis=0)[cols] >= STRIDE_AGREE_IOU).all()
     )
-
-
-def _iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of (N, 4) and (M, 4) boxes: (N, M)."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
 class _FromRecord:

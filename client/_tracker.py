@@ -25,13 +25,15 @@ library does it.
 from __future__ import annotations
 
 import itertools
-import math
 import statistics
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ._detections import Detections
 from ._errors import ConfigError
@@ -162,6 +164,19 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def iou_matrix(
+    a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]
+) -> npt.NDArray[np.floating]:
+    """Pairwise :func:`iou` of (N, 4) and (M, 4) boxes: (N, M), in the boxes' own precision."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
 def _shift(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
     w, h = box[2] - box[0], box[3] - box[1]
     gx, gy = w * grow / 2, h * grow / 2
@@ -244,6 +259,13 @@ class Associator:
         self._next_id = POLICY_TRACK + 1
         self.near_misses: dict[int, tuple[int, float]] = {}
 
+    @staticmethod
+    def _predict(state: _Live, index: int, offset: Offset) -> Box:
+        """Where a live track's face is expected in frame ``index`` (camera offset ``offset``)."""
+        dt = index - state.frame
+        cx0, cy0 = offset[0] - state.offset[0], offset[1] - state.offset[1]
+        return _shift(state.box, cx0 + state.velocity[0] * dt, cy0 + state.velocity[1] * dt)
+
     def assign(self, index: int, detections: Detections, offset: Offset = (0.0, 0.0)) -> list[Mask]:
         """Track ids for ``detections`` of frame ``index``; ``offset``: the camera's position
         there (the sum of the frames' ``motion`` so far), so predictions follow the camera."""
@@ -252,22 +274,25 @@ class Associator:
         boxes = [tuple(map(float, b)) for b in detections.boxes]
         weak = [float(s) < cfg.new_track_score for s in detections.scores]
         candidates: list[tuple[bool, float, int, int]] = []
-        for track, state in self._live.items():
-            dt = index - state.frame
-            cx0, cy0 = offset[0] - state.offset[0], offset[1] - state.offset[1]
-            predicted = _shift(
-                state.box, cx0 + state.velocity[0] * dt, cy0 + state.velocity[1] * dt
-            )
-            pcx, pcy = centre(predicted)
-            psize = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
-            for j, box in enumerate(boxes):
-                overlap = iou(predicted, box)  # type: ignore[arg-type]
-                cx, cy = centre(box)  # type: ignore[arg-type]
-                size = max(box[2] - box[0], box[3] - box[1], 1.0)
-                near = math.hypot(cx - pcx, cy - pcy) / psize
-                similar = 0.5 <= size / psize <= 2.0
-                if overlap >= cfg.match_iou or (near <= 0.5 and similar):
-                    candidates.append((weak[j], overlap + max(0.0, 1.0 - near) * 0.5, track, j))
+        tracks = list(self._live)
+        if tracks and boxes:
+            # every live track's prediction against every detection, at once (a crowd at a
+            # low track threshold is a hundred of each)
+            predicted = np.array([self._predict(self._live[t], index, offset) for t in tracks])
+            found = np.array(boxes, np.float64)
+            overlap = iou_matrix(predicted, found)
+            psize = np.maximum((predicted[:, 2:] - predicted[:, :2]).max(axis=1), 1.0)
+            size = np.maximum((found[:, 2:] - found[:, :2]).max(axis=1), 1.0)
+            step = (found[None, :, :2] + found[None, :, 2:]) / 2 - (
+                predicted[:, None, :2] + predicted[:, None, 2:]
+            ) / 2
+            near = np.hypot(step[..., 0], step[..., 1]) / psize[:, None]
+            ratio = size[None, :] / psize[:, None]
+            similar = (ratio >= 0.5) & (ratio <= 2.0)
+            fit = overlap + np.maximum(0.0, 1.0 - near) * 0.5
+            rows, cols = np.nonzero((overlap >= cfg.match_iou) | ((near <= 0.5) & similar))
+            for t, j in zip(rows.tolist(), cols.tolist(), strict=True):
+                candidates.append((weak[j], float(fit[t, j]), tracks[t], j))
         # strong detections pick their tracks first; weak ones only continue what is left
         candidates.sort(key=lambda c: (c[0], -c[1], c[2], c[3]))
         track_of: dict[int, int] = {}
