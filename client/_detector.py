@@ -38,8 +38,9 @@ class DetectorInfo:
 
     @property
     def members(self) -> tuple[str, ...]:
-        """A fused detector's member models, in the order of ``Detections.sources``' bits."""
-        return tuple(str(m["model"]) for m in self.options.get("members", ()))
+        """A fused detector's members (``"yunet"``, ``"yunet@640"``), in the order of
+        ``Detections.sources``' bits."""
+        return tuple(str(m["name"]) for m in self.options.get("members", ()))
 
     def to_json(self) -> dict[str, Any]:
         document = {

@@ -54,7 +54,8 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
         help="speed/recall trade-off (default: balanced)",
     )
     group.add_argument("--model", help="detector model (centerface, retinaface_mnet025, yunet, "
-                       "scrfd: non-commercial research only, opt-in; fused: A+B)")  # fmt: skip
+                       "scrfd: non-commercial research only, opt-in; fused: A+B; a member at "
+                       "its own smaller size: yunet@640+yunet)")  # fmt: skip
     group.add_argument("--threshold", type=float, help="detection score threshold (0..1)")
     group.add_argument("--max-side", type=int, help="detect on frames scaled to this longer side")
     group.add_argument(

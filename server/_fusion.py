@@ -5,6 +5,10 @@ runs on the same image; its scores are first put on one shared scale, then the b
 members are clustered (a face two members found is one face) and fused, each fused face
 keeping which members found it (``Detections.sources``, bit k for the k-th member).
 
+A member may run at a smaller scale than the detector's ``max_side``: ``yunet@640+yunet``
+runs YuNet on the image scaled to fit 640 px and on the full-size image (coarse scales find
+large faces in noise that fine scales lose, fine scales find small faces; docs/quality.md).
+
 The shared scale: every model has a calibrated threshold (:data:`CALIBRATION`, measured on the
 WIDER stills, docs/quality.md) at which it is as trustworthy as the others at theirs. A
 member's score is mapped piecewise-linearly so that its calibrated threshold becomes
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
+import cv2
 import numpy as np
 
 from veil._detections import Detections
-from veil._detector import DetectorInfo, Image
+from veil._detector import DetectorInfo, Image, fit_size
 from veil._tracker import iou
 
 __all__ = [
@@ -30,16 +35,22 @@ __all__ = [
     "REFERENCE",
     "FusedDetector",
     "fused_score",
+    "member_models",
     "members_of",
     "native_threshold",
+    "parse_member",
 ]
 
 REFERENCE = 0.5
 """The fused score a member's calibrated threshold maps to."""
 
 CALIBRATION: dict[str, float] = {
+    # Matched on false positives per WIDER still at 640 px (benchmarks/bench_detectors.py,
+    # docs/quality.md): centerface 0.4 -> 0.38 a still, yunet 0.65 -> 0.40, scrfd 0.45 -> 0.29.
     "centerface": 0.4,
     "retinaface_mnet025": 0.5,
+    "yunet": 0.65,
+    "scrfd": 0.45,
 }
 """Each model's native score taken as equally trustworthy (see the module docstring)."""
 
@@ -47,17 +58,36 @@ FUSION_IOU = 0.4
 """Boxes of different members overlapping at least this much are one face."""
 
 
+def parse_member(spec: str) -> tuple[str, int | None]:
+    """A member's model and its own detection size: ``"yunet@640"`` -> ``("yunet", 640)``,
+    ``"yunet"`` -> ``("yunet", None)`` (the detector's ``max_side``)."""
+    name, at, side = spec.partition("@")
+    if not at:
+        return name, None
+    if not side.isdigit() or not 32 <= int(side) <= 8192:
+        raise ValueError(f"member {spec!r}: the size after @ must be 32..8192 pixels")
+    return name, int(side)
+
+
 def members_of(model: str) -> list[str]:
-    """The member models of a fused model name (one name for a plain model)."""
+    """The members of a fused model name, as written (one name for a plain model)."""
     names = model.split("+")
-    if len(names) > 1:
-        unknown = [name for name in names if name not in CALIBRATION]
-        if unknown or len(set(names)) != len(names):
-            raise ValueError(
-                f"fused model {model!r}: members must be distinct, calibrated models "
-                f"({', '.join(sorted(CALIBRATION))})"
-            )
+    if len(names) == 1:
+        if "@" in model:
+            raise ValueError(f"model {model!r}: a size after @ is for fused members; use max_side")
+        return names
+    models = [parse_member(name)[0] for name in names]
+    if any(m not in CALIBRATION for m in models) or len(set(names)) != len(names):
+        raise ValueError(
+            f"fused model {model!r}: members must be distinct, calibrated models "
+            f"({', '.join(sorted(CALIBRATION))}), each optionally @SIZE"
+        )
     return names
+
+
+def member_models(model: str) -> list[str]:
+    """The distinct models a (fused) model name runs, in order: one backend each."""
+    return list(dict.fromkeys(parse_member(name)[0] for name in members_of(model)))
 
 
 def fused_score(native: float, calibration: float) -> float:
@@ -94,17 +124,27 @@ class FusedDetector:
     """
 
     def __init__(
-        self, members: Sequence[_Member], *, score_threshold: float, max_side: int
+        self,
+        members: Sequence[_Member],
+        *,
+        score_threshold: float,
+        max_side: int,
+        names: Sequence[str] | None = None,
     ) -> None:
         if len(members) < 2:
             raise ValueError("a fused detector needs at least two members")
         self._members = list(members)
+        self._max_side = max_side
         self._calibration = [CALIBRATION[m.info.model] for m in self._members]
         infos = [m.info for m in self._members]
+        if names is None:
+            names = [i.model for i in infos]
+        if any(i.max_side > max_side for i in infos) or len(names) != len(infos):
+            raise ValueError(f"each member needs a name and a size <= max_side {max_side}")
         identity = "".join(f"{i.model}:{i.weights_sha256}\n" for i in infos)
         licenses = {i.license for i in infos}
         self._info = DetectorInfo(
-            model="+".join(i.model for i in infos),
+            model="+".join(names),
             weights_sha256=hashlib.sha256(identity.encode()).hexdigest(),
             backend="+".join(sorted({i.backend for i in infos})),
             execution_provider="+".join(sorted({i.execution_provider for i in infos})),
@@ -119,7 +159,9 @@ class FusedDetector:
                 "reference_score": REFERENCE,
                 "members": [
                     {
+                        "name": name,
                         "model": i.model,
+                        "max_side": i.max_side,
                         "weights_sha256": i.weights_sha256,
                         "license": i.license,
                         "calibration": c,
@@ -127,7 +169,7 @@ class FusedDetector:
                         "nms_threshold": i.nms_threshold,
                         "options": dict(i.options),
                     }
-                    for i, c in zip(infos, self._calibration, strict=True)
+                    for name, i, c in zip(names, infos, self._calibration, strict=True)
                 ],
             },
         )
@@ -139,7 +181,12 @@ class FusedDetector:
     def detect(
         self, images: Sequence[Image], display_sizes: Sequence[tuple[int, int]]
     ) -> list[Detections]:
-        found = [m.detect(images, display_sizes) for m in self._members]
+        found = [
+            m.detect(_scaled(images, display_sizes, m.info.max_side), display_sizes)
+            if m.info.max_side < self._max_side
+            else m.detect(images, display_sizes)
+            for m in self._members
+        ]
         return [fuse([f[i] for f in found], self._calibration) for i in range(len(images))]
 
     def close(self) -> None:
@@ -151,6 +198,21 @@ class FusedDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _scaled(
+    images: Sequence[Image], display_sizes: Sequence[tuple[int, int]], max_side: int
+) -> list[Image]:
+    """``images`` (each at ``fit_size`` of its display size and the detector's ``max_side``)
+    made to fit a member's smaller ``max_side`` (area interpolation, as frames are scaled)."""
+    out = []
+    for image, (width, height) in zip(images, display_sizes, strict=True):
+        size = fit_size(width, height, max_side)
+        if (image.shape[1], image.shape[0]) == size:
+            out.append(image)
+        else:
+            out.append(cast(Image, cv2.resize(image, size, interpolation=cv2.INTER_AREA)))
+    return out
 
 
 def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detections:

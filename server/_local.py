@@ -17,7 +17,14 @@ from veil._detections import Detections
 from veil._detector import DetectorInfo, Image
 from veil._errors import DetectorError
 
-from ._fusion import CALIBRATION, FusedDetector, members_of, native_threshold
+from ._fusion import (
+    CALIBRATION,
+    FusedDetector,
+    member_models,
+    members_of,
+    native_threshold,
+    parse_member,
+)
 from ._models import FaceModel, make_model, nms
 from .weights import WeightsError, model_path, weights_license, weights_sha256
 
@@ -304,27 +311,31 @@ def build_detector(
             flip=flip,
             tiles=tiles,
         )
-    members = [
-        LocalDetector(
-            model=make_model(
-                name,
-                score_threshold=None
-                if score_threshold is None
-                else native_threshold(score_threshold, CALIBRATION[name]),
-                nms_threshold=nms_threshold,
-            ),
-            backend=backends[name],
-            max_side=max_side,
-            max_batch=max_batch,
-            flip=flip,
-            tiles=tiles,
+    members = []
+    for name, side in map(parse_member, names):
+        if side is not None and side > max_side:
+            raise ValueError(f"fused model {model!r}: {name}@{side} is above max_side {max_side}")
+        members.append(
+            LocalDetector(
+                model=make_model(
+                    name,
+                    score_threshold=None
+                    if score_threshold is None
+                    else native_threshold(score_threshold, CALIBRATION[name]),
+                    nms_threshold=nms_threshold,
+                ),
+                backend=backends[name],
+                max_side=side or max_side,
+                max_batch=max_batch,
+                flip=flip,
+                tiles=tiles,
+            )
         )
-        for name in names
-    ]
     return FusedDetector(
         members,
         score_threshold=0.5 if score_threshold is None else score_threshold,
         max_side=max_side,
+        names=names,
     )
 
 
@@ -358,7 +369,7 @@ def load_detector(
 
     backends: dict[str, InferenceBackend] = {}
     try:
-        for name in members_of(model):
+        for name in member_models(model):
             face_model = make_model(name)
             path = model_path(name, repository)
             backend = OnnxRuntimeBackend(

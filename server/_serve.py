@@ -38,7 +38,7 @@ from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
 from ._batcher import Batcher, BatcherConfig
-from ._fusion import members_of
+from ._fusion import member_models, members_of
 from ._local import InferenceBackend, onnxruntime_missing
 from ._metrics import Metrics, MetricsInterceptor
 from ._service import SERVICE_NAME, DetectionServicer, Limits
@@ -388,7 +388,7 @@ class VeilServer:
             config.backend.value,
         )
         try:
-            for name in members_of(config.model):
+            for name in member_models(config.model):
                 self._backends[name] = self._backend_factory(config, name)
             self._batcher = Batcher(
                 backends=self._backends,

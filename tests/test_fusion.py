@@ -22,12 +22,15 @@ from veil.server._fusion import (
     FusedDetector,
     fuse,
     fused_score,
+    member_models,
     members_of,
     native_threshold,
+    parse_member,
 )
 from veil.server._serve import ServeConfig
 
 FUSED = "centerface+retinaface_mnet025"
+SCALED = "yunet@320+yunet"  # one model at two scales
 
 
 @given(st.sampled_from(sorted(CALIBRATION.values())), st.floats(0.0, 1.0, allow_subnormal=False))
@@ -63,21 +66,23 @@ def test_a_face_both_members_found_is_one_face_found_by_both() -> None:
 
 
 class _Named:
-    """A member that finds nothing, with a given identity."""
+    """A member that finds nothing, with a given identity; keeps the image sizes it got."""
 
-    def __init__(self, model: str, license: str) -> None:
+    def __init__(self, model: str, license: str, max_side: int = 640) -> None:
         self.info = DetectorInfo(
             model=model,
             weights_sha256=model,
             backend="onnxruntime",
             execution_provider="CPUExecutionProvider",
-            max_side=640,
+            max_side=max_side,
             score_threshold=0.5,
             nms_threshold=0.3,
             license=license,
         )
+        self.sizes: list[tuple[int, int]] = []
 
     def detect(self, images: Any, display_sizes: Any) -> list[Detections]:
+        self.sizes += [(i.shape[1], i.shape[0]) for i in images]
         return [Detections.empty() for _ in images]
 
     def close(self) -> None:
@@ -107,30 +112,70 @@ def test_a_fused_model_needs_distinct_calibrated_members(model: str) -> None:
         ServeConfig(model=model)
 
 
+def test_a_member_may_run_at_its_own_smaller_scale() -> None:
+    """Issue 18.2: ``yunet@320+yunet``: the first member sees the frame scaled to fit 320 px,
+    the second the frame as given (at the detector's max_side); the record names both."""
+    assert members_of(SCALED) == ["yunet@320", "yunet"]
+    assert member_models(SCALED) == ["yunet"]  # one backend serves both
+    assert parse_member("yunet@320") == ("yunet", 320) and parse_member("yunet") == ("yunet", None)
+    small, full = _Named("yunet", "MIT", max_side=320), _Named("yunet", "MIT")
+    fused = FusedDetector([small, full], score_threshold=0.5, max_side=640, names=["a", "b"])
+    image = np.zeros((360, 640, 3), np.uint8)
+    fused.detect([image, image[:320, :180]], [(1280, 720), (180, 320)])
+    assert small.sizes == [(320, 180), (180, 320)]  # the second already fits 320 px
+    assert full.sizes == [(640, 360), (180, 320)]
+    members = fused.info.options["members"]
+    assert [(m["name"], m["max_side"]) for m in members] == [("a", 320), ("b", 640)]
+    assert fused.info.members == ("a", "b")
+    with pytest.raises(ValueError, match="size <= max_side"):
+        FusedDetector(
+            [_Named("yunet", "MIT", max_side=960), full], score_threshold=0.5, max_side=640
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("yunet@320", "for fused members"),
+        ("yunet@big+centerface", "32..8192"),
+        ("yunet@16+centerface", "32..8192"),
+        ("yunet@320+yunet@320", "distinct"),
+    ],
+)
+def test_member_sizes_are_checked(model: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        members_of(model)
+
+
 @pytest.fixture(scope="module")
 def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cut(sample_clip, tmp_path_factory.mktemp("clip") / "in.mp4", 16)
 
 
-def _config() -> DetectionConfig:
+def _config(model: str = FUSED) -> DetectionConfig:
     return DetectionConfig.from_preset(
-        "balanced", detector={"model": FUSED, "score_threshold": 0.5, "track_threshold": 0.25}
+        "balanced", detector={"model": model, "score_threshold": 0.5, "track_threshold": 0.25}
     )
 
 
-@pytest.fixture(scope="module")
-def on_prem(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", params=[FUSED, SCALED])
+def on_prem(
+    request: pytest.FixtureRequest, clip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     record = tmp_path_factory.mktemp("onprem") / "r.json"
-    veil.detect(clip, record, config=_config())
+    veil.detect(clip, record, config=_config(request.param))
     return json.loads(record.read_text())  # type: ignore[no-any-return]
 
 
 @pytest.mark.weights
 def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[str, Any]) -> None:
     detector = on_prem["detector"]
-    assert detector["model"] == FUSED
+    model = detector["model"]
     members = detector["options"]["members"]
-    assert [m["model"] for m in members] == FUSED.split("+")
+    assert [m["name"] for m in members] == members_of(model)
+    assert [(m["model"], m["max_side"]) for m in members] == [
+        (name, side or detector["max_side"]) for name, side in map(parse_member, members_of(model))
+    ]
     # one licence when the members share it; each member's own too (issue 18.1)
     assert detector["license"] == "MIT" and {m["license"] for m in members} == {"MIT"}
     # each member ran at the native threshold of the fused track threshold (0.25)
@@ -140,8 +185,8 @@ def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[st
         )
     detected = [m for f in on_prem["frames"] for m in f["masks"] if m["origin"] == "detected"]
     assert detected, "the astronaut's face was not found"
-    assert all(set(m["by"]) <= set(FUSED.split("+")) and m["by"] for m in detected)
-    assert any(len(m["by"]) == 2 for m in detected)  # a clear frontal face: both models
+    assert all(set(m["by"]) <= set(members_of(model)) and m["by"] for m in detected)
+    assert any(len(m["by"]) == 2 for m in detected)  # a clear frontal face: both members
 
 
 @pytest.mark.weights
@@ -151,11 +196,12 @@ def test_a_server_serving_the_fused_model_gives_the_on_prem_record(
     from veil._remote import RemoteDetector
     from veil.server import create_server
 
-    config = ServeConfig(listen="127.0.0.1:0", model=FUSED, threads=2)
+    model = on_prem["detector"]["model"]
+    config = ServeConfig(listen="127.0.0.1:0", model=model, threads=2)
     with create_server(config) as server:
-        settings = _config().detector
+        settings = _config(model).detector
         with RemoteDetector(f"grpc://127.0.0.1:{server.port}", settings) as remote:
-            veil.detect(clip, tmp_path / "r.json", config=_config(), detector=remote)
+            veil.detect(clip, tmp_path / "r.json", config=_config(model), detector=remote)
     hybrid = json.loads((tmp_path / "r.json").read_text())
     hybrid["detector"].pop("transport")
     assert hybrid["frames"] == on_prem["frames"]
