@@ -27,18 +27,25 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from veil._detections import Detections
-from veil._detector import Detector, Image
+from veil._detector import Detector, DetectorInfo, Image
 
 from ._local import InferenceBackend, build_detector
 from ._metrics import Metrics
 from ._status import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 
-__all__ = ["Batcher", "BatcherConfig", "Reservation", "Thresholds"]
+__all__ = ["Batcher", "BatcherConfig", "DetectorKey", "Reservation", "detector_key"]
 
 logger = logging.getLogger(__name__)
 
-Thresholds = tuple[float, float]
-"""``(score_threshold, nms_threshold)``: frames batch together only when these match."""
+DetectorKey = tuple[float, float, int]
+"""``(score_threshold, nms_threshold, max_side)`` of a detector's info: frames batch together
+only when these match (a fused model's members may scale by ``max_side``)."""
+
+
+def detector_key(info: DetectorInfo) -> DetectorKey:
+    """The key of the detector ``info`` describes (made by :meth:`Batcher.detector`)."""
+    return (info.score_threshold, info.nms_threshold, info.max_side)
+
 
 STREAM_SHARE = 0.75
 """The share of ``max_queue`` that stream reservations may hold together (a quarter, 64 frames
@@ -89,7 +96,7 @@ class Reservation:
 
 @dataclass(frozen=True, kw_only=True)
 class _Item:
-    key: Thresholds
+    key: DetectorKey
     image: Image
     display_size: tuple[int, int]
     deadline: float  # time.monotonic()
@@ -107,17 +114,15 @@ class Batcher:
         *,
         backends: dict[str, InferenceBackend],
         model: str,
-        max_side: int,
         config: BatcherConfig,
         metrics: Metrics | None = None,
     ) -> None:
         self._backends = backends
         self._model = model
-        self._max_side = max_side
         self._config = config
         self._metrics = metrics
         self._labels = ("+".join(sorted({b.name for b in backends.values()})), model)
-        self._detectors: dict[Thresholds, Detector] = {}
+        self._detectors: dict[DetectorKey, Detector] = {}
         self._queue: deque[_Item] = deque()
         # Queue room accounted: ``_held``, the frames open reservations hold plus the frames
         # still queued of closed ones; ``_unreserved``, the queued frames of no reservation.
@@ -140,17 +145,20 @@ class Batcher:
     def config(self) -> BatcherConfig:
         return self._config
 
-    def detector(self, score_threshold: float | None, nms_threshold: float | None) -> Detector:
-        """The model with these thresholds (``None``: its defaults) on the shared backends."""
+    def detector(
+        self, score_threshold: float | None, nms_threshold: float | None, max_side: int
+    ) -> Detector:
+        """The model with these thresholds (``None``: its defaults), for images scaled to
+        ``max_side``, on the shared backends."""
         made = build_detector(
             self._model,
             self._backends,
             score_threshold=score_threshold,
             nms_threshold=nms_threshold,
-            max_side=self._max_side,
+            max_side=max_side,
             max_batch=self._config.max_batch,
         )
-        key = (made.info.score_threshold, made.info.nms_threshold)
+        key = detector_key(made.info)
         with self._cond:
             found = self._detectors.pop(key, None) or made
             self._detectors[key] = found  # most recently used last
@@ -160,7 +168,7 @@ class Batcher:
 
     def submit(
         self,
-        key: Thresholds,
+        key: DetectorKey,
         images: Sequence[Image],
         display_sizes: Sequence[tuple[int, int]],
         *,

@@ -313,8 +313,8 @@ def build_detector(
         )
     members = []
     for name, side in map(parse_member, names):
-        if side is not None and side > max_side:
-            raise ValueError(f"fused model {model!r}: {name}@{side} is above max_side {max_side}")
+        # a member's own size is at most the detector's (--max-side 480 on yunet@640+yunet
+        # runs both at 480, as the record says)
         members.append(
             LocalDetector(
                 model=make_model(
@@ -325,7 +325,7 @@ def build_detector(
                     nms_threshold=nms_threshold,
                 ),
                 backend=backends[name],
-                max_side=side or max_side,
+                max_side=min(side or max_side, max_side),
                 max_batch=max_batch,
                 flip=flip,
                 tiles=tiles,

@@ -393,7 +393,6 @@ class VeilServer:
             self._batcher = Batcher(
                 backends=self._backends,
                 model=config.model,
-                max_side=640,
                 config=config.batching,
                 metrics=self.metrics,
             )
@@ -441,7 +440,7 @@ class VeilServer:
     @staticmethod
     def _warm_up(batcher: Batcher) -> None:
         start = time.perf_counter()
-        detector = batcher.detector(None, None)
+        detector = batcher.detector(None, None, 640)
         width, height = fit_size(1280, 720, 640)
         image = np.full((height, width, 3), 128, np.uint8)
         try:

@@ -40,7 +40,7 @@ from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import TokenStore, client_name
-from ._batcher import Batcher, Reservation, Thresholds
+from ._batcher import Batcher, Reservation, detector_key
 from ._metrics import Metrics
 from ._status import (
     Cancelled,
@@ -308,7 +308,7 @@ class _BatchedDetector:
         context: grpc.ServicerContext,
     ) -> None:
         self._servicer = servicer
-        self._key: Thresholds = (detector.info.score_threshold, detector.info.nms_threshold)
+        self._key = detector_key(detector.info)
         self._info = info
         self._deadline = deadline
         self._context = context
@@ -418,8 +418,10 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             value = getattr(params, name)
             if value and not 0 < value < 1:
                 raise InvalidRequest(f"{name} {value} must be in (0, 1)")
-        detector = batcher.detector(params.score_threshold or None, params.nms_threshold or None)
-        return detector, replace(detector.info, max_side=max_side)
+        detector = batcher.detector(
+            params.score_threshold or None, params.nms_threshold or None, max_side
+        )
+        return detector, detector.info
 
     def _model_info(self, info: DetectorInfo) -> pb.ModelInfo:
         assert self._batcher is not None
@@ -506,7 +508,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         decoded = [self._decode(f, info.max_side, info.model, info.backend) for f in frames]
         deadline = self._deadline(context)
         futures = self.batcher().submit(
-            (info.score_threshold, info.nms_threshold),
+            detector_key(info),
             [image for image, _ in decoded],
             [size for _, size in decoded],
             deadline=deadline,
@@ -523,7 +525,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         first = self._first(request_iterator, "start", "DetectStream")
         _, info = self._resolve(first.start.detector)
         batcher = self.batcher()
-        key = (info.score_threshold, info.nms_threshold)
+        key = detector_key(info)
         deadline = self._deadline(context)
         pending: queue.Queue[Any] = queue.Queue()
         end = object()

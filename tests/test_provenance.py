@@ -187,6 +187,7 @@ def test_another_key_is_refused(
     ],
     ids=["integrity-only", "signature-required", "key-pinned"],
 )
+@pytest.mark.weights
 def test_an_unsigned_manifest_verifies_integrity_and_says_it_is_not_signed(
     signed: dict[str, Path],
     tmp_path: Path,
