@@ -27,7 +27,7 @@ import numpy as np
 
 from veil._detections import Detections
 from veil._detector import DetectorInfo, Image, fit_size
-from veil._tracker import iou
+from veil._tracker import iou_matrix
 
 __all__ = [
     "CALIBRATION",
@@ -238,17 +238,13 @@ def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detection
     b, s, src = np.concatenate(boxes), np.concatenate(scores), np.concatenate(sources)
     marks = np.concatenate(landmarks) if with_marks else None  # type: ignore[arg-type]
     order = np.argsort(-s, kind="stable")
+    overlap = iou_matrix(b.astype(np.float64), b.astype(np.float64))
     taken = np.zeros(len(b), bool)
     out_boxes, out_scores, out_sources, out_marks = [], [], [], []
     for lead in order:
         if taken[lead]:
             continue
-        lead_box = tuple(map(float, b[lead]))
-        members = [
-            j
-            for j in order
-            if not taken[j] and iou(lead_box, tuple(map(float, b[j]))) >= FUSION_IOU  # type: ignore[arg-type]
-        ]
+        members = order[~taken[order] & (overlap[lead, order] >= FUSION_IOU)]
         taken[members] = True
         weights = s[members] / max(float(s[members].sum()), 1e-9)
         out_boxes.append((b[members] * weights[:, None]).sum(axis=0))
