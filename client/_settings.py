@@ -20,8 +20,8 @@ class Preset(StrEnum):
 class DetectorSettings:
     """Which model runs, at what size and thresholds, where. ``max_side`` in pixels."""
 
-    model: str = "centerface"
-    max_side: int = 640
+    model: str = "yunet@640+yunet"
+    max_side: int = 960
     score_threshold: float = 0.4
     nms_threshold: float = 0.3
     provider: str = "cpu"
@@ -69,39 +69,42 @@ class DetectorSettings:
 
 
 PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
-    # Lead-in/out and gaps are in frames, checked by `veil eval` (no leaks >= 20 px and no
-    # single-frame holes on the public GT clips, docs/quality.md). Balanced's were swept on
-    # the public and generated GT clips (27 settings, docs/quality.md): lead-in matters most
-    # (4 -> 8 -> 12 frames: 30.5 -> 28.3 -> 26.9 % leak by record, collateral +0.2 points per
-    # step), lead-out less, max_gap 8-12 not at all; 12 / 12 / 8 was taken.
-    # Issue 5 (docs/quality.md): lead-in/out masks over frames with no face are most of the
-    # collateral (e.g. past a hard cut), but shortening them raises leaks on the hard clips,
-    # so they stay. Balanced gets no mirror pass: on WIDER stills it adds ~2 points to both
-    # profile and frontal recall (the gap stays ~18) at ~2.5x detector time.
-    # Fast and balanced detect every other frame, and the frames between wherever the faces
-    # moved (adaptive stride, docs/throughput.md): on every GT clip the record's leak rate
-    # stayed within a point of stride 1 (the same on the public clips), with 59-78 % of
-    # frames detected on the moving-camera clips.
+    # Picked on the leak-vs-cost Pareto front of `make sweep` (benchmarks/sweep_presets.py;
+    # docs/quality.md, docs/pareto.png: public and generated GT clips, faces >= 20 px, by
+    # record, against CPU ms a frame). YuNet found more faces than CenterFace for less time
+    # on every hard clip. Fast: YuNet at 640 px (its own 0.5; 0.25 continues a track) leaks
+    # 14.6 % where the old balanced (CenterFace 640) leaked 26.4 %, at 0.6x its cost.
+    # Balanced: YuNet at two scales, fused: fit to 640 px (large faces in noise: on the
+    # held-back low-light clip every detector lost at 1280 faces it found at 640) and to
+    # 960 px (small faces): 8.0 % at about the old balanced's cost (1280 px: 7.2 % at 1.3x).
+    # Thorough: CenterFace at 1280 px fused with YuNet at 640 and 1280 px, every frame:
+    # 4.8 %, below balanced on every clip. Fused thresholds are on the shared scale
+    # (veil.server._fusion: 0.4 runs YuNet at 0.52, CenterFace at 0.32). Lead-in/out and
+    # gaps in frames were swept earlier on the same clips (docs/quality.md). Fast and
+    # balanced detect every other frame, and the frames between wherever the faces moved
+    # (adaptive stride, docs/throughput.md).
     Preset.FAST: (
         DetectorSettings(
-            model="retinaface_mnet025",
-            max_side=640,
-            score_threshold=0.5,
-            track_threshold=0.3,
-            nms_threshold=0.4,
-            stride=2,
+            model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.25, stride=2
         ),
-        TrackerConfig(max_gap=8, lead_in=6, lead_out=6),
+        TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
     ),
     Preset.BALANCED: (
         DetectorSettings(
-            model="centerface", max_side=640, score_threshold=0.4, track_threshold=0.2, stride=2
+            model="yunet@640+yunet",
+            max_side=960,
+            score_threshold=0.4,
+            track_threshold=0.2,
+            stride=2,
         ),
         TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
     ),
     Preset.THOROUGH: (
         DetectorSettings(
-            model="centerface", max_side=1280, score_threshold=0.3, track_threshold=0.15, flip=True
+            model="centerface+yunet@640+yunet",
+            max_side=1280,
+            score_threshold=0.4,
+            track_threshold=0.2,
         ),
         TrackerConfig(max_gap=15, lead_in=10, lead_out=10),
     ),

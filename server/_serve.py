@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from veil._detector import fit_size
 from veil._errors import ConfigError, DetectorError
+from veil._settings import DetectorSettings
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
@@ -131,7 +132,7 @@ class ServeConfig:
     metrics: str | None = None
     backend: BackendKind = BackendKind.ONNXRUNTIME
     triton: str | None = None
-    model: str = "centerface"
+    model: str = DetectorSettings.model
     provider: str = "cpu"
     threads: int | None = None
     tls_cert: Path | None = None

@@ -73,23 +73,15 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def detection_backend() -> Iterator[Any]:
-    """One in-process onnxruntime backend (centerface, 2 threads) shared by test servers."""
+def backend_factory() -> Iterator[Callable[[Any, str], Any]]:
+    """A ``backend_factory`` for test servers: in-process onnxruntime backends (2 threads), one
+    per model, opened on first use and shared by every server of the session (which must
+    not close them: each gets a wrapper whose ``close`` does nothing)."""
     from veil.server._serve import ServeConfig, open_backend
 
-    backend = open_backend(ServeConfig(threads=2), "centerface")
-    yield backend
-    backend.close()
+    opened: dict[str, Any] = {}
 
-
-@pytest.fixture
-def veil_server(detection_backend: Any) -> Iterator[Callable[..., Any]]:
-    """Start real veil servers on 127.0.0.1 port 0: ``veil_server(**settings)`` (the keys of
-    a ``[serve]`` TOML table).
-    They share :func:`detection_backend` and stop (drained) when the test ends."""
-    from veil.server._serve import ServeConfig, create_server
-
-    class _Shared:  # the servers must not close the shared backend
+    class _Shared:
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
@@ -99,13 +91,29 @@ def veil_server(detection_backend: Any) -> Iterator[Callable[..., Any]]:
         def close(self) -> None:
             pass
 
+    def factory(_config: Any, model: str) -> Any:
+        if model not in opened:
+            opened[model] = open_backend(ServeConfig(threads=2), model)
+        return _Shared(opened[model])
+
+    yield factory
+    for backend in opened.values():
+        backend.close()
+
+
+@pytest.fixture
+def veil_server(backend_factory: Callable[[Any, str], Any]) -> Iterator[Callable[..., Any]]:
+    """Start real veil servers on 127.0.0.1 port 0: ``veil_server(**settings)`` (the keys of
+    a ``[serve]`` TOML table). They share :func:`backend_factory`'s backends and stop
+    (drained) when the test ends."""
+    from veil.server._serve import ServeConfig, create_server
+
     started: list[Any] = []
 
     def start(**fields: Any) -> Any:
         fields = {"listen": "127.0.0.1:0", **fields}
         server = create_server(
-            ServeConfig.from_sources(toml=fields),
-            backend_factory=lambda _config, _model: _Shared(detection_backend),
+            ServeConfig.from_sources(toml=fields), backend_factory=backend_factory
         ).start()
         started.append(server)
         return server

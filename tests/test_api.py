@@ -61,7 +61,9 @@ def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.weights
 def test_the_fast_preset_records_the_detector_it_ran(clip: Path, tmp_path: Path) -> None:
     record = veil.detect(clip, config=DetectionConfig(preset="fast"))
-    assert record.detector["model"] == PRESETS[Preset.FAST][0].model == "retinaface_mnet025"
+    fast, balanced = PRESETS[Preset.FAST][0], PRESETS[Preset.BALANCED][0]
+    assert (fast.model, fast.max_side) != (balanced.model, balanced.max_side)
+    assert (record.detector["model"], record.detector["max_side"]) == (fast.model, fast.max_side)
     assert record.detector["preset"] == "fast"
 
 

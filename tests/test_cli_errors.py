@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from mediagen import make_clip
 
+from veil import DetectorSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The CLI in a fresh interpreter; ``sys.modules['onnxruntime'] = None`` when NO_ORT is set
 #: makes ``import onnxruntime`` fail as it does where the package is not installed.
@@ -287,5 +289,5 @@ def test_serve_says_where_it_listens_and_when_it_serves() -> None:
     listening = next(line for line in seen if "listening on" in line)
     assert "listening on 127.0.0.1:" in listening and "(plaintext)" in listening
     assert "metrics on http://127.0.0.1:" in listening
-    assert "health SERVING: centerface on 127.0.0.1:" in seen[-1]
+    assert f"health SERVING: {DetectorSettings().model} on 127.0.0.1:" in seen[-1]
     assert process.returncode == 0, "".join(seen)

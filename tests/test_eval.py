@@ -219,3 +219,13 @@ def test_leak_rate_does_not_regress(preset: str) -> None:
         assert score.holes <= recorded["single_frame_holes"], (c.name, score.to_json())
         # the golden value is rounded to 5 decimals
         assert score.collateral <= recorded["collateral"] + 1e-5, (c.name, score.to_json())
+
+
+def test_thorough_is_never_worse_than_balanced_in_the_golden_run() -> None:
+    """Issue 18: on every public clip of the recorded run (``make golden``), thorough leaks no
+    more faces and leaves no more single-frame holes than balanced."""
+    golden = json.loads(GOLDEN.read_text())
+    for clip, balanced in golden["balanced"].items():
+        thorough = golden["thorough"][clip]
+        assert thorough["leak_rate_20px"] <= balanced["leak_rate_20px"], clip
+        assert thorough["single_frame_holes"] <= balanced["single_frame_holes"], clip

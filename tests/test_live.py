@@ -118,7 +118,7 @@ class _Dying:
 
 @pytest.fixture(scope="module")
 def light_detector() -> Iterator[Any]:
-    """The light in-process detector (retinaface_mnet025, the ``fast`` preset)."""
+    """The light in-process detector (the ``fast`` preset's)."""
     pytest.importorskip("onnxruntime")
     from veil import open_detector
 
@@ -659,7 +659,7 @@ def _start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "--listen",
             f"127.0.0.1:{port}",
             "--model",
-            "retinaface_mnet025",
+            DetectionConfig.from_preset("fast").detector.model,  # veil live's default
             "--threads",
             "1",
         ],

@@ -85,7 +85,7 @@ def test_logs_hold_no_tokens_and_no_frame_data(
 
         return RemoteDetector(
             url,
-            DetectorSettings(),
+            DetectorSettings(max_side=640),  # picture() is scaled to 640
             ChannelOptions(
                 tls_ca=tls_files["ca"], token=token, retry=RetryPolicy(attempts=1), **options
             ),
@@ -126,7 +126,7 @@ def test_logs_hold_no_tokens_and_no_frame_data(
                 )
             )
         # A backend failure (logged with its traceback, server-side).
-        backend = server._backends["centerface"]
+        [backend] = server._backends.values()
         original = backend.infer
 
         def broken(batch: Any) -> Any:

@@ -101,7 +101,7 @@ def test_record_and_manifest_describe_the_job(tmp_path: Path) -> None:
     assert record.input["sha256"] == veil._media.sha256_file(src)
     audio = next(s for s in record.input["streams"] if s["type"] == "audio")
     assert audio["packets"] == len(packets(src, "audio"))
-    assert record.detector["model"] == "retinaface_mnet025"
+    assert record.detector["model"] == "yunet"
     assert record.detector["preset"] == "fast"
     assert len(record.detector["weights_sha256"]) == 64
     manifest = result.manifest

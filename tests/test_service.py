@@ -43,7 +43,7 @@ def frame(index: int = 0, encoding: Encoding = Encoding.RAW) -> pb.Frame:
 
 @pytest.fixture
 def server(veil_server: Callable[..., Any]) -> Any:
-    return veil_server(metrics="127.0.0.1:0")
+    return veil_server(metrics="127.0.0.1:0", model="centerface")
 
 
 @pytest.fixture
@@ -262,12 +262,12 @@ def test_a_client_that_drops_mid_stream_does_not_hurt_others(server: Any, stub: 
     assert server.metrics.active_streams._value.get() == 0
 
 
-def test_health_says_serving_only_after_warm_up(detection_backend: Any) -> None:
+def test_health_says_serving_only_after_warm_up(backend_factory: Any) -> None:
     loaded = threading.Event()
 
-    def slow_factory(_config: ServeConfig, _model: str) -> Any:
+    def slow_factory(config: ServeConfig, model: str) -> Any:
         loaded.wait(30)
-        return detection_backend
+        return backend_factory(config, model)
 
     server = create_server(ServeConfig(listen="127.0.0.1:0"), backend_factory=slow_factory)
     starting = threading.Thread(target=server.start)
@@ -316,7 +316,8 @@ def test_remote_detector_resumes_after_the_server_restarts(
     first = veil_server()
     port = first.port
     options = ChannelOptions(encoding=Encoding.RAW)
-    with RemoteDetector(f"grpc://127.0.0.1:{port}", DetectorSettings(), options) as remote:
+    settings = DetectorSettings(max_side=640)  # picture() is scaled to 640
+    with RemoteDetector(f"grpc://127.0.0.1:{port}", settings, options) as remote:
         assert len(remote.detect([picture()], [DISPLAY])) == 1
         first.stop(0)  # the stream drops
         veil_server(listen=f"127.0.0.1:{port}")

@@ -31,7 +31,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mediagen import cut
 
-from veil import fit_size
+from veil import DetectorSettings, fit_size
 from veil._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
@@ -150,7 +150,8 @@ def hybrid(clip: Path, out: Path, port: int) -> subprocess.Popen[str]:
 
 def kill_mid_stream(server: ServeProcess, metrics_port: int, frames: int) -> None:
     """SIGKILL ``server`` once it has detected at least ``frames`` frames."""
-    detected = 'veil_frames_total{backend="onnxruntime",model="centerface",outcome="detected"}'
+    model = DetectorSettings().model
+    detected = f'veil_frames_total{{backend="onnxruntime",model="{model}",outcome="detected"}}'
     wait_for(lambda: metric(metrics_port, detected) >= frames, 120, f"{frames} frames detected")
     server.kill()
 
@@ -209,7 +210,7 @@ def test_hybrid_job_fails_cleanly_when_the_server_stays_down(
 
 
 @pytest.mark.triton
-def test_health_follows_triton_down_and_back(detection_backend: Any, tmp_path: Path) -> None:
+def test_health_follows_triton_down_and_back(tmp_path: Path) -> None:
     from veil.server._serve import ServeConfig, create_server
     from veil.server._triton import TritonServer, TritonServerConfig
 

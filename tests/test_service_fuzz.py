@@ -79,18 +79,8 @@ def seed_frames(sample_clip: Path) -> dict[tuple[int, Encoding], list[pb.Frame]]
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(detection_backend: Any) -> Iterator[Any]:
+def fuzz_server(backend_factory: Any) -> Iterator[Any]:
     from veil.server._serve import ServeConfig, create_server
-
-    class _Shared:  # the server must not close the session's backend
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._inner, name)
-
-        def close(self) -> None:
-            pass
 
     config = ServeConfig.from_sources(
         toml={
@@ -106,9 +96,7 @@ def fuzz_server(detection_backend: Any) -> Iterator[Any]:
             },
         }
     )
-    server = create_server(
-        config, backend_factory=lambda _config, _model: _Shared(detection_backend)
-    ).start()
+    server = create_server(config, backend_factory=backend_factory).start()
     yield server
     server.stop(0)
 

@@ -32,7 +32,7 @@ def _no_retry() -> Any:
 def test_tls(veil_server: Callable[..., Any], tls_files: dict[str, Path]) -> None:
     server = veil_server(tls_cert=tls_files["server_cert"], tls_key=tls_files["server_key"])
     with remote(server.port, tls_ca=tls_files["ca"]) as detector:
-        assert detector.info.model == "centerface"
+        assert detector.info.model == DetectorSettings().model
     with pytest.raises(RemoteError, match="UNAVAILABLE"):  # a CA that did not sign the server
         remote(server.port, tls_ca=tls_files["other_ca"])
     with pytest.raises(RemoteError, match="UNAVAILABLE"):  # plaintext to a TLS port
@@ -104,7 +104,7 @@ def test_the_right_token_detects_and_health_needs_none(
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with remote(token_server.port, tls_ca=tls_files["ca"], token="s3cret-detect") as detector:
-        assert detector.info.model == "centerface"
+        assert detector.info.model == DetectorSettings().model
     credentials = grpc.ssl_channel_credentials(tls_files["ca"].read_bytes())
     with grpc.secure_channel(f"localhost:{token_server.port}", credentials) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(
@@ -142,4 +142,4 @@ def test_config_precedence_and_explicit_insecure() -> None:
     assert config.tokens == ("a", "b")
     assert config.batching.max_batch == 4 and config.batching.max_delay_s == 0.002
     assert config.limits.window == 8
-    assert config.model == "centerface"
+    assert config.model == DetectorSettings().model  # the default preset's
