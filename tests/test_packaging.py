@@ -27,6 +27,8 @@ from mediagen import cut
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from veil import DetectionConfig
+
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: The extras `make setup` installs (the lock covers exactly these); [gpu] is the alternative
 #: to [local] and is never installed beside it.
@@ -165,14 +167,15 @@ def test_a_wheel_install_fetches_weights_and_runs_on_prem(
     assert "veil models fetch" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "no.mp4").exists()
     fetched = _run([veil, "models", "fetch"], cwd=tmp_path, env=env)
-    assert "centerface" in fetched.stdout
-    assert (models / "centerface" / "1" / "model.onnx").is_file()
-    assert (models / "centerface" / "config.pbtxt").is_file()  # a Triton repository too
+    assert "centerface" in fetched.stdout and "yunet" in fetched.stdout
+    for name in ("centerface", "yunet"):
+        assert (models / name / "1" / "model.onnx").is_file()
+        assert (models / name / "config.pbtxt").is_file()  # a Triton repository too
     assert not (models / "scrfd").exists()  # opt-in (non-commercial weights): only when named
     out = tmp_path / "out.mp4"
     _run([veil, "-q", "anonymize", str(clip), "-o", str(out)], cwd=tmp_path, env=env)
     record = json.loads(out.with_name("out.mp4.veil.json").read_text())
-    assert record["detector"]["model"] == "centerface"
+    assert record["detector"]["model"] == DetectionConfig().detector.model  # balanced's
     assert record["detector"]["backend"] == "onnxruntime"
     assert record["detector"]["license"] == "MIT"
     assert any(frame["masks"] for frame in record["frames"]), "no face found in the wheel run"

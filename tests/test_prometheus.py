@@ -120,6 +120,7 @@ def veil_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     command = [
         sys.executable, "-c", "import sys; from veil.cli import main; sys.exit(main())",
         "serve", "--listen", grpc_address, "--metrics", metrics_address, "--threads", "2",
+        "--model", "centerface",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
