@@ -47,7 +47,7 @@ system:
 # The README's first command: set up, fetch the weights, anonymise the bundled sample.
 demo: setup models
 	mkdir -p out
-	$(VENV)/bin/veil anonymize samples/astronaut.mp4 -o out/astronaut.mp4
+	$(VENV)/bin/veil anonymize samples/astronaut.mp4 -o out/astronaut.mp4 --overwrite
 
 # The Triton server (nvidia-pytriton's bundled tritonserver + python backend) in its own venv:
 # it needs numpy<2, the project venv has numpy 2. See docs/triton.md.
