@@ -105,6 +105,9 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "yunet 1280 0.5/t0.25": _c(
         "balanced", model="yunet", max_side=1280, score_threshold=0.5, track_threshold=0.25
     ),
+    "yunet 1280 flip s1 0.5/t0.25": _c(
+        "thorough", model="yunet", score_threshold=0.5, track_threshold=0.25
+    ),
     # CenterFace and YuNet fused; thresholds on the shared scale (veil.server._fusion: 0.5
     # runs each at its calibrated threshold; 0.4 YuNet at 0.52 and CenterFace at 0.32)
     "cf+yunet 640 0.5/t0.25": _c(
