@@ -984,7 +984,11 @@ class _Engine:
         )
         tracker = self._config.tracker
         gap = min(300, max(tracker.max_gap, round(self._rate * Fraction(self._config.track_s))))
-        self._associator = Associator(self._live_tracker(gap), self._detector.info.members)
+        self._associator = Associator(
+            self._live_tracker(gap),
+            self._detector.info.members,
+            (item.frame.width, item.frame.height),
+        )
         rotation = float(item.frame.rotation or 0)
         self._worker = _Worker(
             Upright(self._detector, rotation), self._inbox, sample_aspect(first.video)
@@ -1066,7 +1070,9 @@ class _Engine:
         alpha = 0.2 if self._detect_ewma else 1.0
         self._detect_ewma += alpha * (result.seconds - self._detect_ewma)
         assert self._associator is not None
-        masks = self._associator.assign(result.index, result.detections)
+        masks = self._associator.release(
+            result.index, self._associator.assign(result.index, result.detections)
+        )
         for mask in masks:
             self._scores[mask.track] = mask.score
             self._track_motion(result.index, mask)

@@ -52,7 +52,15 @@ from ._record import FrameLog, Record, RiskTally, validate, write_json_atomic
 from ._render import Box, render_frame, single_threaded_opencv
 from ._shots import CameraMotion, CutDetector
 from ._style import Style
-from ._tracker import Associator, FrameMasks, Smoother, TrackerConfig, iou_matrix, whole_frame
+from ._tracker import (
+    Associator,
+    FrameMasks,
+    Mask,
+    Smoother,
+    TrackerConfig,
+    iou_matrix,
+    whole_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +160,19 @@ class _Detecting:
         batch_size: int,
         stride: int = 1,
         sample_aspect: Fraction = Fraction(1),
+        frame_size: tuple[int, int] | None = None,
     ) -> None:
         if stride < 1:
             raise ValueError(f"detection stride {stride} is below 1")
         self._detector = detector
         self._sample_aspect = sample_aspect
-        self._associator = Associator(tracker, detector.info.members)
+        self._associator = Associator(tracker, detector.info.members, frame_size)
         self._smoother = Smoother(tracker)
+        # frames assigned, waiting ``lead_in`` frames for their tentative tracks' confirmation
+        # (only weak detections start tentative tracks)
+        self._release_delay = tracker.lead_in if tracker.new_track_score else 0
+        self._assigned: deque[tuple[int, int | None, list[Mask], bool, tuple[float, float]]]
+        self._assigned = deque()
         self._batch_size = batch_size
         self._stride = stride
         self._batch: list[DecodedFrame] = []
@@ -182,7 +196,7 @@ class _Detecting:
 
     @property
     def near_misses(self) -> dict[int, tuple[int, float]]:
-        """Frames with weak detections that continued no track (residual risk)."""
+        """Frames with weak detections of tracks never confirmed (residual risk)."""
         return self._associator.near_misses
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
@@ -205,6 +219,7 @@ class _Detecting:
         self._submit(last=True)
         while self._in_flight:
             yield from self._resolve()
+        yield from self._release(None)
         for masks in self._smoother.flush():
             yield self._held.pop(masks.index), masks
         self.close()
@@ -310,7 +325,16 @@ class _Detecting:
                 masks = []  # not detected (stride): the smoother derives its coverage
             cut = item.index in self._cuts
             self._cuts.discard(item.index)
-            for final in self._smoother.push(item.index, item.frame.pts, masks, cut, motion):
+            self._assigned.append((item.index, item.frame.pts, masks, cut, motion))
+            yield from self._release(item.index - self._release_delay)
+
+    def _release(self, upto: int | None) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
+        """Hand the frames assigned up to ``upto`` (None: all) to the smoother, their
+        tentative tracks' masks dropped (``Associator.release``)."""
+        while self._assigned and (upto is None or self._assigned[0][0] <= upto):
+            index, pts, masks, cut, motion = self._assigned.popleft()
+            masks = self._associator.release(index, masks)
+            for final in self._smoother.push(index, pts, masks, cut, motion):
                 yield self._held.pop(final.index), final
 
 
@@ -559,6 +583,7 @@ def run_job(
             batch_size,
             stride,
             sample_aspect=info.sample_aspect_ratio,
+            frame_size=(info.width, info.height),
         )
     else:
         assert record is not None

@@ -25,6 +25,7 @@ library does it.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -115,9 +116,13 @@ class TrackerConfig:
     lead_out: int = 6
     match_iou: float = 0.1
     growth_per_frame: float = 0.03
-    #: Track-aware threshold: a detection scoring below this continues a live track but never
-    #: starts one (0: every detection may start a track). Run the detector lower than this.
+    #: Track-aware threshold: a detection scoring below this (a weak one) is masked only as
+    #: part of a confirmed track (0: every detection is). Run the detector lower than this.
     new_track_score: float = 0.0
+    #: Weak sightings that confirm a track of weak detections alone: a face the detector
+    #: sees only faintly (heavy compression, low light) but in the same place frame after
+    #: frame, where a false positive flickers. 0: only a strong sighting confirms a track.
+    confirm_hits: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_gap", "lead_in", "lead_out"):
@@ -129,6 +134,8 @@ class TrackerConfig:
             raise ConfigError("tracker growth_per_frame must be between 0 and 0.5")
         if not 0 <= self.new_track_score < 1:
             raise ConfigError("tracker new_track_score must be in [0, 1)")
+        if not 0 <= self.confirm_hits <= 16:
+            raise ConfigError("tracker confirm_hits must be between 0 and 16")
 
     @property
     def lookahead(self) -> int:
@@ -142,7 +149,14 @@ class TrackerConfig:
             "lead_out": self.lead_out,
             "match_iou": self.match_iou,
             "growth_per_frame": self.growth_per_frame,
-        } | ({"new_track_score": self.new_track_score} if self.new_track_score else {})
+        } | {
+            name: value
+            for name, value in (
+                ("new_track_score", self.new_track_score),
+                ("confirm_hits", self.confirm_hits),
+            )
+            if value
+        }
 
 
 def whole_frame(width: int, height: int) -> Mask:
@@ -203,6 +217,10 @@ VELOCITY_SIGHTINGS = 5
 #: The most a face is taken to move by itself in a frame, as a share of its size (the
 #: camera's motion is measured apart).
 MAX_OWN_SPEED = 0.25
+#: A weak detection larger than this share of the frame's shorter side never starts a track:
+#: at a low threshold the detector reports frame-filling "faces" in texture and blur, while a
+#: face that close scores high (it may still continue a confirmed track, as it approaches).
+WEAK_MAX_SIDE = 0.33
 
 
 def robust_velocity(points: Sequence[tuple[int, Box, Offset]]) -> tuple[float, float]:
@@ -241,22 +259,36 @@ class _Live:
     velocity: tuple[float, float] = (0.0, 0.0)  # the face's own motion, per frame
     # the latest sightings (frame, box, camera offset) the velocity is taken from
     sightings: tuple[tuple[int, Box, Offset], ...] = ()
+    # weak sightings so far (see TrackerConfig.confirm_hits)
+    hits: int = 0
 
 
 class Associator:
     """Gives detections stable track ids, one frame at a time, in frame order.
 
-    With ``config.new_track_score`` set, a weak detection (below it) is kept only when it
-    continues a live track; the weak ones left over are dropped from the masks and listed in
-    ``near_misses`` (frame index -> count and best score), where a reviewer should look.
+    With ``config.new_track_score`` set, a weak detection (below it) that continues no live
+    track starts a tentative one. A track is confirmed by a strong detection, or by
+    ``config.confirm_hits`` weak ones; ``release`` keeps the masks of confirmed tracks and
+    lists the rest in ``near_misses`` (frame index -> count and best score), where a reviewer
+    should look. Offline, a frame is released ``lead_in`` frames late, so the weak sightings
+    before a track's confirmation are masked too; live, at once.
     ``members`` names a fused detector's members, so each detected mask says which found it.
     """
 
-    def __init__(self, config: TrackerConfig, members: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig,
+        members: Sequence[str] = (),
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
         self._config = config
         self._members = tuple(members)
+        # the largest a weak detection may be and still start a track (WEAK_MAX_SIDE)
+        self._weak_max = WEAK_MAX_SIDE * min(frame_size) if frame_size else math.inf
         self._live: dict[int, _Live] = {}
         self._next_id = POLICY_TRACK + 1
+        # tracks not (yet) confirmed -> the frame of their latest sighting
+        self._tentative: dict[int, int] = {}
         self.near_misses: dict[int, tuple[int, float]] = {}
 
     @staticmethod
@@ -268,16 +300,17 @@ class Associator:
 
     def assign(self, index: int, detections: Detections, offset: Offset = (0.0, 0.0)) -> list[Mask]:
         """Track ids for ``detections`` of frame ``index``; ``offset``: the camera's position
-        there (the sum of the frames' ``motion`` so far), so predictions follow the camera."""
+        there (the sum of the frames' ``motion`` so far), so predictions follow the camera.
+        The masks of tentative tracks are among them until ``release`` drops them."""
         cfg = self._config
         self._live = {t: s for t, s in self._live.items() if index - s.frame <= cfg.max_gap + 1}
         boxes = [tuple(map(float, b)) for b in detections.boxes]
         weak = [float(s) < cfg.new_track_score for s in detections.scores]
-        candidates: list[tuple[bool, float, int, int]] = []
+        track_of: dict[int, int] = {}
         tracks = list(self._live)
         if tracks and boxes:
             # every live track's prediction against every detection, at once (a crowd at a
-            # low track threshold is a hundred of each)
+            # low track threshold is hundreds of each)
             predicted = np.array([self._predict(self._live[t], index, offset) for t in tracks])
             found = np.array(boxes, np.float64)
             overlap = iou_matrix(predicted, found)
@@ -290,36 +323,52 @@ class Associator:
             ratio = size[None, :] / psize[:, None]
             similar = (ratio >= 0.5) & (ratio <= 2.0)
             fit = overlap + np.maximum(0.0, 1.0 - near) * 0.5
-            rows, cols = np.nonzero((overlap >= cfg.match_iou) | ((near <= 0.5) & similar))
-            for t, j in zip(rows.tolist(), cols.tolist(), strict=True):
-                candidates.append((weak[j], float(fit[t, j]), tracks[t], j))
-        # strong detections pick their tracks first; weak ones only continue what is left
-        candidates.sort(key=lambda c: (c[0], -c[1], c[2], c[3]))
-        track_of: dict[int, int] = {}
-        taken: set[int] = set()
-        for _, _, candidate, j in candidates:
-            if candidate in taken or j in track_of:
-                continue
-            taken.add(candidate)
-            track_of[j] = candidate
+            # a weak detection continues only a track of about its size (low scores come
+            # with boxes around a face and its neighbours, or around a whole blurred crowd)
+            match = (overlap >= cfg.match_iou) | ((near <= 0.5) & similar)
+            rows, cols = np.nonzero(match & (similar | ~np.array(weak)[None, :]))
+            # greedy, best pair first: strong detections pick first, confirmed tracks before
+            # tentative ones, then the better fit (ties: lower track id, then detection)
+            ids = np.array(tracks)[rows]
+            rank = 2 * np.array(weak, np.int64)[cols] + np.isin(ids, list(self._tentative))
+            order = np.lexsort((cols, ids, -fit[rows, cols], rank))
+            taken: set[int] = set()
+            for candidate, j in zip(ids[order].tolist(), cols[order].tolist(), strict=True):
+                if candidate in taken or j in track_of:
+                    continue
+                taken.add(candidate)
+                track_of[j] = candidate
         masks = []
         for j, box in enumerate(boxes):
-            matched = track_of.get(j)
-            if matched is None and weak[j]:
-                count, best = self.near_misses.get(index, (0, 0.0))
-                self.near_misses[index] = (
-                    count + 1,
-                    max(best, round(float(detections.scores[j]), 4)),
-                )
+            track = track_of.get(j)
+            size = max(box[2] - box[0], box[3] - box[1])
+            if weak[j] and size > self._weak_max and (track is None or track in self._tentative):
+                self._near_miss(index, float(detections.scores[j]))
                 continue
-            if matched is None:
+            if track is None:
                 track = self._next_id
                 self._next_id += 1
                 self._live[track] = _Live(box, index, offset, sightings=((index, box, offset),))  # type: ignore[arg-type]
+                if weak[j]:
+                    self._tentative[track] = index
             else:
-                track = matched
-                seen = (*self._live[track].sightings, (index, box, offset))[-VELOCITY_SIGHTINGS:]
-                self._live[track] = _Live(box, index, offset, robust_velocity(seen), seen)  # type: ignore[arg-type]
+                state = self._live[track]
+                seen = (*state.sightings, (index, box, offset))[-VELOCITY_SIGHTINGS:]
+                self._live[track] = _Live(
+                    box,  # type: ignore[arg-type]
+                    index,
+                    offset,
+                    robust_velocity(seen),  # type: ignore[arg-type]
+                    seen,  # type: ignore[arg-type]
+                    state.hits,
+                )
+            if weak[j]:
+                self._live[track].hits += 1
+            if track in self._tentative:
+                if not weak[j] or 0 < cfg.confirm_hits <= self._live[track].hits:
+                    del self._tentative[track]
+                else:
+                    self._tentative[track] = index
             landmarks = None
             if detections.landmarks is not None:
                 landmarks = tuple((float(x), float(y)) for x, y in detections.landmarks[j])
@@ -339,6 +388,25 @@ class Associator:
             )
         return sorted(masks)
 
+    def _near_miss(self, index: int, score: float) -> None:
+        count, best = self.near_misses.get(index, (0, 0.0))
+        self.near_misses[index] = (count + 1, max(best, round(score, 4)))
+
+    def release(self, index: int, masks: Sequence[Mask]) -> list[Mask]:
+        """``masks`` of frame ``index`` (``assign``'s, or a policy mask) less those of tracks
+        still tentative, which are counted in ``near_misses``."""
+        kept = []
+        for mask in masks:
+            if mask.track not in self._tentative:
+                kept.append(mask)
+                continue
+            self._near_miss(index, mask.score)
+        # a tentative track that ended before this frame can have no mask after it
+        for track, last in list(self._tentative.items()):
+            if last < index and track not in self._live:
+                del self._tentative[track]
+        return kept
+
     def predict(self, index: int, *, grow: float = 0.0) -> list[tuple[int, Box]]:
         """Where each live track is expected at frame ``index``: its last box moved at constant
         velocity (forwards, or backwards for a frame before its last detection) and grown by
@@ -350,7 +418,7 @@ class Associator:
         predicted = []
         for track, state in sorted(self._live.items()):
             dt = index - state.frame
-            if dt > cfg.max_gap + 1:
+            if dt > cfg.max_gap + 1 or track in self._tentative:
                 continue
             vx, vy = state.velocity
             box = _shift(state.box, vx * dt, vy * dt, cfg.growth_per_frame * abs(dt) + grow)

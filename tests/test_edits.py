@@ -217,3 +217,29 @@ def test_bad_edits_are_refused_and_the_record_is_unchanged(
     assert main(["edit", str(edited["record"]), *args, "--who", "x", "--why", "y"]) == 4
     assert "veil: error:" in capsys.readouterr().err
     assert edited["record"].read_bytes() == before
+
+
+def test_a_faint_face_is_masked_from_its_first_sighting(tmp_path: Path) -> None:
+    """Issue 18: a face the detector scores below the new-track threshold in every frame (a
+    compressed or dark face) is masked in every frame once ``confirm_hits`` weak sightings
+    confirm its track, its first frames too (the release delay); off, it is never masked.
+    The record renders to the very output the run wrote."""
+    src = make_clip(tmp_path / "in.mp4", frames=20)
+    config = DetectionConfig(
+        detector=veil.DetectorSettings(score_threshold=0.4, track_threshold=0.2, stride=1),
+        tracker=veil.TrackerConfig(max_gap=4, lead_in=4, lead_out=0, confirm_hits=3),
+    )
+    out, again = tmp_path / "out.mp4", tmp_path / "again.mp4"
+    veil.anonymize(src, out, config=config, detector=ScriptedDetector(lambda _: [(FACE, 0.25)]))
+    record = veil.Record.load(out.with_name("out.mp4.veil.json"))
+    assert record.tracker.confirm_hits == 3
+    assert all([m.box for m in f.masks if m.origin == "detected"] == [FACE] for f in record.frames)
+    veil.render(src, out.with_name("out.mp4.veil.json"), again)
+    assert again.read_bytes() == out.read_bytes()
+    off = veil.detect(
+        src,
+        config=DetectionConfig(detector=config.detector, tracker=veil.TrackerConfig()),
+        detector=ScriptedDetector(lambda _: [(FACE, 0.25)]),
+    )
+    assert all(not f.masks for f in off.frames)
+    assert len(off.residual_risk["near_threshold"]["worst"]) > 0

@@ -151,14 +151,14 @@ def test_flat_regions_are_not_judged() -> None:
     assert structure_retained(flat, flat, (10.0, 10.0, 60.0, 60.0)) is None
 
 
-def test_weak_detection_continues_a_track_but_never_starts_one() -> None:
+def test_weak_detection_continues_a_track_but_alone_is_a_near_miss() -> None:
     assoc = Associator(TrackerConfig(new_track_score=0.4))
     strong = Detections(np.array([[10, 10, 50, 50]]), np.array([0.9]))
     weak_same = Detections(np.array([[11, 10, 51, 50]]), np.array([0.25]))
     weak_elsewhere = Detections(np.array([[200, 200, 240, 240]]), np.array([0.25]))
-    assert [m.track for m in assoc.assign(0, strong)] == [1]
-    assert [m.track for m in assoc.assign(1, weak_same)] == [1]
-    assert assoc.assign(2, weak_elsewhere) == []
+    assert [m.track for m in assoc.release(0, assoc.assign(0, strong))] == [1]
+    assert [m.track for m in assoc.release(1, assoc.assign(1, weak_same))] == [1]
+    assert assoc.release(2, assoc.assign(2, weak_elsewhere)) == []
     assert assoc.near_misses == {2: (1, 0.25)}
 
 

@@ -262,3 +262,76 @@ def test_lead_out_stays_on_the_face_whatever_the_last_two_sightings_say(
     # and the box does not balloon: at most the face, its growth and the velocity's reach
     (far,) = frames[-1].masks
     assert far.box[2] - far.box[0] <= 40 * (1 + 8 * config.growth_per_frame) + 8 * 10 + 1e-6
+
+
+def _weak(box: tuple[float, float, float, float], score: float = 0.25) -> Detections:
+    return Detections(np.array([box], np.float32), np.array([score], np.float32))
+
+
+def test_a_faint_face_seen_again_and_again_is_confirmed_with_its_first_sightings() -> None:
+    """Issue 18: under heavy compression or in the dark the detector scores a face below the
+    threshold that starts a track, but in the same place frame after frame. A track of weak
+    sightings is confirmed by ``confirm_hits`` of them, and once released late enough, its
+    first sightings are masked too; a one-off weak detection stays a near miss."""
+    config = TrackerConfig(new_track_score=0.4, confirm_hits=3)
+    assoc = Associator(config)
+    assigned = {
+        i: assoc.assign(i, _weak((100.0 + i, 50.0, 140.0 + i, 100.0))) for i in range(0, 6, 2)
+    }
+    assigned[7] = assoc.assign(7, _weak((400.0, 300.0, 440.0, 350.0)))  # a flicker elsewhere
+    released = {i: assoc.release(i, masks) for i, masks in sorted(assigned.items())}
+    assert [len(released[i]) for i in (0, 2, 4)] == [1, 1, 1]
+    assert {m.track for i in (0, 2, 4) for m in released[i]} == {1}
+    assert released[7] == []
+    assert assoc.near_misses == {7: (1, 0.25)}
+
+
+def test_a_weak_track_is_dropped_when_it_never_gets_its_hits() -> None:
+    assoc = Associator(TrackerConfig(new_track_score=0.4, confirm_hits=3, max_gap=2))
+    first = assoc.assign(0, _weak((100.0, 50.0, 140.0, 100.0)))
+    second = assoc.assign(1, _weak((101.0, 50.0, 141.0, 100.0)))
+    for i in range(2, 8):
+        assoc.assign(i, Detections.empty())  # the track dies after max_gap frames unseen
+    assert assoc.release(0, first) == []
+    assert assoc.release(1, second) == []
+    assert assoc.near_misses == {0: (1, 0.25), 1: (1, 0.25)}
+    assert assoc.predict(2) == []  # a tentative track is never carried live
+
+
+def test_weak_sightings_before_a_strong_one_join_its_track() -> None:
+    """Without ``confirm_hits``, a strong sighting confirms the weak ones before it."""
+    assoc = Associator(TrackerConfig(new_track_score=0.4))
+    weak = assoc.assign(0, _weak((100.0, 50.0, 140.0, 100.0)))
+    strong = assoc.assign(2, _weak((102.0, 50.0, 142.0, 100.0), score=0.9))
+    assert [m.track for m in assoc.release(0, weak)] == [1]
+    assert [m.track for m in assoc.release(2, strong)] == [1]
+    assert assoc.near_misses == {}
+
+
+def test_a_frame_filling_weak_detection_never_starts_a_track() -> None:
+    """At a low threshold the detector reports frame-sized "faces" in texture and blur (the
+    public WIDER pan: a 0.22 box 0.87 of the frame tall, confirmed, then carried past the
+    frame's edges). A weak detection over a third of the frame's shorter side starts no
+    track; it still continues a confirmed one (a face coming close)."""
+    size = (640, 360)
+    huge = (100.0, 20.0, 300.0, 260.0)  # 240 px tall > 0.33 x 360
+    assoc = Associator(TrackerConfig(new_track_score=0.4, confirm_hits=2), frame_size=size)
+    for i in range(4):
+        assert assoc.release(i, assoc.assign(i, _weak(huge))) == []
+    assert assoc.near_misses == {i: (1, 0.25) for i in range(4)}
+    approaching = Associator(TrackerConfig(new_track_score=0.4), frame_size=size)
+    assert len(approaching.release(0, approaching.assign(0, _weak(huge, score=0.9)))) == 1
+    assert [m.track for m in approaching.release(1, approaching.assign(1, _weak(huge)))] == [1]
+
+
+def test_live_a_faint_face_is_masked_from_the_sighting_that_confirms_it() -> None:
+    """Live mode cannot wait: it releases each frame at once, so a track of weak sightings is
+    masked from its ``confirm_hits``-th sighting on, and predicted only once confirmed."""
+    assoc = Associator(TrackerConfig(new_track_score=0.4, confirm_hits=3))
+    kept = [
+        len(assoc.release(i, assoc.assign(i, _weak((100.0 + i, 50.0, 140.0 + i, 100.0)))))
+        for i in range(5)
+    ]
+    assert kept == [0, 0, 1, 1, 1]
+    assert sorted(assoc.near_misses) == [0, 1]
+    assert [track for track, _ in assoc.predict(5)] == [1]
