@@ -10,7 +10,7 @@ the public GT clips and the generated hard clips (``veil eval --generated``, cac
 ``.cache/eval/clips``). Every record is scored against ground truth (faces >= 20 px, by
 record, the eval's definitions); cost is the process CPU time of the detect run per frame
 (decode, detection, tracking: all threads), so a loaded box changes it little. Prints one
-row per candidate (pooled leak, each clip's leak, holes, collateral, CPU ms a frame) and
+row per candidate (pooled leak, holes, collateral, CPU ms a frame; each clip's leak/collateral) and
 draws leak against cost; the Pareto front is marked.
 """
 
@@ -92,61 +92,48 @@ class Current:
         return DetectionConfig(preset=self.preset)
 
 
+def _yunet(side: int, new: float, weak: float, hits: int = 0) -> Candidate:
+    """YuNet alone (``side`` 640) or at 640 and ``side`` px fused, balanced's stride and
+    tracker; ``new``/``weak``: the new-track and track thresholds; ``hits``: confirm_hits."""
+    return _c(
+        "balanced",
+        {"confirm_hits": hits},
+        model="yunet" if side == 640 else "yunet@640+yunet",
+        max_side=side,
+        score_threshold=new,
+        track_threshold=weak,
+    )
+
+
+def _thorough(weak: float, hits: int = 0) -> Candidate:
+    """CenterFace at 1280 px fused with YuNet at 640 and 1280 px, every frame."""
+    return _c(
+        "thorough",
+        {"confirm_hits": hits},
+        model="centerface+yunet@640+yunet",
+        score_threshold=0.4,
+        track_threshold=weak,
+        flip=False,
+    )
+
+
 CANDIDATES: dict[str, Candidate | Current] = {
+    # the presets before issue 18 (the thorough one, 221 ms a frame, is in the earlier run)
     "fast (before)": _c("fast"),
     "balanced (before)": _c("balanced"),
-    "thorough (before)": _c("thorough"),
-    # YuNet alone, at its own thresholds (t: continues a track)
-    "fast: yunet 640 0.5/t0.25": Current("fast"),
-    "yunet 640 0.6/t0.25": _c("balanced", model="yunet", score_threshold=0.6, track_threshold=0.25),
-    "yunet 960 0.5/t0.25": _c(
-        "balanced", model="yunet", max_side=960, score_threshold=0.5, track_threshold=0.25
-    ),
-    "yunet 1280 0.5/t0.25": _c(
-        "balanced", model="yunet", max_side=1280, score_threshold=0.5, track_threshold=0.25
-    ),
-    "yunet 1280 flip s1 0.5/t0.25": _c(
-        "thorough", model="yunet", score_threshold=0.5, track_threshold=0.25
-    ),
-    # CenterFace and YuNet fused; thresholds on the shared scale (veil.server._fusion: 0.5
-    # runs each at its calibrated threshold; 0.4 YuNet at 0.52 and CenterFace at 0.32)
-    "cf+yunet 640 0.5/t0.25": _c(
-        "balanced", model="centerface+yunet", score_threshold=0.5, track_threshold=0.25
-    ),
-    "cf+yunet 640 0.4/t0.2": _c(
-        "balanced", model="centerface+yunet", score_threshold=0.4, track_threshold=0.2
-    ),
-    "cf+yunet 1280 s1 0.4/t0.2": _c(
-        "thorough",
-        model="centerface+yunet",
-        score_threshold=0.4,
-        track_threshold=0.2,
-        flip=False,
-    ),
-    # one model at two scales (a coarse one for large faces in noise, the full one for small)
-    "balanced: yunet@640+yunet 960 0.4/t0.2": Current("balanced"),
-    "yunet@640+yunet 1280 0.4/t0.2": _c(
-        "balanced",
-        model="yunet@640+yunet",
-        max_side=1280,
-        score_threshold=0.4,
-        track_threshold=0.2,
-    ),
-    "yunet@640+yunet 1280 0.5/t0.2": _c(
-        "balanced",
-        model="yunet@640+yunet",
-        max_side=1280,
-        score_threshold=0.5,
-        track_threshold=0.2,
-    ),
-    "thorough: cf+yunet@640+yunet 1280 s1 0.4/t0.2": Current("thorough"),
-    "cf+yunet@640+yunet 1280 s1 0.5/t0.2": _c(
-        "thorough",
-        model="centerface+yunet@640+yunet",
-        score_threshold=0.5,
-        track_threshold=0.2,
-        flip=False,
-    ),
+    # the issue 18 presets before confirmation (new/weak thresholds; s1: every frame)
+    "yunet 640 0.5/t0.25": _yunet(640, 0.5, 0.25),
+    "yunet@640+yunet 960 0.4/t0.2": _yunet(960, 0.4, 0.2),
+    "cf+yunet@640+yunet 1280 s1 0.4/t0.2": _thorough(0.2),
+    # weak tracks confirmed by repeated weak sightings (c3: TrackerConfig.confirm_hits=3)
+    "fast: yunet 640 0.5/t0.25 c3": Current("fast"),
+    "yunet 640 0.5/t0.1 c3": _yunet(640, 0.5, 0.1, 3),
+    "balanced: yunet 640 0.5/t0.15 c3": Current("balanced"),
+    "yunet@640+yunet 960 0.4/t0.2 c3": _yunet(960, 0.4, 0.2, 3),
+    "yunet@640+yunet 960 0.4/t0.15 c3": _yunet(960, 0.4, 0.15, 3),
+    "yunet@640+yunet 960 0.4/t0.1 c3": _yunet(960, 0.4, 0.1, 3),
+    "cf+yunet@640+yunet 1280 s1 0.4/t0.2 c3": _thorough(0.2, 3),
+    "thorough: cf+yunet@640+yunet 1280 s1 0.4/t0.15 c2": Current("thorough"),
 }
 
 
@@ -161,6 +148,7 @@ def measure(candidate: Candidate | Current, clips: list[GtClip]) -> dict[str, An
 
     pooled = Score()
     per_clip: dict[str, float | None] = {}
+    per_clip_collateral: dict[str, float] = {}
     cpu = 0.0
     frames = 0
     for clip in clips:
@@ -170,6 +158,7 @@ def measure(candidate: Candidate | Current, clips: list[GtClip]) -> dict[str, An
         frames += len(record.frames)
         score = score_record(clip, record)
         per_clip[clip.name] = score.leak_rate()
+        per_clip_collateral[clip.name] = score.collateral
         pooled.add(score)
     return {
         "leak": pooled.leak_rate(),
@@ -178,6 +167,7 @@ def measure(candidate: Candidate | Current, clips: list[GtClip]) -> dict[str, An
         "collateral": pooled.collateral,
         "cpu_ms_per_frame": 1e3 * cpu / max(frames, 1),
         "clips": per_clip,
+        "clips_collateral": per_clip_collateral,
     }
 
 
@@ -253,8 +243,10 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1, sort_keys=True))
         r = rows[name]
+        collateral = r["clips_collateral"]
         per_clip = "  ".join(
-            f"{clip}={'-' if v is None else f'{100 * v:.1f}'}" for clip, v in r["clips"].items()
+            f"{clip}={'-' if v is None else f'{100 * v:.1f}'}/{100 * collateral[clip]:.1f}"
+            for clip, v in r["clips"].items()
         )
         print(
             f"{name:<24} leak {100 * r['leak']:6.2f} %  clear {100 * r['clear']:5.2f} %  "

@@ -20,14 +20,15 @@ class Preset(StrEnum):
 class DetectorSettings:
     """Which model runs, at what size and thresholds, where. ``max_side`` in pixels."""
 
-    model: str = "yunet@640+yunet"
-    max_side: int = 960
-    score_threshold: float = 0.4
+    model: str = "yunet"
+    max_side: int = 640
+    score_threshold: float = 0.5
     nms_threshold: float = 0.3
     provider: str = "cpu"
     batch_size: int = 4
-    #: Track-aware threshold: detections down to this score are kept when they continue a
-    #: track (``score_threshold`` still decides which may start one). None: off.
+    #: Track-aware threshold: the model runs down to this score; a detection below
+    #: ``score_threshold`` (weak) is kept when it continues a track, or once its own track is
+    #: confirmed (``TrackerConfig.confirm_hits``). None: off.
     track_threshold: float | None = None
     #: Second opinion: also detect on the horizontal mirror (about 2x detector time).
     flip: bool = False
@@ -72,13 +73,17 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # Picked on the leak-vs-cost Pareto front of `make sweep` (benchmarks/sweep_presets.py;
     # docs/quality.md, docs/pareto.png: public and generated GT clips, faces >= 20 px, by
     # record, against CPU ms a frame). YuNet found more faces than CenterFace for less time
-    # on every hard clip. Fast: YuNet at 640 px (its own 0.5; 0.25 continues a track) leaks
-    # 14.6 % where the old balanced (CenterFace 640) leaked 26.4 %, at 0.6x its cost.
-    # Balanced: YuNet at two scales, fused: fit to 640 px (large faces in noise: on the
-    # held-back low-light clip every detector lost at 1280 faces it found at 640) and to
-    # 960 px (small faces): 8.0 % at about the old balanced's cost (1280 px: 7.2 % at 1.3x).
-    # Thorough: CenterFace at 1280 px fused with YuNet at 640 and 1280 px, every frame:
-    # 4.8 %, below balanced on every clip. Fused thresholds are on the shared scale
+    # on every hard clip. The model runs at the track threshold (``track_threshold``); a
+    # detection below the new-track threshold (weak) is masked when it continues a track, or
+    # when its own track is confirmed by ``confirm_hits`` weak sightings (a face faint in
+    # every frame under heavy compression or in the dark, where a false positive flickers).
+    # Fast: YuNet at 640 px, weak from 0.25: 7.2 % (14.6 % without confirmation). Balanced:
+    # YuNet at 640 px, weak from 0.15: 2.9 % at 0.9x the cost of the fused 640+960 px YuNet
+    # it replaces (7.6 %); fused at 960 px it leaked 2.8 % for 1.7x. Thorough: CenterFace at
+    # 1280 px fused with YuNet at 640 and 1280 px, every frame, two weak sightings confirm:
+    # 1.0 %, below balanced on every clip. The price is collateral: 14 % of the frame
+    # outside labelled faces for balanced by record (8 % before), most of it on the
+    # unlabelled small heads of crowds. Fused thresholds are on the shared scale
     # (veil.server._fusion: 0.4 runs YuNet at 0.52, CenterFace at 0.32). Lead-in/out and
     # gaps in frames were swept earlier on the same clips (docs/quality.md). Fast and
     # balanced detect every other frame, and the frames between wherever the faces moved
@@ -87,25 +92,21 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
         DetectorSettings(
             model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.25, stride=2
         ),
-        TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
+        TrackerConfig(max_gap=12, lead_in=12, lead_out=8, confirm_hits=3),
     ),
     Preset.BALANCED: (
         DetectorSettings(
-            model="yunet@640+yunet",
-            max_side=960,
-            score_threshold=0.4,
-            track_threshold=0.2,
-            stride=2,
+            model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.15, stride=2
         ),
-        TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
+        TrackerConfig(max_gap=12, lead_in=12, lead_out=8, confirm_hits=3),
     ),
     Preset.THOROUGH: (
         DetectorSettings(
             model="centerface+yunet@640+yunet",
             max_side=1280,
             score_threshold=0.4,
-            track_threshold=0.2,
+            track_threshold=0.15,
         ),
-        TrackerConfig(max_gap=15, lead_in=10, lead_out=10),
+        TrackerConfig(max_gap=15, lead_in=10, lead_out=10, confirm_hits=2),
     ),
 }

@@ -62,8 +62,13 @@ def clip(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_fast_preset_records_the_detector_it_ran(clip: Path, tmp_path: Path) -> None:
     record = veil.detect(clip, config=DetectionConfig(preset="fast"))
     fast, balanced = PRESETS[Preset.FAST][0], PRESETS[Preset.BALANCED][0]
-    assert (fast.model, fast.max_side) != (balanced.model, balanced.max_side)
-    assert (record.detector["model"], record.detector["max_side"]) == (fast.model, fast.max_side)
+    ran = (
+        record.detector["model"],
+        record.detector["max_side"],
+        record.detector["score_threshold"],
+    )
+    assert ran == (fast.model, fast.max_side, fast.model_threshold)
+    assert ran != (balanced.model, balanced.max_side, balanced.model_threshold)
     assert record.detector["preset"] == "fast"
 
 
