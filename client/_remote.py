@@ -591,6 +591,10 @@ def job_start(
             score_threshold=detector.score_threshold,
             nms_threshold=detector.nms_threshold,
             batch_size=detector.batch_size,
+            track_threshold=detector.track_threshold,
+            stride=detector.stride,
+            flip=detector.flip,
+            tiles=detector.tiles,
         ),
         tracker=pb.TrackerSettings(
             set=True,
@@ -599,6 +603,7 @@ def job_start(
             lead_out=tracker.lead_out,
             match_iou=tracker.match_iou,
             growth_per_frame=tracker.growth_per_frame,
+            confirm_hits=tracker.confirm_hits,
         ),
         style=pb.StyleSettings(
             set=True,

@@ -256,6 +256,9 @@ def _job_settings(start: pb.JobStart) -> tuple[DetectionConfig, Style, EncoderSe
         "score_threshold": d.score_threshold or None,
         "nms_threshold": d.nms_threshold or None,
         "batch_size": d.batch_size or None,
+        "stride": d.stride or None,
+        "tiles": d.tiles or None,
+        "flip": d.flip,
     }
     tracker: dict[str, Any] = {}
     if start.tracker.set:
@@ -266,8 +269,16 @@ def _job_settings(start: pb.JobStart) -> tuple[DetectionConfig, Style, EncoderSe
             "lead_out": t.lead_out,
             "match_iou": t.match_iou,
             "growth_per_frame": t.growth_per_frame,
+            "confirm_hits": t.confirm_hits,
         }
     config = DetectionConfig.from_preset(preset, detector=detector, tracker=tracker)
+    if d.model:  # the client's detector settings, all given: its track threshold or none
+        track = d.track_threshold if d.HasField("track_threshold") else None
+        config = DetectionConfig(
+            preset=preset,
+            detector=replace(config.detector, track_threshold=track),
+            tracker=config.tracker,
+        )
     style = Style()
     if start.style.set:
         s = start.style

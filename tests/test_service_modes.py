@@ -150,3 +150,46 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
             url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
         )
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("detector", "tracker"),
+    [
+        ({}, {}),  # the preset as it is
+        ({"stride": 1, "track_threshold": 0.3, "flip": True, "tiles": 2}, {"confirm_hits": 5}),
+        ({"track_threshold": None}, {"confirm_hits": 0}),  # weak detections off
+    ],
+)
+def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
+    detector: dict[str, Any], tracker: dict[str, Any]
+) -> None:
+    """Regression: the wire carried neither the stride, track threshold, mirror pass and
+    tiles nor ``confirm_hits``, so a cloud job ran the preset's where the user had set
+    others (``--stride 1`` detected every other frame). The server's settings now equal the
+    client's."""
+    from dataclasses import replace
+
+    from veil import EncoderSettings, Style
+    from veil.server._service import _job_settings
+
+    base = DetectionConfig.from_preset("balanced")
+    config = DetectionConfig(
+        preset=base.preset,
+        detector=replace(base.detector, **detector),
+        tracker=replace(base.tracker, **tracker),
+    )
+    start = job_start(
+        input_name="in.mp4",
+        input_size=1,
+        output_name="out.mp4",
+        write_record=True,
+        preset="balanced",
+        detector=config.detector,
+        tracker=config.tracker,
+        style=Style(),
+        encoder=EncoderSettings(),
+    )
+    served, _, _ = _job_settings(start)
+    assert served.detector == replace(config.detector, provider=served.detector.provider)
+    assert served.tracker == config.tracker
+    assert served.tracker_for_run == config.tracker_for_run

@@ -153,34 +153,44 @@ class DetectStreamResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[StreamStarted, _Mapping]] = ..., result: _Optional[_Union[FrameResult, _Mapping]] = ...) -> None: ...
 
 class DetectorSettings(_message.Message):
-    __slots__ = ("model", "max_side", "score_threshold", "nms_threshold", "batch_size")
+    __slots__ = ("model", "max_side", "score_threshold", "nms_threshold", "batch_size", "track_threshold", "stride", "flip", "tiles")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     NMS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRACK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    FLIP_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
     model: str
     max_side: int
     score_threshold: float
     nms_threshold: float
     batch_size: int
-    def __init__(self, model: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    track_threshold: float
+    stride: int
+    flip: bool
+    tiles: int
+    def __init__(self, model: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., batch_size: _Optional[int] = ..., track_threshold: _Optional[float] = ..., stride: _Optional[int] = ..., flip: _Optional[bool] = ..., tiles: _Optional[int] = ...) -> None: ...
 
 class TrackerSettings(_message.Message):
-    __slots__ = ("set", "max_gap", "lead_in", "lead_out", "match_iou", "growth_per_frame")
+    __slots__ = ("set", "max_gap", "lead_in", "lead_out", "match_iou", "growth_per_frame", "confirm_hits")
     SET_FIELD_NUMBER: _ClassVar[int]
     MAX_GAP_FIELD_NUMBER: _ClassVar[int]
     LEAD_IN_FIELD_NUMBER: _ClassVar[int]
     LEAD_OUT_FIELD_NUMBER: _ClassVar[int]
     MATCH_IOU_FIELD_NUMBER: _ClassVar[int]
     GROWTH_PER_FRAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_HITS_FIELD_NUMBER: _ClassVar[int]
     set: bool
     max_gap: int
     lead_in: int
     lead_out: int
     match_iou: float
     growth_per_frame: float
-    def __init__(self, set: _Optional[bool] = ..., max_gap: _Optional[int] = ..., lead_in: _Optional[int] = ..., lead_out: _Optional[int] = ..., match_iou: _Optional[float] = ..., growth_per_frame: _Optional[float] = ...) -> None: ...
+    confirm_hits: int
+    def __init__(self, set: _Optional[bool] = ..., max_gap: _Optional[int] = ..., lead_in: _Optional[int] = ..., lead_out: _Optional[int] = ..., match_iou: _Optional[float] = ..., growth_per_frame: _Optional[float] = ..., confirm_hits: _Optional[int] = ...) -> None: ...
 
 class StyleSettings(_message.Message):
     __slots__ = ("set", "effect", "shape", "margin", "feather", "blur_strength", "pixel_blocks", "color")
