@@ -373,6 +373,12 @@ class RemoteDetector:
     def __init__(
         self, url: str, settings: DetectorSettings, options: ChannelOptions | None = None
     ) -> None:
+        if settings.flip or settings.tiles != 1:
+            # the server's detector runs neither: asked for, they would silently not run
+            raise ConfigError(
+                "hybrid mode runs the server's detector without the mirror pass (flip) or "
+                "tiles; run them on-prem or as a cloud job (--remote)"
+            )
         self._options = options or ChannelOptions()
         self._url = url
         self._channel, self._target = open_channel(url, self._options)

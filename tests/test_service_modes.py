@@ -193,3 +193,14 @@ def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
     assert served.detector == replace(config.detector, provider=served.detector.provider)
     assert served.tracker == config.tracker
     assert served.tracker_for_run == config.tracker_for_run
+
+
+@pytest.mark.parametrize("settings", [{"flip": True}, {"tiles": 2}])
+def test_hybrid_refuses_passes_the_server_would_not_run(settings: dict[str, Any]) -> None:
+    """The server's detector runs without the mirror pass and tiles; asked for in hybrid mode
+    they would silently not run, so the job is refused before any connection is made."""
+    from veil import ConfigError
+
+    config = DetectionConfig.from_preset("balanced", detector=settings)
+    with pytest.raises(ConfigError, match="mirror pass"):
+        RemoteDetector("grpc://127.0.0.1:9", config.detector)
