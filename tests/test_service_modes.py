@@ -113,15 +113,14 @@ def test_cloud_equals_on_prem(
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_path: Path) -> None:
+def _balanced_job(name: str, size: int, config: DetectionConfig) -> Any:
+    """The ``JobStart`` of a balanced cloud job with ``config``'s settings, default style
+    and encoder."""
     from veil import EncoderSettings, Style
-    from veil._remote import RemoteError, RetryPolicy
 
-    server = veil_server(limits={"max_job_bytes": 1000})
-    config = DetectionConfig()
-    start = job_start(
-        input_name=clip.name,
-        input_size=clip.stat().st_size,
+    return job_start(
+        input_name=name,
+        input_size=size,
         output_name="out.mp4",
         write_record=True,
         preset="balanced",
@@ -130,6 +129,13 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
         style=Style(),
         encoder=EncoderSettings(),
     )
+
+
+def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_path: Path) -> None:
+    from veil._remote import RemoteError, RetryPolicy
+
+    server = veil_server(limits={"max_job_bytes": 1000})
+    start = _balanced_job(clip.name, clip.stat().st_size, DetectionConfig())
     url = f"grpc://127.0.0.1:{server.port}"
     options = ChannelOptions(retry=RetryPolicy(attempts=1))
     with pytest.raises(RemoteError, match="RESOURCE_EXHAUSTED: RunJob: input of"):
@@ -169,7 +175,6 @@ def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
     client's."""
     from dataclasses import replace
 
-    from veil import EncoderSettings, Style
     from veil.server._service import _job_settings
 
     base = DetectionConfig.from_preset("balanced")
@@ -178,18 +183,7 @@ def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
         detector=replace(base.detector, **detector),
         tracker=replace(base.tracker, **tracker),
     )
-    start = job_start(
-        input_name="in.mp4",
-        input_size=1,
-        output_name="out.mp4",
-        write_record=True,
-        preset="balanced",
-        detector=config.detector,
-        tracker=config.tracker,
-        style=Style(),
-        encoder=EncoderSettings(),
-    )
-    served, _, _ = _job_settings(start)
+    served, _, _ = _job_settings(_balanced_job("in.mp4", 1, config))
     assert served.detector == replace(config.detector, provider=served.detector.provider)
     assert served.tracker == config.tracker
     assert served.tracker_for_run == config.tracker_for_run
