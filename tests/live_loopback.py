@@ -11,14 +11,22 @@ clock, which gives the latency the whole chain added.
 from __future__ import annotations
 
 import bisect
+import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+import cv2
+import numpy as np
+
+from veil import Style, TrackerConfig
+from veil._live import LiveConfig, run_live
 
 DATAGRAM = 7 * 188  # 1316 bytes: seven TS packets, the usual UDP payload
 
@@ -201,3 +209,197 @@ def latencies(published: Path, pub: Timeline, received: Path, rec: Timeline) -> 
 
     sent, came = ends(published, pub), ends(received, rec)
     return sorted(came[k] - sent[k] for k in came if k in sent)
+
+
+# --------------------------------------------------------------------------------------------
+# one ``veil live`` run over loopback, and what it let through
+
+MIN_FACE_PX = 20
+#: covered share of a face box by the frame's rendered masks (record boxes grown by the style
+#: margin). Not 1.0: WIDER GT boxes are loose (shared/data/README.md), and a detector's tight
+#: box grown by the margin covers ~0.85-0.95 of one; the pixel check below catches the rest.
+MIN_COVER = 0.8
+#: a masked face keeps at most this share of its source's fine structure (|Laplacian|)
+MAX_STRUCTURE = 0.5
+
+
+@dataclass
+class Run:
+    published: Path
+    received: Path
+    record: list[dict[str, Any]]
+    latencies: list[float]
+    summary: dict[str, Any]
+
+    @property
+    def frames(self) -> dict[int, dict[str, Any]]:
+        """Record lines of frames sent, by output pts."""
+        return {line["out_pts"]: line for line in self.record if "mode" in line}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.record if line.get("event") == name]
+
+
+def read_record(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def source_lost(record: Path) -> bool:
+    return record.exists() and '"source_lost"' in record.read_text()
+
+
+def live_in_process(
+    tmp: Path,
+    clip: Path,
+    detector: Any,
+    *,
+    delay_s: float,
+    loops: int = 1,
+    tracker: TrackerConfig | None = None,
+) -> Run:
+    """``clip`` published at its native rate through ``veil live`` (in this process, with
+    ``detector``; ``tracker``: a preset's ``tracker_for_run``, default ``TrackerConfig()``)."""
+    published = make_ts(clip, tmp / "published.ts", loops=loops)
+    receiver = Receiver(tmp / "received.ts")
+    receiver.start()
+    port = free_udp_port()
+    record = tmp / "live.jsonl"
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            result["summary"] = run_live(
+                f"udp://127.0.0.1:{port}",
+                f"udp://127.0.0.1:{receiver.port}",
+                detector=detector,
+                config=LiveConfig(
+                    delay_s=delay_s, read_timeout_s=1.0, tracker=tracker or TrackerConfig()
+                ),
+                record=record,
+                stop=stop,
+            )
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=go, name="veil-live-test")
+    thread.start()
+    try:
+        assert wait_udp_bound(port, 60), "veil live never listened on its UDP source"
+        publisher = Publisher(published, port)
+        publisher.start()
+        publisher.join()
+        # the source goes silent: veil notices (read timeout), flushes its decoder, reconnects
+        wait_for(lambda: source_lost(record), 30)
+    finally:
+        stop.set()  # what SIGINT/SIGTERM do in the CLI
+        thread.join(60)
+        receiver.wait_idle(0.5, 10)
+        receiver.stop_event.set()
+        receiver.join()
+    assert not thread.is_alive(), "veil live did not stop"
+    if "error" in result:
+        raise result["error"]
+    lat = latencies(published, publisher.sent, receiver.out, receiver.received)
+    return Run(published, receiver.out, read_record(record), lat, result["summary"])
+
+
+def grown(box: Sequence[float], margin: float) -> tuple[float, float, float, float]:
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h)
+
+
+def covered_share(face: Sequence[float], masks: Sequence[Sequence[float]]) -> float:
+    """Share of the ``face`` box covered by the union of ``masks`` (rasterised at 1 px)."""
+    x0, y0 = int(np.floor(face[0])), int(np.floor(face[1]))
+    x1, y1 = int(np.ceil(face[2])), int(np.ceil(face[3]))
+    if x1 <= x0 or y1 <= y0:
+        return 1.0
+    covered = np.zeros((y1 - y0, x1 - x0), bool)
+    for m in masks:
+        a0, b0 = max(0, int(np.floor(m[0])) - x0), max(0, int(np.floor(m[1])) - y0)
+        a1, b1 = min(x1 - x0, int(np.ceil(m[2])) - x0), min(y1 - y0, int(np.ceil(m[3])) - y0)
+        if a1 > a0 and b1 > b0:
+            covered[b0:b1, a0:a1] = True
+    return float(covered.mean())
+
+
+def structure(luma: np.ndarray, box: Sequence[float]) -> float:
+    """Mean |Laplacian| of the (slightly smoothed) luma in ``box``: how much fine structure
+    a region has. A masked face keeps little of its source's."""
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(luma.shape[1], int(np.ceil(box[2]))), min(luma.shape[0], int(np.ceil(box[3])))
+    region = luma[y0:y1, x0:x1].astype(np.float32)
+    if region.size < 16:
+        return 0.0
+    # edges at the scale of eyes and mouths, not the encoder's pixel-level noise
+    region = cv2.GaussianBlur(region, (0, 0), 1.5)
+    return float(np.abs(cv2.Laplacian(region, cv2.CV_32F)).mean())
+
+
+def luma_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            yield int(frame.pts), frame.to_ndarray(format="gray")
+
+
+def check_masked(
+    run: Run, faces: Callable[[int], list[Sequence[float]]], style: Style | None = None
+) -> dict[str, Any]:
+    """Every face (``faces(source_frame_index)``, boxes >= 20 px tall) in every frame that
+    came back: covered by the record's masks, and without structure in the pixels."""
+    style = style or Style()
+    published = [pts for pts, _ in frames_pts(run.published)]
+    first = published[0]
+    step = (published[-1] - first) / max(1, len(published) - 1)
+    lines = run.frames
+    leaks: list[str] = []
+    checked = 0
+    received = luma_frames(run.received)
+    wanted = {pts for pts, _ in frames_pts(run.received)}
+    for pts, source in luma_frames(run.published):
+        if pts not in wanted:
+            continue
+        got_pts, out = next(received)
+        assert got_pts == pts
+        line = lines.get(pts)
+        assert line is not None, f"frame pts {pts} went out but the record does not list it"
+        boxes = [grown(m["box"], style.margin) for m in line["masks"]]
+        index = round((pts - first) / step)
+        for face in faces(index):
+            if face[3] - face[1] < MIN_FACE_PX:
+                continue
+            checked += 1
+            share = covered_share(face, boxes)
+            before, after = structure(source, face), structure(out, face)
+            kept = after / before if before > 1.0 else 0.0
+            if share < MIN_COVER or kept > MAX_STRUCTURE:
+                leaks.append(
+                    f"frame {index} ({line['mode']}): face {[round(v) for v in face]} "
+                    f"covered {share:.2f}, structure kept {kept:.2f}"
+                )
+    return {"faces_checked": checked, "leaks": leaks}
+
+
+def frames_pts(path: Path) -> list[tuple[int, None]]:
+    with av.open(str(path)) as c:
+        return sorted((int(p.pts), None) for p in c.demux(video=0) if p.size and p.pts is not None)
+
+
+def gt_faces(clip_json: Path) -> Callable[[int], list[Sequence[float]]]:
+    gt = json.loads(clip_json.read_text())
+    # DESIGN's face instance: >= 20 px tall (checked in check_masked), >= 60 % visible
+    faces = [
+        [f["bbox"] for f in frame["faces"] if not f["ignore"] and f["visible"] >= 0.6]
+        for frame in gt["frames"]
+    ]
+    return lambda i: faces[i] if i < len(faces) else []

@@ -19,12 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 import pytest
 
@@ -32,14 +30,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from live_loopback import (
     Publisher,
     Receiver,
+    Run,
+    check_masked,
     free_udp_port,
+    gt_faces,
     latencies,
+    live_in_process,
+    luma_frames,
     make_ts,
     packets,
+    read_record,
+    structure,
     wait_udp_bound,
 )
 
-from veil import DetectionConfig, Detections, DetectorError, Style
+from veil import DetectionConfig, Detections, DetectorError
 from veil._detector import DetectorInfo
 from veil._live import LiveConfig, run_live
 from veil._live_io import ProtocolError, sink_endpoint, source_endpoint
@@ -48,13 +53,6 @@ pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[1]
 VEIL = [sys.executable, "-m", "veil.cli"]
-MIN_FACE_PX = 20
-#: covered share of a face box by the frame's rendered masks (record boxes grown by the style
-#: margin). Not 1.0: WIDER GT boxes are loose (shared/data/README.md), and a detector's tight
-#: box grown by the margin covers ~0.85-0.95 of one; the pixel check below catches the rest.
-MIN_COVER = 0.8
-#: a masked face keeps at most this share of its source's fine structure (|Laplacian|)
-MAX_STRUCTURE = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,168 +129,8 @@ def light_detector() -> Iterator[Any]:
 # one run over loopback
 
 
-@dataclass
-class Run:
-    published: Path
-    received: Path
-    record: list[dict[str, Any]]
-    latencies: list[float]
-    summary: dict[str, Any]
-
-    @property
-    def frames(self) -> dict[int, dict[str, Any]]:
-        """Record lines of frames sent, by output pts."""
-        return {line["out_pts"]: line for line in self.record if "mode" in line}
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.record if line.get("event") == name]
-
-
-def _read_record(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
-def _source_lost(record: Path) -> bool:
-    return record.exists() and '"source_lost"' in record.read_text()
-
-
-def live_in_process(tmp: Path, clip: Path, detector: Any, *, delay_s: float, loops: int = 1) -> Run:
-    published = make_ts(clip, tmp / "published.ts", loops=loops)
-    receiver = Receiver(tmp / "received.ts")
-    receiver.start()
-    port = free_udp_port()
-    record = tmp / "live.jsonl"
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-
-    def go() -> None:
-        try:
-            result["summary"] = run_live(
-                f"udp://127.0.0.1:{port}",
-                f"udp://127.0.0.1:{receiver.port}",
-                detector=detector,
-                config=LiveConfig(delay_s=delay_s, read_timeout_s=1.0),
-                record=record,
-                stop=stop,
-            )
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=go, name="veil-live-test")
-    thread.start()
-    try:
-        assert wait_udp_bound(port, 60), "veil live never listened on its UDP source"
-        publisher = Publisher(published, port)
-        publisher.start()
-        publisher.join()
-        # the source goes silent: veil notices (read timeout), flushes its decoder, reconnects
-        _wait_for(lambda: _source_lost(record), 30)
-    finally:
-        stop.set()  # what SIGINT/SIGTERM do in the CLI
-        thread.join(60)
-        receiver.wait_idle(0.5, 10)
-        receiver.stop_event.set()
-        receiver.join()
-    assert not thread.is_alive(), "veil live did not stop"
-    if "error" in result:
-        raise result["error"]
-    lat = latencies(published, publisher.sent, receiver.out, receiver.received)
-    return Run(published, receiver.out, _read_record(record), lat, result["summary"])
-
-
 # --------------------------------------------------------------------------------------------
 # checks
-
-
-def _grown(box: Sequence[float], margin: float) -> tuple[float, float, float, float]:
-    w, h = box[2] - box[0], box[3] - box[1]
-    return (box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h)
-
-
-def covered_share(face: Sequence[float], masks: Sequence[Sequence[float]]) -> float:
-    """Share of the ``face`` box covered by the union of ``masks`` (rasterised at 1 px)."""
-    x0, y0 = int(np.floor(face[0])), int(np.floor(face[1]))
-    x1, y1 = int(np.ceil(face[2])), int(np.ceil(face[3]))
-    if x1 <= x0 or y1 <= y0:
-        return 1.0
-    covered = np.zeros((y1 - y0, x1 - x0), bool)
-    for m in masks:
-        a0, b0 = max(0, int(np.floor(m[0])) - x0), max(0, int(np.floor(m[1])) - y0)
-        a1, b1 = min(x1 - x0, int(np.ceil(m[2])) - x0), min(y1 - y0, int(np.ceil(m[3])) - y0)
-        if a1 > a0 and b1 > b0:
-            covered[b0:b1, a0:a1] = True
-    return float(covered.mean())
-
-
-def structure(luma: np.ndarray, box: Sequence[float]) -> float:
-    """Mean |Laplacian| of the (slightly smoothed) luma in ``box``: how much fine structure
-    a region has. A masked face keeps little of its source's."""
-    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
-    x1, y1 = min(luma.shape[1], int(np.ceil(box[2]))), min(luma.shape[0], int(np.ceil(box[3])))
-    region = luma[y0:y1, x0:x1].astype(np.float32)
-    if region.size < 16:
-        return 0.0
-    # edges at the scale of eyes and mouths, not the encoder's pixel-level noise
-    region = cv2.GaussianBlur(region, (0, 0), 1.5)
-    return float(np.abs(cv2.Laplacian(region, cv2.CV_32F)).mean())
-
-
-def _frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            yield int(frame.pts), frame.to_ndarray(format="gray")
-
-
-def check_masked(
-    run: Run, faces: Callable[[int], list[Sequence[float]]], style: Style | None = None
-) -> dict[str, Any]:
-    """Every face (``faces(source_frame_index)``, boxes >= 20 px tall) in every frame that
-    came back: covered by the record's masks, and without structure in the pixels."""
-    style = style or Style()
-    published = [pts for pts, _ in _frames_pts(run.published)]
-    first = published[0]
-    step = (published[-1] - first) / max(1, len(published) - 1)
-    lines = run.frames
-    leaks: list[str] = []
-    checked = 0
-    received = _frames(run.received)
-    wanted = {pts for pts, _ in _frames_pts(run.received)}
-    for pts, source in _frames(run.published):
-        if pts not in wanted:
-            continue
-        got_pts, out = next(received)
-        assert got_pts == pts
-        line = lines.get(pts)
-        assert line is not None, f"frame pts {pts} went out but the record does not list it"
-        boxes = [_grown(m["box"], style.margin) for m in line["masks"]]
-        index = round((pts - first) / step)
-        for face in faces(index):
-            if face[3] - face[1] < MIN_FACE_PX:
-                continue
-            checked += 1
-            share = covered_share(face, boxes)
-            before, after = structure(source, face), structure(out, face)
-            kept = after / before if before > 1.0 else 0.0
-            if share < MIN_COVER or kept > MAX_STRUCTURE:
-                leaks.append(
-                    f"frame {index} ({line['mode']}): face {[round(v) for v in face]} "
-                    f"covered {share:.2f}, structure kept {kept:.2f}"
-                )
-    return {"faces_checked": checked, "leaks": leaks}
-
-
-def _frames_pts(path: Path) -> list[tuple[int, None]]:
-    with av.open(str(path)) as c:
-        return sorted((int(p.pts), None) for p in c.demux(video=0) if p.size and p.pts is not None)
 
 
 def check_stream(run: Run) -> None:
@@ -353,12 +191,12 @@ def policy_after_gone(run: Run) -> list[dict[str, Any]]:
 def whole_frame_masked(run: Run, out_pts: set[int]) -> None:
     """Frames masked by policy keep no structure anywhere."""
     received = dict.fromkeys(out_pts)
-    for pts, luma in _frames(run.received):
+    for pts, luma in luma_frames(run.received):
         if pts in received:
             received[pts] = structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
     sources = {
         pts: structure(luma, (0, 0, luma.shape[1], luma.shape[0]))
-        for pts, luma in _frames(run.published)
+        for pts, luma in luma_frames(run.published)
         if pts in received
     }
     for pts, after in received.items():
@@ -441,7 +279,7 @@ def test_file_source_plays_at_native_rate_to_a_file(tmp_path: Path) -> None:
     assert took >= 1.8, f"a 2 s file took {took:.2f} s: not played at its native rate"
     assert summary["frames_in"] == 50
     assert summary["frames_out"] + sum(summary["frames_dropped"].values()) == 50
-    lines = _read_record(record)
+    lines = read_record(record)
     assert lines[0]["schema"] == "veil.live-record/1"
     assert "summary" in lines[-1]
     frames = [line for line in lines if "mode" in line]
@@ -504,7 +342,7 @@ def test_a_hard_cut_is_masked_whole_until_a_detection_after_it_is_back(tmp_path:
         record=record,
         config=LiveConfig(delay_s=0.2),
     )
-    frames = {line["frame"]: line for line in _read_record(record) if "mode" in line}
+    frames = {line["frame"]: line for line in read_record(record) if "mode" in line}
     assert set(frames) == set(range(60))
     reason = f"cut at frame {cut}, not detected since"
     cut_masked = sorted(i for i, line in frames.items() if line.get("policy") == reason)
@@ -531,7 +369,7 @@ def test_on_outage_stop_finishes_output_then_fails(tmp_path: Path) -> None:
             record=record,
             config=LiveConfig(delay_s=0.2, on_outage=OutagePolicy.STOP),
         )
-    lines = _read_record(record)
+    lines = read_record(record)
     summary = lines[-1]["summary"]
     assert summary["ended"].startswith("stopped: detector unavailable")
     assert summary["frames_out"] < 75, "it did not stop"
@@ -610,16 +448,6 @@ def test_live_sample_detector_dies(
     assert not result["leaks"], "\n".join(result["leaks"][:20])
 
 
-def _gt_faces(clip_json: Path) -> Callable[[int], list[Sequence[float]]]:
-    gt = json.loads(clip_json.read_text())
-    # DESIGN's face instance: >= 20 px tall (checked in check_masked), >= 60 % visible
-    faces = [
-        [f["bbox"] for f in frame["faces"] if not f["ignore"] and f["visible"] >= 0.6]
-        for frame in gt["frames"]
-    ]
-    return lambda i: faces[i] if i < len(faces) else []
-
-
 @pytest.mark.weights
 @pytest.mark.parametrize("delay_ms", [200, 1000])
 def test_live_gt_clip(
@@ -637,7 +465,7 @@ def test_live_gt_clip(
     check_stream(run)
     after = policy_after_gone(run)
     whole_frame_masked(run, {line["out_pts"] for line in after[::10]})
-    result = check_masked(run, _gt_faces(clip.with_suffix(".json")))
+    result = check_masked(run, gt_faces(clip.with_suffix(".json")))
     report(
         f"gt/{delay_ms}ms",
         run,
@@ -742,7 +570,7 @@ def test_live_cli_remote_detector_killed(tmp_path: Path, sample_clip: Path) -> N
             receiver.join()
         assert live.returncode == 0, err.decode()[-2000:]
         assert "ended on SIGTERM" in err.decode()
-        lines = _read_record(record)
+        lines = read_record(record)
         assert "summary" in lines[-1], "the record was not finished"
         summary = lines[-1]["summary"]
         lat = latencies(published, publisher.sent, receiver.out, receiver.received)
