@@ -290,12 +290,12 @@ def test_a_weak_track_is_dropped_when_it_never_gets_its_hits() -> None:
     assoc = Associator(TrackerConfig(new_track_score=0.4, confirm_hits=3, max_gap=2))
     first = assoc.assign(0, _weak((100.0, 50.0, 140.0, 100.0)))
     second = assoc.assign(1, _weak((101.0, 50.0, 141.0, 100.0)))
+    assert assoc.predict(2) == []  # live, but tentative: never carried
     for i in range(2, 8):
         assoc.assign(i, Detections.empty())  # the track dies after max_gap frames unseen
     assert assoc.release(0, first) == []
     assert assoc.release(1, second) == []
     assert assoc.near_misses == {0: (1, 0.25), 1: (1, 0.25)}
-    assert assoc.predict(2) == []  # a tentative track is never carried live
 
 
 def test_weak_sightings_before_a_strong_one_join_its_track() -> None:
