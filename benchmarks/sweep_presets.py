@@ -21,7 +21,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 BEFORE: dict[str, tuple[DetectorSettings, TrackerConfig]] = {
     # The presets as they were before issue 18 (client/_settings.py at cae0bf1): the
-    # baseline, and the settings each candidate starts from.
+    # baseline, and the settings each candidate starts from (no low-light pass: it came last).
     "fast": (
         DetectorSettings(
             model="retinaface_mnet025",
@@ -47,18 +47,29 @@ BEFORE: dict[str, tuple[DetectorSettings, TrackerConfig]] = {
             track_threshold=0.3,
             nms_threshold=0.4,
             stride=2,
+            low_light=False,
         ),
         TrackerConfig(max_gap=8, lead_in=6, lead_out=6),
     ),
     "balanced": (
         DetectorSettings(
-            model="centerface", max_side=640, score_threshold=0.4, track_threshold=0.2, stride=2
+            model="centerface",
+            max_side=640,
+            score_threshold=0.4,
+            track_threshold=0.2,
+            stride=2,
+            low_light=False,
         ),
         TrackerConfig(max_gap=12, lead_in=12, lead_out=8),
     ),
     "thorough": (
         DetectorSettings(
-            model="centerface", max_side=1280, score_threshold=0.3, track_threshold=0.15, flip=True
+            model="centerface",
+            max_side=1280,
+            score_threshold=0.3,
+            track_threshold=0.15,
+            flip=True,
+            low_light=False,
         ),
         TrackerConfig(max_gap=15, lead_in=10, lead_out=10),
     ),
@@ -84,12 +95,13 @@ def _c(base: str, tracker: dict[str, Any] | None = None, **detector: Any) -> Can
 
 @dataclass(frozen=True)
 class Current:
-    """A preset as client/_settings.py defines it now."""
+    """A preset as client/_settings.py defines it now, with ``detector`` changes."""
 
     preset: str
+    detector: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> DetectionConfig:
-        return DetectionConfig(preset=self.preset)
+        return DetectionConfig.from_preset(self.preset, detector=self.detector)
 
 
 def _yunet(side: int, new: float, weak: float, hits: int = 0) -> Candidate:
@@ -134,6 +146,10 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "yunet@640+yunet 960 0.4/t0.1 c3": _yunet(960, 0.4, 0.1, 3),
     "cf+yunet@640+yunet 1280 s1 0.4/t0.2 c3": _thorough(0.2, 3),
     "thorough: cf+yunet@640+yunet 1280 s1 0.4/t0.15 c2": Current("thorough"),
+    # the presets above are now with the low-light pass; here without it
+    "fast (no low light)": Current("fast", {"low_light": False}),
+    "balanced (no low light)": Current("balanced", {"low_light": False}),
+    "thorough (no low light)": Current("thorough", {"low_light": False}),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import check_paths, replacing
-from ._detector import Detector
+from ._detector import Detector, LowLightPass
 from ._errors import ConfigError, DetectorError
 from ._media import EncoderSettings, probe
 from ._pipeline import JobResult, manifest_path, run_job
@@ -127,6 +127,13 @@ def open_detector(
         raise DetectorError(f"cannot load detector {settings.model!r}: {exc}") from exc
 
 
+def client_passes(detector: Detector, settings: DetectorSettings) -> Detector:
+    """``detector`` with the passes that run in the client whichever detector answers (in
+    process, hybrid or a cloud job's), as ``settings`` asks: the low-light pass, its second
+    opinions counted from the new-track threshold."""
+    return LowLightPass(detector, settings.score_threshold) if settings.low_light else detector
+
+
 def _detect_job(
     input: Path,
     config: DetectionConfig,
@@ -139,10 +146,11 @@ def _detect_job(
         probe(input, drop=job.get("drop_streams", ()))
     detector = detector or open_detector(config.detector)
     try:
-        detector_json = detector.info.to_json() | config.to_record()
+        passes = client_passes(detector, config.detector)
+        detector_json = passes.info.to_json() | config.to_record()
         return run_job(
             Path(input),
-            detector=detector,
+            detector=passes,
             detector_json=detector_json,
             tracker=config.tracker_for_run,
             batch_size=config.detector.batch_size,

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
 SourceArray = npt.NDArray[np.uint32]
+IntArray = npt.NDArray[np.intp]
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,50 @@ class Detections:
         if self.landmarks is not None:
             landmarks = self.landmarks * np.array([sx, sy], np.float32)
         return Detections(self.boxes * factor, self.scores, landmarks, self.sources)
+
+
+def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float) -> IntArray:
+    """Greedy non-maximum suppression; the indices kept, by descending score.
+
+    A box is dropped when its IoU with a kept, higher-scored box is above ``iou_threshold``.
+    Ties keep the lower index (stable sort), so the result is fully deterministic.
+
+    Vectorised numpy rather than ``cv2.dnn.NMSBoxes``: the same result on every OpenCV version
+    (its NMS has changed across major versions and takes integer-ish ``x, y, w, h`` boxes), no
+    OpenCV in a Triton-only decoder, and fast enough: one vector pass per kept face.
+    """
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = (boxes[:, k].astype(np.float64) for k in range(4))
+    areas = np.maximum(x1 - x0, 0.0) * np.maximum(y1 - y0, 0.0)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
+        h = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
+        inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+        union = areas[i] + areas[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def merge(parts: list[Detections], nms_threshold: float, image_size: tuple[int, int]) -> Detections:
+    """The union of several passes' detections on one image of ``image_size`` (width,
+    height): boxes clipped to it, duplicates removed by :func:`nms`, by score. Sources and
+    landmarks are kept when every non-empty part has them."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Detections.empty()
+    boxes = np.concatenate([p.boxes for p in parts])
+    width, height = image_size
+    boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
+    scores = np.concatenate([p.scores for p in parts])
+    keep = nms(boxes, scores, nms_threshold)
+    landmarks = sources = None
+    if all(p.landmarks is not None for p in parts):
+        landmarks = np.concatenate([p.landmarks for p in parts])[keep]  # type: ignore[misc]
+    if all(p.sources is not None for p in parts):
+        sources = np.concatenate([p.sources for p in parts])[keep]  # type: ignore[misc]
+    return Detections(boxes[keep], scores[keep], landmarks, sources)

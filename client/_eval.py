@@ -823,7 +823,7 @@ def evaluate(
     """Score veil (each preset) and optionally deface on GT clips, and veil on stills."""
     import tempfile
 
-    from ._api import DetectionConfig, open_detector
+    from ._api import DetectionConfig, client_passes, open_detector
 
     clips = [GtClip.load(p) for p in clip_paths]
     results: list[ClipResult] = []
@@ -843,7 +843,8 @@ def evaluate(
                 results.append(_deface_cached(clip, executable, workdir, cache))
     still_scores: dict[str, StillsScore] = {}
     for preset in presets if stills else ():
-        detector = open_detector(DetectionConfig.from_preset(preset).detector)
+        settings = DetectionConfig.from_preset(preset).detector
+        detector = client_passes(open_detector(settings), settings)
         try:
             still_scores[preset] = score_stills(detector, stills, limit=stills_limit)
         finally:

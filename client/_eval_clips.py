@@ -42,7 +42,7 @@ class ClipSpec:
     size: tuple[int, int] = (1280, 720)
     fps: str = "30"
     crf: int = 18
-    degrade: str | None = None  # "motion_blur", "low_light", None
+    degrade: str | None = None  # "motion_blur", "low_light", "dim_room", None
     covers: str = ""
 
     def key(self) -> str:
@@ -71,6 +71,15 @@ SPECS: tuple[ClipSpec, ...] = (
         size=(960, 540),
         degrade="low_light",
         covers="a dim scene (x0.25 exposure) with sensor noise (sigma 6 grey levels)",
+    ),
+    ClipSpec(
+        name="gen_dim_room_crf35",
+        image=f"{WIDER}/10--People_Marching/10_People_Marching_People_Marching_2_256.jpg",
+        annotations=WIDER_ANN,
+        keyframes=((0.0, 0.5, 0.5, 1.0, 0), (2.0, 0.55, 0.45, 1.25, 0)),
+        crf=35,
+        degrade="dim_room",
+        covers="a dim room (x0.22 exposure, colour faded) with sensor noise (sigma 5), x264 crf 35",
     ),
     ClipSpec(
         name="gen_heavy_compression",
@@ -149,6 +158,15 @@ def _low_light(rgb: npt.NDArray[np.uint8], i: int) -> npt.NDArray[np.uint8]:
     return np.clip(np.rint(dim), 0, 255).astype(np.uint8)
 
 
+def _dim_room(rgb: npt.NDArray[np.uint8], i: int) -> npt.NDArray[np.uint8]:
+    rng = np.random.default_rng(2000 + i)
+    light = rgb.astype(np.float32) * 0.22
+    grey = light.mean(axis=2, keepdims=True)
+    faded = 0.6 * light + 0.4 * grey + rng.normal(0.0, 5.0, (*rgb.shape[:2], 1)).astype(np.float32)
+    faded += rng.normal(0.0, 2.0, rgb.shape).astype(np.float32)
+    return np.clip(np.rint(faded), 0, 255).astype(np.uint8)
+
+
 def _degrade(src: Path, dst: Path, spec: ClipSpec, gt: dict[str, Any]) -> None:
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
@@ -164,6 +182,8 @@ def _degrade(src: Path, dst: Path, spec: ClipSpec, gt: dict[str, Any]) -> None:
                 rgb = _motion_blur(rgb, *_motion(gt, i))
             elif spec.degrade == "low_light":
                 rgb = _low_light(rgb, i)
+            elif spec.degrade == "dim_room":
+                rgb = _dim_room(rgb, i)
             new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             new.pts, new.time_base = frame.pts, frame.time_base
             for packet in stream.encode(new):

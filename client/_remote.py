@@ -601,6 +601,7 @@ def job_start(
             stride=detector.stride,
             flip=detector.flip,
             tiles=detector.tiles,
+            low_light=detector.low_light,
         ),
         tracker=pb.TrackerSettings(
             set=True,

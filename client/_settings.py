@@ -34,6 +34,9 @@ class DetectorSettings:
     flip: bool = False
     #: 2: also detect on 2x2 overlapping tiles upscaled 2x, for small faces (about 5x).
     tiles: int = 1
+    #: Second opinion on dark or flat frames: detect again on the frame with its luma range
+    #: stretched (``veil._detector.LowLightPass``; 2x detector time on those frames only).
+    low_light: bool = True
     #: Detect on every ``stride``-th frame (the key frames, and the last), and on the frames
     #: between two key frames whose faces disagree (moved, scaled, a cut); the tracker covers
     #: the rest (interpolated). 1: every frame. Recorded in the record.

@@ -879,7 +879,7 @@ def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
     import threading
     from dataclasses import replace
 
-    from ._api import open_detector
+    from ._api import client_passes, open_detector
     from ._live import LiveConfig, ReconnectPolicy, run_live
     from ._live_io import LiveEncoder
 
@@ -904,10 +904,13 @@ def _live(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        detector = open_detector(
+        detector = client_passes(
+            open_detector(
+                detection.detector,
+                url=args.detector,
+                channel=_channel(args) if args.detector else None,
+            ),
             detection.detector,
-            url=args.detector,
-            channel=_channel(args) if args.detector else None,
         )
         try:
             summary = run_live(

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from veil._detections import Detections
+from veil._detections import Detections, merge
 from veil._detector import DetectorInfo, Image
 from veil._errors import DetectorError
 
@@ -25,7 +25,7 @@ from ._fusion import (
     native_threshold,
     parse_member,
 )
-from ._models import FaceModel, make_model, nms
+from ._models import FaceModel, make_model
 from .weights import WeightsError, model_path, weights_license, weights_sha256
 
 __all__ = [
@@ -113,23 +113,6 @@ def _shifted(found: Detections, dx: float, dy: float) -> Detections:
     if found.landmarks is not None:
         landmarks = found.landmarks + np.array([dx, dy], np.float32)
     return Detections(found.boxes + np.array([dx, dy, dx, dy], np.float32), found.scores, landmarks)
-
-
-def _merge(
-    parts: list[Detections], nms_threshold: float, image_size: tuple[int, int]
-) -> Detections:
-    """The union of several passes' detections, duplicates removed by NMS, by score."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Detections.empty()
-    with_marks = all(p.landmarks is not None for p in parts)
-    boxes = np.concatenate([p.boxes for p in parts])
-    scores = np.concatenate([p.scores for p in parts])
-    width, height = image_size
-    boxes = np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32))
-    keep = nms(boxes, scores, nms_threshold)
-    landmarks = np.concatenate([p.landmarks for p in parts])[keep] if with_marks else None  # type: ignore[misc]
-    return Detections(boxes[keep], scores[keep], landmarks)
 
 
 class LocalDetector:
@@ -243,7 +226,7 @@ class LocalDetector:
                 found_tiles = self._infer(chunk, tile_size)
                 for (i, x0, y0), found in zip(where[start:], found_tiles, strict=False):
                     merged[i].append(_shifted(found.scaled(0.5, 0.5), x0, y0))
-        return [_merge(parts, self._model.nms_threshold, image_size) for parts in merged]
+        return [merge(parts, self._model.nms_threshold, image_size) for parts in merged]
 
     def _infer(self, images: list[Image], image_size: tuple[int, int]) -> list[Detections]:
         t0 = time.perf_counter()

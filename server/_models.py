@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from veil._detections import Detections
+from veil._detections import Detections, nms
 
 __all__ = [
     "MODELS",
@@ -32,7 +32,6 @@ __all__ = [
     "RetinaFace",
     "YuNet",
     "make_model",
-    "nms",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -106,33 +105,6 @@ def _batch(images: Sequence[Image], channels: list[int], mean: FloatArray) -> Fl
     if mean.any():
         batch[:, :, :height, :width] -= mean.reshape(1, 3, 1, 1)
     return batch
-
-
-def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float) -> IntArray:
-    """Greedy non-maximum suppression; the indices kept, by descending score.
-
-    A box is dropped when its IoU with a kept, higher-scored box is above ``iou_threshold``.
-    Ties keep the lower index (stable sort), so the result is fully deterministic.
-
-    Vectorised numpy rather than ``cv2.dnn.NMSBoxes``: the same result on every OpenCV version
-    (its NMS has changed across major versions and takes integer-ish ``x, y, w, h`` boxes), no
-    OpenCV in a Triton-only decoder, and fast enough: one vector pass per kept face.
-    """
-    order = np.argsort(-scores, kind="stable")
-    x0, y0, x1, y1 = (boxes[:, k].astype(np.float64) for k in range(4))
-    areas = np.maximum(x1 - x0, 0.0) * np.maximum(y1 - y0, 0.0)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest])
-        h = np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest])
-        inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-        union = areas[i] + areas[rest] - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.intp)
 
 
 def _finish(

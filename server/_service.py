@@ -276,7 +276,7 @@ def _job_settings(start: pb.JobStart) -> tuple[DetectionConfig, Style, EncoderSe
         track = d.track_threshold if d.HasField("track_threshold") else None
         config = DetectionConfig(
             preset=preset,
-            detector=replace(config.detector, track_threshold=track),
+            detector=replace(config.detector, track_threshold=track, low_light=d.low_light),
             tracker=config.tracker,
         )
     style = Style()

@@ -177,3 +177,28 @@ def cut(source: Path, target: Path, frames: int) -> Path:
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
     return target
+
+
+def darken(source: Path, target: Path, exposure: float, noise: float, frames: int) -> Path:
+    """The first ``frames`` frames of ``source`` re-encoded dim (pixels times ``exposure``)
+    with Gaussian sensor noise of ``noise`` grey levels (seeded per frame), video only."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        video = src.streams.video[0]
+        rate = video.average_rate or Fraction(25)
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        stream.time_base = video.time_base
+        stream.codec_context.time_base = video.time_base
+        for i, frame in enumerate(src.decode(video)):
+            if i == frames:
+                break
+            rng = np.random.default_rng(i)
+            dim = frame.to_ndarray(format="rgb24") * exposure
+            dim += rng.normal(0.0, noise, dim.shape)
+            new = av.VideoFrame.from_ndarray(np.clip(dim, 0, 255).astype(np.uint8), "rgb24")
+            new.pts, new.time_base = frame.pts, frame.time_base
+            for packet in stream.encode(new):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return target

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from veil._detections import Detections
+from veil._detections import Detections, nms
 from veil.server import load_detector, weights
 from veil.server._models import (
     SCRFD,
@@ -28,7 +28,6 @@ from veil.server._models import (
     RetinaFace,
     YuNet,
     make_model,
-    nms,
 )
 from veil.server._onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
 

@@ -1,5 +1,6 @@
 """Hybrid (``--detector``) and cloud (``--remote``) give the on-prem record and byte-identical
-output, on a 30-frame cut (PyAV stream copy, audio kept) of a ground-truth clip."""
+output, on a 30-frame cut (PyAV stream copy, audio kept) of a ground-truth clip, and on a dim,
+noisy copy of it (where the low-light pass runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mediagen import cut
+from mediagen import cut, darken
 
 from veil import DetectionConfig, anonymize, detect
 from veil._remote import ChannelOptions, Encoding, RemoteDetector, job_start, run_remote_job
@@ -164,6 +165,7 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
         ({}, {}),  # the preset as it is
         ({"stride": 1, "track_threshold": 0.3, "flip": True, "tiles": 2}, {"confirm_hits": 5}),
         ({"track_threshold": None}, {"confirm_hits": 0}),  # weak detections off
+        ({"low_light": False}, {}),
     ],
 )
 def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
@@ -187,6 +189,36 @@ def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
     assert served.detector == replace(config.detector, provider=served.detector.provider)
     assert served.tracker == config.tracker
     assert served.tracker_for_run == config.tracker_for_run
+
+
+def test_the_low_light_pass_runs_alike_in_every_mode(
+    veil_server: Callable[..., Any], shared_data: Path, tmp_path: Path
+) -> None:
+    """The pass runs in client code whoever detects: a hybrid run and a cloud job give the
+    on-prem record and bytes on a dim clip, where the pass changes what is masked."""
+    source = shared_data / "clips" / "wider_group_tilted_pan.mp4"
+    dark = darken(source, tmp_path / "dark.mp4", exposure=0.12, noise=5, frames=FRAMES)
+    on_prem = tmp_path / "on_prem.mp4"
+    anonymize(dark, on_prem)
+    expected = json.loads(on_prem.with_name("on_prem.mp4.veil.json").read_bytes())
+    assert "low_light" in expected["detector"]["options"]
+    without = detect(
+        dark, config=DetectionConfig.from_preset("balanced", detector={"low_light": False})
+    )
+    masks = sum(len(f["masks"]) for f in expected["frames"])
+    assert masks > sum(len(f.masks) for f in without.frames)
+
+    server = veil_server()
+    url = f"grpc://127.0.0.1:{server.port}"
+    hybrid = tmp_path / "hybrid.mp4"
+    with RemoteDetector(url, DetectionConfig().detector) as remote:
+        anonymize(dark, hybrid, detector=remote)
+    cloud = tmp_path / "cloud.mp4"
+    assert main(["anonymize", "-q", str(dark), "-o", str(cloud), "--remote", url]) == 0
+    for out in (hybrid, cloud):
+        record = json.loads(out.with_name(out.name + ".veil.json").read_bytes())
+        assert without_transport(record) == expected, out.name
+        assert out.read_bytes() == on_prem.read_bytes(), out.name
 
 
 @pytest.mark.parametrize("settings", [{"flip": True}, {"tiles": 2}])

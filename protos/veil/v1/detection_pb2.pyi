@@ -153,7 +153,7 @@ class DetectStreamResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[StreamStarted, _Mapping]] = ..., result: _Optional[_Union[FrameResult, _Mapping]] = ...) -> None: ...
 
 class DetectorSettings(_message.Message):
-    __slots__ = ("model", "max_side", "score_threshold", "nms_threshold", "batch_size", "track_threshold", "stride", "flip", "tiles")
+    __slots__ = ("model", "max_side", "score_threshold", "nms_threshold", "batch_size", "track_threshold", "stride", "flip", "tiles", "low_light")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class DetectorSettings(_message.Message):
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     FLIP_FIELD_NUMBER: _ClassVar[int]
     TILES_FIELD_NUMBER: _ClassVar[int]
+    LOW_LIGHT_FIELD_NUMBER: _ClassVar[int]
     model: str
     max_side: int
     score_threshold: float
@@ -172,7 +173,8 @@ class DetectorSettings(_message.Message):
     stride: int
     flip: bool
     tiles: int
-    def __init__(self, model: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., batch_size: _Optional[int] = ..., track_threshold: _Optional[float] = ..., stride: _Optional[int] = ..., flip: _Optional[bool] = ..., tiles: _Optional[int] = ...) -> None: ...
+    low_light: bool
+    def __init__(self, model: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., batch_size: _Optional[int] = ..., track_threshold: _Optional[float] = ..., stride: _Optional[int] = ..., flip: _Optional[bool] = ..., tiles: _Optional[int] = ..., low_light: _Optional[bool] = ...) -> None: ...
 
 class TrackerSettings(_message.Message):
     __slots__ = ("set", "max_gap", "lead_in", "lead_out", "match_iou", "growth_per_frame", "confirm_hits")
