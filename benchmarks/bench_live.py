@@ -47,6 +47,7 @@ from live_loopback import (  # noqa: E402
 )
 
 from veil import DetectionConfig, open_detector  # noqa: E402
+from veil._api import client_passes  # noqa: E402
 from veil._live import LiveConfig, run_live  # noqa: E402
 
 GT_CLIP = ROOT.parent / "shared" / "data" / "clips" / "wider_group_tilted_pan.mp4"
@@ -190,6 +191,7 @@ def main() -> None:
         detector = open_detector(settings, url=url, channel=ChannelOptions(encoding="raw"))
     else:
         detector = open_detector(settings)
+    detector = client_passes(detector, settings)  # as `veil live` runs it
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from live_loopback import check_masked, gt_faces, live_in_process  # noqa: E402
 
 from veil import DetectionConfig, open_detector  # noqa: E402
+from veil._api import client_passes  # noqa: E402
 from veil._eval_clips import generate_all  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -41,7 +42,7 @@ def main() -> int:
     config = DetectionConfig.from_preset(args.preset)
     clips = [DATA / "clips" / "wider_group_tilted_pan.json"]
     clips += generate_all(DATA, ROOT / ".cache" / "eval" / "clips")
-    detector = open_detector(config.detector)
+    detector = client_passes(open_detector(config.detector), config.detector)  # as `veil live`
     checked = leaked = 0
     try:
         for gt in clips:
