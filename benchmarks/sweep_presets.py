@@ -150,6 +150,11 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "fast (no low light)": Current("fast", {"low_light": False}),
     "balanced (no low light)": Current("balanced", {"low_light": False}),
     "thorough (no low light)": Current("thorough", {"low_light": False}),
+    # balanced's tracker and the low-light pass, finer detection
+    "yunet 1280 0.5/t0.15 c3": Current("balanced", {"max_side": 1280}),
+    "yunet@640+yunet 1280 0.4/t0.15 c3": Current(
+        "balanced", {"model": "yunet@640+yunet", "max_side": 1280, "score_threshold": 0.4}
+    ),
 }
 
 

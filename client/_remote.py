@@ -611,6 +611,7 @@ def job_start(
             match_iou=tracker.match_iou,
             growth_per_frame=tracker.growth_per_frame,
             confirm_hits=tracker.confirm_hits,
+            steady_span=tracker.steady_span,
         ),
         style=pb.StyleSettings(
             set=True,

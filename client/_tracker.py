@@ -123,6 +123,10 @@ class TrackerConfig:
     #: sees only faintly (heavy compression, low light) but in the same place frame after
     #: frame, where a false positive flickers. 0: only a strong sighting confirms a track.
     confirm_hits: int = 0
+    #: A detected box is joined by the blend of its track's nearest sightings before and
+    #: after, when both lie within this many frames (``Smoother``): one frame's shrunken or
+    #: shifted detection no longer opens a one-frame hole. 0: off.
+    steady_span: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_gap", "lead_in", "lead_out"):
@@ -136,6 +140,8 @@ class TrackerConfig:
             raise ConfigError("tracker new_track_score must be in [0, 1)")
         if not 0 <= self.confirm_hits <= 16:
             raise ConfigError("tracker confirm_hits must be between 0 and 16")
+        if not 0 <= self.steady_span <= 8:
+            raise ConfigError("tracker steady_span must be between 0 and 8")
 
     @property
     def lookahead(self) -> int:
@@ -154,6 +160,7 @@ class TrackerConfig:
             for name, value in (
                 ("new_track_score", self.new_track_score),
                 ("confirm_hits", self.confirm_hits),
+                ("steady_span", self.steady_span),
             )
             if value
         }
@@ -497,6 +504,7 @@ class Smoother:
     ) -> FrameMasks:
         cfg = self._config
         masks = set(evidence)
+        masks.update(s for s in (self._steadying(index, offset, m) for m in evidence) if s)
         present = {m.track for m in evidence}
         for track, points in list(self._evidence.items()):
             if track in present:
@@ -509,6 +517,34 @@ class Smoother:
         while self._cuts and self._cuts[0] <= horizon:
             self._cuts.popleft()
         return FrameMasks(index, pts, sorted(masks), cut, motion)
+
+    def _steadying(self, index: int, offset: Offset, mask: Mask) -> Mask | None:
+        """For a detected ``mask`` at ``index``: the blend of its track's nearest sightings
+        before and after (carried with the camera), when both lie within ``steady_span``
+        frames and the blend reaches outside the mask, as an interpolated mask of the same
+        track beside it. One frame's shrunken or shifted detection of a face seen steadily
+        around it then no longer opens a one-frame hole. Only ever adds."""
+        span = self._config.steady_span
+        if not span or mask.origin is not Origin.DETECTED:
+            return None
+        points = self._evidence.get(mask.track, ())
+        before = [p for p in points if index - span <= p[0] < index]
+        after = [p for p in points if index < p[0] <= index + span]
+        if not before or not after:
+            return None
+        (f0, m0, o0), (f1, m1, o1) = before[-1], after[0]
+        t = (index - f0) / (f1 - f0)
+        a = _shift(m0.box, offset[0] - o0[0], offset[1] - o0[1])
+        b = _shift(m1.box, offset[0] - o1[0], offset[1] - o1[1])
+        blend = tuple(p + (q - p) * t for p, q in zip(a, b, strict=True))
+        if _union(mask.box, blend) == mask.box:  # type: ignore[arg-type]
+            return None
+        return Mask(
+            track=mask.track,
+            origin=Origin.INTERPOLATED,
+            box=blend,  # type: ignore[arg-type]
+            score=min(m0.score, m1.score),
+        )
 
     def _derive(
         self, index: int, offset: Offset, points: list[tuple[int, Mask, Offset]]

@@ -163,7 +163,10 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
     ("detector", "tracker"),
     [
         ({}, {}),  # the preset as it is
-        ({"stride": 1, "track_threshold": 0.3, "flip": True, "tiles": 2}, {"confirm_hits": 5}),
+        (
+            {"stride": 1, "track_threshold": 0.3, "flip": True, "tiles": 2},
+            {"confirm_hits": 5, "steady_span": 3},
+        ),
         ({"track_threshold": None}, {"confirm_hits": 0}),  # weak detections off
         ({"low_light": False}, {}),
     ],

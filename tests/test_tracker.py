@@ -335,3 +335,51 @@ def test_live_a_faint_face_is_masked_from_the_sighting_that_confirms_it() -> Non
     assert kept == [0, 0, 1, 1, 1]
     assert sorted(assoc.near_misses) == [0, 1]
     assert [track for track, _ in assoc.predict(5)] == [1]
+
+
+def test_one_shrunken_detection_between_steady_ones_is_joined_by_their_blend() -> None:
+    """A face seen steadily at frames 0-4 whose frame-2 detection shrank and slipped (motion
+    blur, a compression artefact): the blend of frames 1 and 3 joins it, so frame 2 is no
+    one-frame hole; without steady_span it would be."""
+    face = (100.0, 100.0, 160.0, 170.0)
+    shrunk = (112.0, 92.0, 150.0, 140.0)
+    evidence = {i: [_detected(1, shrunk if i == 2 else face)] for i in range(5)}
+    steady = TrackerConfig(max_gap=4, lead_in=3, lead_out=2, steady_span=2)
+    frame = _smooth(evidence, 5, steady)[2]
+    assert any(_covers(m, face) for m in frame.masks)
+    blend = [m for m in frame.masks if m.origin is Origin.INTERPOLATED]
+    assert [m.track for m in blend] == [1] and blend[0].box == pytest.approx(face)
+    assert not any(_covers(m, face) for m in _smooth(evidence, 5)[2].masks)
+    # agreeing sightings get nothing extra: their blend lies inside each box
+    agreeing = {i: [_detected(1, face)] for i in range(5)}
+    assert all(len(f.masks) == 1 for f in _smooth(agreeing, 5, steady))
+
+
+def test_the_blend_comes_only_from_sightings_within_the_span() -> None:
+    face = (100.0, 100.0, 160.0, 170.0)
+    shrunk = (112.0, 92.0, 150.0, 140.0)
+    evidence = {0: [_detected(1, face)], 3: [_detected(1, shrunk)], 6: [_detected(1, face)]}
+    steady = TrackerConfig(max_gap=4, lead_in=3, lead_out=2, steady_span=2)
+    assert [m.origin for m in _smooth(evidence, 7, steady)[3].masks] == [Origin.DETECTED]
+
+
+def test_steadying_is_re_derived_alike_from_the_evidence_it_adds_to() -> None:
+    """``veil render`` re-derives masks from a record's evidence: the blends are interpolated
+    masks, never evidence, so a second pass over the first pass's evidence gives the same
+    frames."""
+    rng = np.random.default_rng(3)
+    steady = TrackerConfig(max_gap=4, lead_in=3, lead_out=2, steady_span=2)
+    evidence: dict[int, list[Mask]] = {}
+    for i in range(40):
+        if rng.random() < 0.8:
+            x, y = 100 + 3 * i + rng.normal(0, 4), 100 + rng.normal(0, 4)
+            w = 60 * rng.uniform(0.7, 1.0)
+            evidence[i] = [_detected(1, (x, y, x + w, y + w * 1.2))]
+    first = _smooth(evidence, 40, steady)
+    assert any(
+        m.origin is Origin.INTERPOLATED and i in evidence
+        for i, f in enumerate(first)
+        for m in f.masks
+    )
+    again = {f.index: [m for m in f.masks if m.origin is Origin.DETECTED] for f in first}
+    assert _smooth(again, 40, steady) == first
