@@ -95,65 +95,42 @@ def _c(base: str, tracker: dict[str, Any] | None = None, **detector: Any) -> Can
 
 @dataclass(frozen=True)
 class Current:
-    """A preset as client/_settings.py defines it now, with ``detector`` changes."""
+    """A preset as client/_settings.py defines it now, with ``detector`` and ``tracker``
+    changes."""
 
     preset: str
     detector: dict[str, Any] = field(default_factory=dict)
+    tracker: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> DetectionConfig:
-        return DetectionConfig.from_preset(self.preset, detector=self.detector)
-
-
-def _yunet(side: int, new: float, weak: float, hits: int = 0) -> Candidate:
-    """YuNet alone (``side`` 640) or at 640 and ``side`` px fused, balanced's stride and
-    tracker; ``new``/``weak``: the new-track and track thresholds; ``hits``: confirm_hits."""
-    return _c(
-        "balanced",
-        {"confirm_hits": hits},
-        model="yunet" if side == 640 else "yunet@640+yunet",
-        max_side=side,
-        score_threshold=new,
-        track_threshold=weak,
-    )
-
-
-def _thorough(weak: float, hits: int = 0) -> Candidate:
-    """CenterFace at 1280 px fused with YuNet at 640 and 1280 px, every frame."""
-    return _c(
-        "thorough",
-        {"confirm_hits": hits},
-        model="centerface+yunet@640+yunet",
-        score_threshold=0.4,
-        track_threshold=weak,
-        flip=False,
-    )
+        return DetectionConfig.from_preset(
+            self.preset, detector=self.detector, tracker=self.tracker
+        )
 
 
 CANDIDATES: dict[str, Candidate | Current] = {
-    # the presets before issue 18 (the thorough one, 221 ms a frame, is in the earlier run)
+    # the presets before issue 18 (the thorough one, 221 ms a frame, is in an earlier run)
     "fast (before)": _c("fast"),
     "balanced (before)": _c("balanced"),
-    # the issue 18 presets before confirmation (new/weak thresholds; s1: every frame)
-    "yunet 640 0.5/t0.25": _yunet(640, 0.5, 0.25),
-    "yunet@640+yunet 960 0.4/t0.2": _yunet(960, 0.4, 0.2),
-    "cf+yunet@640+yunet 1280 s1 0.4/t0.2": _thorough(0.2),
-    # weak tracks confirmed by repeated weak sightings (c3: TrackerConfig.confirm_hits=3)
-    "fast: yunet 640 0.5/t0.25 c3": Current("fast"),
-    "yunet 640 0.5/t0.1 c3": _yunet(640, 0.5, 0.1, 3),
-    "balanced: yunet 640 0.5/t0.15 c3": Current("balanced"),
-    "yunet@640+yunet 960 0.4/t0.2 c3": _yunet(960, 0.4, 0.2, 3),
-    "yunet@640+yunet 960 0.4/t0.15 c3": _yunet(960, 0.4, 0.15, 3),
-    "yunet@640+yunet 960 0.4/t0.1 c3": _yunet(960, 0.4, 0.1, 3),
-    "cf+yunet@640+yunet 1280 s1 0.4/t0.2 c3": _thorough(0.2, 3),
-    "thorough: cf+yunet@640+yunet 1280 s1 0.4/t0.15 c2": Current("thorough"),
-    # the presets above are now with the low-light pass; here without it
+    # the presets now (client/_settings.py)
+    "fast: yunet 640 0.5/t0.25": Current("fast"),
+    "balanced: yunet 640 0.5/t0.15": Current("balanced"),
+    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),
+    # each preset without the low-light pass
     "fast (no low light)": Current("fast", {"low_light": False}),
     "balanced (no low light)": Current("balanced", {"low_light": False}),
     "thorough (no low light)": Current("thorough", {"low_light": False}),
-    # balanced's tracker and the low-light pass, finer detection
-    "yunet 1280 0.5/t0.15 c3": Current("balanced", {"max_side": 1280}),
-    "yunet@640+yunet 1280 0.4/t0.15 c3": Current(
-        "balanced", {"model": "yunet@640+yunet", "max_side": 1280, "score_threshold": 0.4}
+    # balanced with the tracker of the previous run: lead-in/out 12/8, no steadying
+    "balanced (lead 12/8 unsteadied)": Current(
+        "balanced", tracker={"lead_in": 12, "lead_out": 8, "steady_span": 0}
+    ),
+    # balanced, one thing changed: weaker, finer, mirrored
+    "yunet 640 0.5/t0.1": Current("balanced", {"track_threshold": 0.1}),
+    "yunet 1280 0.5/t0.15": Current("balanced", {"max_side": 1280}),
+    "balanced + flip": Current("balanced", {"flip": True}),
+    # thorough with the previous run's members (YuNet at 1280 px where 320 px is now)
+    "cf+yunet@640+yunet 1280 s1 0.4/t0.15": Current(
+        "thorough", {"model": "centerface+yunet@640+yunet"}
     ),
 }
 

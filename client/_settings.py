@@ -95,21 +95,21 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
         DetectorSettings(
             model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.25, stride=2
         ),
-        TrackerConfig(max_gap=12, lead_in=12, lead_out=8, confirm_hits=3, steady_span=2),
+        TrackerConfig(max_gap=12, lead_in=20, lead_out=12, confirm_hits=3, steady_span=2),
     ),
     Preset.BALANCED: (
         DetectorSettings(
             model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.15, stride=2
         ),
-        TrackerConfig(max_gap=12, lead_in=12, lead_out=8, confirm_hits=3, steady_span=2),
+        TrackerConfig(max_gap=12, lead_in=20, lead_out=12, confirm_hits=3, steady_span=2),
     ),
     Preset.THOROUGH: (
         DetectorSettings(
-            model="centerface+yunet@640+yunet",
+            model="centerface+yunet@640+yunet@320",
             max_side=1280,
             score_threshold=0.4,
             track_threshold=0.15,
         ),
-        TrackerConfig(max_gap=15, lead_in=10, lead_out=10, confirm_hits=2, steady_span=2),
+        TrackerConfig(max_gap=15, lead_in=20, lead_out=12, confirm_hits=2, steady_span=2),
     ),
 }
