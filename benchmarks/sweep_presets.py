@@ -115,11 +115,11 @@ CANDIDATES: dict[str, Candidate | Current] = {
     # the presets now (client/_settings.py)
     "fast: yunet 640 0.5/t0.25": Current("fast"),
     "balanced: yunet 640 0.5/t0.15": Current("balanced"),
-    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),
-    # each preset without the low-light pass
+    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),  # no pass
+    # fast and balanced without the low-light pass, thorough with it
     "fast (no low light)": Current("fast", {"low_light": False}),
     "balanced (no low light)": Current("balanced", {"low_light": False}),
-    "thorough (no low light)": Current("thorough", {"low_light": False}),
+    "thorough + low light": Current("thorough", {"low_light": True}),
     # balanced with the tracker of the previous run: lead-in/out 12/8, no steadying
     "balanced (lead 12/8 unsteadied)": Current(
         "balanced", tracker={"lead_in": 12, "lead_out": 8, "steady_span": 0}

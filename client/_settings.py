@@ -80,17 +80,20 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # detection below the new-track threshold (weak) is masked when it continues a track, or
     # when its own track is confirmed by ``confirm_hits`` weak sightings (a face faint in
     # every frame under heavy compression or in the dark, where a false positive flickers).
-    # Fast: YuNet at 640 px, weak from 0.25: 7.2 % (14.6 % without confirmation). Balanced:
-    # YuNet at 640 px, weak from 0.15: 2.9 % at 0.9x the cost of the fused 640+960 px YuNet
-    # it replaces (7.6 %); fused at 960 px it leaked 2.8 % for 1.7x. Thorough: CenterFace at
-    # 1280 px fused with YuNet at 640 and 1280 px, every frame, two weak sightings confirm:
-    # 1.0 %, below balanced on every clip. The price is collateral: 14 % of the frame
-    # outside labelled faces for balanced by record (8 % before), most of it on the
-    # unlabelled small heads of crowds. Fused thresholds are on the shared scale
-    # (veil.server._fusion: 0.4 runs YuNet at 0.52, CenterFace at 0.32). Lead-in/out and
-    # gaps in frames were swept earlier on the same clips (docs/quality.md). Fast and
-    # balanced detect every other frame, and the frames between wherever the faces moved
-    # (adaptive stride, docs/throughput.md).
+    # Dark frames are detected again stretched and at half the size (``low_light``; dim room
+    # crf 35: fast 38.9 -> 11.2 %, balanced 13.2 -> 7.8 %); a detection is joined by the
+    # blend of its track's sightings 2 frames around it (``steady_span``: holes 41 -> 24);
+    # lead-in/out of 20/12 frames (balanced 2.9 -> 2.2 % for collateral 14.5 -> 16.9 %).
+    # Fast: YuNet at 640 px, weak from 0.25: 5.1 %. Balanced: YuNet at 640 px, weak from
+    # 0.15: 2.2 % at 35 ms a frame; at 1280 px 1.9 % for 1.7x (and 23.5 % in the dim room),
+    # with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px fused with YuNet
+    # at 640 and 320 px (the coarse scale holds large faces in noise: dim room 14.3 -> 5.6 %
+    # against YuNet at 1280 px), every frame, two weak sightings confirm: 0.7 %, below
+    # balanced on every clip. The price is collateral: 17 % of the frame outside labelled
+    # faces for balanced by record, most of it on the unlabelled small heads of crowds.
+    # Fused thresholds are on the shared scale (veil.server._fusion: 0.4 runs YuNet at 0.52,
+    # CenterFace at 0.32). Fast and balanced detect every other frame, and the frames
+    # between wherever the faces moved (adaptive stride, docs/throughput.md).
     Preset.FAST: (
         DetectorSettings(
             model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.25, stride=2
@@ -109,6 +112,8 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
             max_side=1280,
             score_threshold=0.4,
             track_threshold=0.15,
+            # its 320 px member already looks coarsely: the pass cost 1.3x for nothing
+            low_light=False,
         ),
         TrackerConfig(max_gap=15, lead_in=20, lead_out=12, confirm_hits=2, steady_span=2),
     ),
