@@ -103,7 +103,7 @@ def test_dark_frames_are_detected_three_times_bright_ones_once(frame: Image, yun
     display = (width * 2, height * 2)  # boxes come back in display pixels, not image pixels
     dark = np.rint(frame * 0.15).astype(np.uint8)
     recording = _Recording(yunet)
-    found = LowLightPass(recording).detect([frame, dark], [display, display])
+    found = LowLightPass(recording, 0.5).detect([frame, dark], [display, display])
     ((shapes, sizes),) = recording.calls
     half = fit_size(width, height, max(width, height) // 2)
     assert shapes == [frame.shape, dark.shape, dark.shape, (half[1], half[0], 3)]
@@ -124,13 +124,28 @@ def test_the_pass_only_adds(frame: Image, yunet: Any, exposure: float) -> None:
     dark = np.clip(frame * exposure + rng.normal(0, 6, frame.shape), 0, 255).astype(np.uint8)
     size = (frame.shape[1], frame.shape[0])
     alone = yunet.detect([dark], [size])[0]
-    merged = LowLightPass(yunet).detect([dark], [size])[0]
+    merged = LowLightPass(yunet, 0.5).detect([dark], [size])[0]
     assert len(merged) >= len(alone)
     if len(alone):
         overlap = iou_matrix(alone.boxes, merged.boxes)
         for k in range(len(alone)):
             kept = merged.scores[overlap[k] > yunet.info.nms_threshold]
             assert kept.size and kept.max() >= alone.scores[k]
+
+
+@pytest.mark.weights
+def test_the_extra_views_count_only_from_the_floor(frame: Image, yunet: Any) -> None:
+    """Below ``min_score`` the stretched and half-size views add nothing: at a floor no score
+    reaches, a dark frame gets exactly the detections of the frame as it is."""
+    rng = np.random.default_rng(4)
+    dark = np.clip(frame * 0.1 + rng.normal(0, 6, frame.shape), 0, 255).astype(np.uint8)
+    size = (frame.shape[1], frame.shape[0])
+    alone = yunet.detect([dark], [size])[0]
+    floored = LowLightPass(yunet, 1.01).detect([dark], [size])[0]
+    assert np.array_equal(floored.scores, alone.scores)
+    assert np.allclose(floored.boxes, np.clip(alone.boxes, 0, [*size, *size]))
+    counted = LowLightPass(yunet, 0.15).detect([dark], [size])[0]
+    assert len(counted) > len(alone)
 
 
 @pytest.mark.weights
@@ -164,7 +179,7 @@ def test_faces_in_a_dim_noisy_still_are_found(shared_data: Path, yunet: Any) -> 
         return {int(k) for k in np.flatnonzero(iou_matrix(faces, strong).max(axis=1) >= 0.3)}
 
     alone = found(yunet.detect([scaled], [(width, height)])[0])
-    with_pass = found(LowLightPass(yunet).detect([scaled], [(width, height)])[0])
+    with_pass = found(LowLightPass(yunet, 0.5).detect([scaled], [(width, height)])[0])
     assert alone <= with_pass
     assert len(with_pass) >= len(alone) + 3, (alone, with_pass)
 
@@ -176,6 +191,7 @@ def test_the_pass_is_recorded_and_can_be_turned_off(sample_clip: Path, tmp_path:
     assert on.detector["options"]["low_light"] == {
         "range": LOW_LIGHT_RANGE,
         "max_gain": LOW_LIGHT_MAX_GAIN,
+        "min_score": DetectionConfig().detector.score_threshold,
     }
     assert "preset_overrides" not in on.detector
     off = detect(

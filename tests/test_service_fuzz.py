@@ -303,9 +303,8 @@ def stream_messages(
         elif spoiler == "no_start" and messages and messages[0].HasField("start"):
             messages.pop(0)
         elif spoiler == "second_start":
-            messages.insert(
-                draw(st.integers(1, len(messages))), pb.DetectStreamRequest(start=start)
-            )
+            at = draw(st.integers(min(1, len(messages)), len(messages)))  # none left: at 0
+            messages.insert(at, pb.DetectStreamRequest(start=start))
         elif spoiler == "empty":
             messages.insert(draw(st.integers(0, len(messages))), pb.DetectStreamRequest())
         elif spoiler == "overflow":  # more unanswered frames than the window allows
