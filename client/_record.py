@@ -368,8 +368,10 @@ class RiskTally:
         self._frames += 1
         self._last = frame.index
         present = set()
+        # a track detected in this frame is not in a gap, whatever blend steadies its box
+        detected = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for mask in frame.masks:
-            if mask.origin is Origin.INTERPOLATED:
+            if mask.origin is Origin.INTERPOLATED and mask.track not in detected:
                 present.add(mask.track)
                 self._open_gap.setdefault(mask.track, frame.index)
             elif mask.origin is Origin.DETECTED:

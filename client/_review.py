@@ -240,8 +240,9 @@ def find_flags(
             )
     bridged: dict[int, list[int]] = {}
     for frame in finals:
+        seen = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for m in frame.masks:
-            if m.origin is Origin.INTERPOLATED:
+            if m.origin is Origin.INTERPOLATED and m.track not in seen:
                 bridged.setdefault(m.track, []).append(frame.index)
     for track, frames in bridged.items():
         for first, last in _runs(frames):
@@ -721,7 +722,10 @@ def build_report(
     for frame in finals:
         for m in frame.masks:
             if m.track != POLICY_TRACK:
-                tracks.setdefault(m.track, _Track(m.track)).frames[frame.index] = m
+                shown = tracks.setdefault(m.track, _Track(m.track)).frames
+                # a detection, not the blend that steadies it, stands for its track
+                if frame.index not in shown or shown[frame.index].origin is Origin.INTERPOLATED:
+                    shown[frame.index] = m
     for track, edit in applied.suppressed.items():
         info = tracks.setdefault(track, _Track(track))
         info.suppressed = edit

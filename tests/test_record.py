@@ -535,3 +535,42 @@ def test_a_record_file_over_the_size_limit_is_refused_unread(
         _load(tmp_path, text)
     monkeypatch.setattr(veil._record, "MAX_RECORD_BYTES", len(text))
     assert len(_load(tmp_path, text).frames) == 3
+
+
+def test_a_blend_that_steadies_a_detection_is_no_bridged_gap() -> None:
+    """Steadied detections (``TrackerConfig.steady_span``) add an interpolated mask beside a
+    detected one of the same track: the track was seen in that frame, so neither the residual
+    risk nor the review flags call it a gap."""
+    from veil._edits import Applied
+    from veil._review import find_flags
+
+    def frame(i: int, *origins: Origin) -> FrameMasks:
+        return FrameMasks(
+            i, i, [Mask(track=1, origin=o, box=(0, 0, 9, 9), score=0.9) for o in origins]
+        )
+
+    steady = [
+        frame(i, Origin.DETECTED, Origin.INTERPOLATED) if i % 2 else frame(i, Origin.DETECTED)
+        for i in range(6)
+    ]
+    assert residual_risk(iter(steady), {}, {})["bridged_gaps"]["count"] == 0
+    record = Record(
+        veil_version="test",
+        input={},
+        detector={},
+        tracker=TrackerConfig(steady_span=2),
+        frames=steady,
+    )
+    assert not [
+        f for f in find_flags(record, steady, Applied.of(record), {}) if f.reason == "bridged gap"
+    ]
+    # a frame with the blend alone is a gap, as before
+    gapped = [*steady[:3], frame(3, Origin.INTERPOLATED), *steady[4:]]
+    assert residual_risk(iter(gapped), {}, {})["bridged_gaps"]["list"] == [
+        {"track": 1, "first": 3, "last": 3}
+    ]
+    assert [
+        (f.first, f.last)
+        for f in find_flags(record, gapped, Applied.of(record), {})
+        if f.reason == "bridged gap"
+    ] == [(3, 3)]
