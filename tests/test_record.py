@@ -147,14 +147,16 @@ def _residual_risk_by_list(
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
 ) -> dict[str, Any]:
-    """The whole-list residual risk (veil before issue #6), kept here as the reference."""
+    """The whole-list residual risk (veil before issue #6), kept here as the reference; a track
+    detected in a frame is in no gap there (issue 18: steadied detections)."""
     gaps: list[dict[str, int]] = []
     open_gap: dict[int, int] = {}
     detected: dict[int, list[int]] = {}
     for frame in frames:
         present = set()
+        seen = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for mask in frame.masks:
-            if mask.origin is Origin.INTERPOLATED:
+            if mask.origin is Origin.INTERPOLATED and mask.track not in seen:
                 present.add(mask.track)
                 open_gap.setdefault(mask.track, frame.index)
             elif mask.origin is Origin.DETECTED:
