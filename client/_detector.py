@@ -193,12 +193,25 @@ LOW_LIGHT_RANGE = 128
 LOW_LIGHT_MAX_GAIN = 8.0
 
 
+def luma_span(luma: npt.NDArray[np.uint8]) -> tuple[int, int]:
+    """The 1st and 99.5th percentile of a grey image's levels: its range, noise and a few
+    highlights left out."""
+    cdf = np.cumsum(np.bincount(luma.ravel(), minlength=256))
+    lo, hi = np.searchsorted(cdf, [0.01 * cdf[-1], 0.995 * cdf[-1]])
+    return int(lo), int(hi)
+
+
+def is_dark(luma: npt.NDArray[np.uint8]) -> bool:
+    """Whether a grey image is dark or flat: its range spans fewer than ``LOW_LIGHT_RANGE``
+    levels (what the low-light pass looks at twice, and the residual risk flags)."""
+    lo, hi = luma_span(luma)
+    return hi - lo < LOW_LIGHT_RANGE
+
+
 def stretched(image: Image) -> Image | None:
     """``image`` with its luma range (1st to 99.5th percentile) stretched to 0..255, the same
     table on every channel; None when the range spans ``LOW_LIGHT_RANGE`` levels or more."""
-    luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    cdf = np.cumsum(np.bincount(luma.ravel(), minlength=256))
-    lo, hi = np.searchsorted(cdf, [0.01 * cdf[-1], 0.995 * cdf[-1]])
+    lo, hi = luma_span(np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), np.uint8))
     if hi - lo >= LOW_LIGHT_RANGE:
         return None
     gain = min(255.0 / max(int(hi - lo), 1), LOW_LIGHT_MAX_GAIN)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._detections import Detections
-from ._detector import Detector, Image, Upright, display_size, fit_size
+from ._detector import Detector, Image, Upright, display_size, fit_size, is_dark
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
 from ._media import (
@@ -193,6 +193,7 @@ class _Detecting:
         self._motion: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
         self._offset = (0.0, 0.0)
         self.policy: dict[int, str] = {}
+        self.dark: list[int] = []  # frames dark or flat (residual risk)
 
     @property
     def near_misses(self) -> dict[int, tuple[int, float]]:
@@ -205,6 +206,8 @@ class _Detecting:
         if cut:
             self._cuts.add(item.index)
         motion = self._camera.measure(item.frame, cut=cut)
+        if is_dark(self._camera.thumbnail):
+            self.dark.append(item.index)
         self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
         self._motion[item.index] = (motion, self._offset)
         self._batch.append(item)
@@ -645,7 +648,9 @@ def run_job(
                     tracker=tracker,
                     frames=frames,
                     policy=masks_source.policy,
-                    residual_risk=risk.report(masks_source.policy, detecting.near_misses),
+                    residual_risk=risk.report(
+                        masks_source.policy, detecting.near_misses, detecting.dark
+                    ),
                 )
             elif count != len(record.frames):
                 raise RecordError(

@@ -404,7 +404,10 @@ class RiskTally:
         return k >= 0 and index <= self._ends[k]
 
     def report(
-        self, policy: dict[int, str], near_misses: dict[int, tuple[int, float]]
+        self,
+        policy: dict[int, str],
+        near_misses: dict[int, tuple[int, float]],
+        dark: Iterable[int] = (),
     ) -> dict[str, Any]:
         """The residual-risk block (see :func:`residual_risk`); call it after the last frame."""
         for track, first in sorted(self._open_gap.items()):
@@ -423,7 +426,14 @@ class RiskTally:
             {"frame": i, "candidates": n, "best_score": best}
             for i, (n, best) in sorted(near_misses.items())
         ]
-        outside = set(near_misses) | set(policy)
+        dark_frames = sorted(set(dark))
+        dark_runs: list[dict[str, int]] = []
+        for i in dark_frames:
+            if dark_runs and dark_runs[-1]["last"] == i - 1:
+                dark_runs[-1]["last"] = i
+            else:
+                dark_runs.append({"first": i, "last": i})
+        outside = set(near_misses) | set(policy) | set(dark_frames)
         for entry in unconfirmed:
             outside.update(entry["frames"])
         in_gaps = sum(e - s + 1 for s, e in zip(self._starts, self._ends, strict=True))
@@ -447,12 +457,17 @@ class RiskTally:
                 "count": len(unconfirmed),
                 "list": unconfirmed[:RISK_LIST_LIMIT],
             },
+            "dark_frames": {
+                "count": len(dark_frames),
+                "list": dark_runs[:RISK_LIST_LIMIT],
+            },
             "estimate": {
                 "review_frames": review,
                 "review_share": round(share, 4),
                 "level": level,
                 "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed "
-                "tracks or policy masks; the preset's measured leak rate is in docs/quality.md",
+                "tracks, dark or flat pictures or policy masks; the preset's measured leak "
+                "rate is in docs/quality.md",
             },
         }
 
@@ -462,6 +477,7 @@ def residual_risk(
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
     stride: int = 1,
+    dark: Iterable[int] = (),
 ) -> dict[str, Any]:
     """Where a reviewer should look, derived from the run's evidence (deterministic).
 
@@ -472,6 +488,8 @@ def residual_risk(
       ``stride`` are the stride's own bridges between agreeing detections, not listed).
     * ``unconfirmed_tracks``: tracks detected in at most two frames: the detector disagrees
       with itself from frame to frame there (a face it barely sees, or a false alarm).
+    * ``dark_frames``: runs of frames ``dark`` lists (dark or flat pictures, where every
+      detector measured lost faces; ``veil._detector.is_dark``).
     * ``estimate``: the frames to review (union of the above and policy frames) and a level.
 
     The lists keep at most :data:`RISK_LIST_LIMIT` entries; the counts are always complete.
@@ -480,7 +498,7 @@ def residual_risk(
     tally = RiskTally(stride)
     for frame in frames:
         tally.add(frame)
-    return tally.report(policy, near_misses)
+    return tally.report(policy, near_misses, dark)
 
 
 @dataclass(kw_only=True)

@@ -59,6 +59,7 @@ FLAG_COLOURS = {
     "residual risk": "#be123c",
     "detector disagreement": "#db2777",
     "low confidence": "#ea580c",
+    "dark frames": "#4b5563",
     "bridged gap": "#f59e0b",
 }
 _FLAG_ORDER = list(FLAG_COLOURS)
@@ -172,6 +173,18 @@ def find_flags(
                 None,
                 f"detections under the track threshold (best score {best:.2f}) continued no "
                 "track: a face the detector half-saw, or a false alarm",
+            )
+        )
+
+    dark = (block or {}).get("dark_frames")
+    for run in dark.get("list", []) if isinstance(dark, dict) else []:
+        flags.append(
+            Flag(
+                "dark frames",
+                int(run["first"]),
+                int(run["last"]),
+                None,
+                "a dark or flat picture: every detector measured lost faces in such frames",
             )
         )
 

@@ -63,11 +63,15 @@ class CameraMotion:
     def __init__(self) -> None:
         self._previous: npt.NDArray[np.float32] | None = None
         self._window: npt.NDArray[np.float32] | None = None
+        #: The grey thumbnail of the frame measured last (what else needs the frame's
+        #: levels reads them here: the residual risk's dark frames).
+        self.thumbnail: npt.NDArray[np.uint8] = np.zeros((1, 1), np.uint8)
 
     def measure(self, frame: av.VideoFrame, *, cut: bool = False) -> tuple[float, float]:
         width = min(_MOTION_WIDTH, frame.width)
         height = max(8, round(frame.height * width / frame.width))
         thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
+        self.thumbnail = np.asarray(thumb, np.uint8)
         current = np.asarray(thumb, np.float32)
         previous, self._previous = self._previous, current
         if previous is None or cut or previous.shape != current.shape:

@@ -228,3 +228,27 @@ def test_client_passes_follow_the_settings() -> None:
     from dataclasses import replace
 
     assert client_passes(null, replace(settings, low_light=False)) is null
+
+
+@pytest.mark.weights
+def test_dark_frames_are_flagged_for_review(sample_clip: Path, tmp_path: Path) -> None:
+    """The residual risk lists dark frames (where every detector measured lost faces), the
+    estimate counts them and the review flags them; a lit clip has none."""
+    import jsonschema
+
+    from veil._edits import Applied, final_frames
+    from veil._record import load_schema
+    from veil._review import find_flags
+
+    dark = darken(sample_clip, tmp_path / "dark.mp4", exposure=0.1, noise=4, frames=12)
+    record = detect(dark, tmp_path / "dark.json")
+    risk = record.residual_risk
+    assert risk is not None
+    flags = find_flags(record, final_frames(record), Applied.of(record), {}, risk)
+    assert [(f.first, f.last) for f in flags if f.reason == "dark frames"] == [(0, 11)]
+    assert risk["dark_frames"] == {"count": 12, "list": [{"first": 0, "last": 11}]}
+    assert risk["estimate"]["review_frames"] == 12
+    document = json.loads((tmp_path / "dark.json").read_text())
+    jsonschema.Draft202012Validator(load_schema("record")).validate(document)
+    lit = detect(sample_clip).residual_risk
+    assert lit is not None and lit["dark_frames"]["count"] == 0

@@ -146,9 +146,10 @@ def _residual_risk_by_list(
     frames: list[FrameMasks],
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
+    dark: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The whole-list residual risk (veil before issue #6), kept here as the reference; a track
-    detected in a frame is in no gap there (issue 18: steadied detections)."""
+    detected in a frame is in no gap there, and dark frames are listed as runs (issue 18)."""
     gaps: list[dict[str, int]] = []
     open_gap: dict[int, int] = {}
     detected: dict[int, list[int]] = {}
@@ -173,7 +174,13 @@ def _residual_risk_by_list(
         {"frame": i, "candidates": n, "best_score": best}
         for i, (n, best) in sorted(near_misses.items())
     ]
-    review = set(near_misses) | set(policy)
+    review = set(near_misses) | set(policy) | set(dark)
+    runs: list[dict[str, int]] = []
+    for i in sorted(set(dark)):
+        if runs and runs[-1]["last"] == i - 1:
+            runs[-1]["last"] = i
+        else:
+            runs.append({"first": i, "last": i})
     for gap in gaps:
         review.update(range(gap["first"], gap["last"] + 1))
     for entry in unconfirmed:
@@ -194,12 +201,14 @@ def _residual_risk_by_list(
             "list": gaps[:RISK_LIST_LIMIT],
         },
         "unconfirmed_tracks": {"count": len(unconfirmed), "list": unconfirmed[:RISK_LIST_LIMIT]},
+        "dark_frames": {"count": len(set(dark)), "list": runs[:RISK_LIST_LIMIT]},
         "estimate": {
             "review_frames": len(review),
             "review_share": round(share, 4),
             "level": level,
-            "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed tracks "
-            "or policy masks; the preset's measured leak rate is in docs/quality.md",
+            "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed tracks, "
+            "dark or flat pictures or policy masks; the preset's measured leak rate is in "
+            "docs/quality.md",
         },
     }
 
@@ -237,6 +246,19 @@ def test_residual_risk_in_one_pass_equals_the_whole_list_version(
 ) -> None:
     frames, policy, near = case
     assert residual_risk(iter(frames), policy, near) == _residual_risk_by_list(frames, policy, near)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_evidence(), st.data())
+def test_dark_frames_are_counted_and_listed_as_runs_in_one_pass(
+    case: tuple[list[FrameMasks], dict[int, str], dict[int, Any]], data: st.DataObject
+) -> None:
+    frames, policy, near = case
+    indices = [f.index for f in frames]
+    dark = data.draw(st.lists(st.sampled_from(indices), max_size=60)) if indices else []
+    risk = residual_risk(iter(frames), policy, near, dark=dark)
+    assert risk == _residual_risk_by_list(frames, policy, near, dark)
+    assert risk["dark_frames"]["count"] == len(set(dark))
 
 
 def test_residual_risk_lists_are_capped_and_counts_complete() -> None:
