@@ -193,12 +193,18 @@ class _Detecting:
         self._motion: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
         self._offset = (0.0, 0.0)
         self.policy: dict[int, str] = {}
-        self.dark: list[int] = []  # frames dark or flat (residual risk)
+        # runs of frames dark or flat (residual risk): [first, last], a pair per run
+        self._dark: list[list[int]] = []
 
     @property
     def near_misses(self) -> dict[int, tuple[int, float]]:
         """Frames with weak detections of tracks never confirmed (residual risk)."""
         return self._associator.near_misses
+
+    def dark_frames(self) -> Iterator[int]:
+        """The dark or flat frames' indices, in increasing order (residual risk)."""
+        for first, last in self._dark:
+            yield from range(first, last + 1)
 
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         self._held[item.index] = item
@@ -207,7 +213,10 @@ class _Detecting:
             self._cuts.add(item.index)
         motion = self._camera.measure(item.frame, cut=cut)
         if is_dark(self._camera.thumbnail):
-            self.dark.append(item.index)
+            if self._dark and self._dark[-1][1] == item.index - 1:
+                self._dark[-1][1] = item.index
+            else:
+                self._dark.append([item.index, item.index])
         self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
         self._motion[item.index] = (motion, self._offset)
         self._batch.append(item)
@@ -649,7 +658,7 @@ def run_job(
                     frames=frames,
                     policy=masks_source.policy,
                     residual_risk=risk.report(
-                        masks_source.policy, detecting.near_misses, detecting.dark
+                        masks_source.policy, detecting.near_misses, detecting.dark_frames()
                     ),
                 )
             elif count != len(record.frames):

@@ -409,7 +409,8 @@ class RiskTally:
         near_misses: dict[int, tuple[int, float]],
         dark: Iterable[int] = (),
     ) -> dict[str, Any]:
-        """The residual-risk block (see :func:`residual_risk`); call it after the last frame."""
+        """The residual-risk block (see :func:`residual_risk`); call it after the last frame.
+        ``dark``: the dark frames' indices in increasing order (streamed, never held)."""
         for track, first in sorted(self._open_gap.items()):
             self._close(track, first, self._last)
         self._open_gap.clear()
@@ -426,18 +427,22 @@ class RiskTally:
             {"frame": i, "candidates": n, "best_score": best}
             for i, (n, best) in sorted(near_misses.items())
         ]
-        dark_frames = sorted(set(dark))
-        dark_runs: list[dict[str, int]] = []
-        for i in dark_frames:
-            if dark_runs and dark_runs[-1]["last"] == i - 1:
-                dark_runs[-1]["last"] = i
-            else:
-                dark_runs.append({"first": i, "last": i})
-        outside = set(near_misses) | set(policy) | set(dark_frames)
+        outside = set(near_misses) | set(policy)
         for entry in unconfirmed:
             outside.update(entry["frames"])
+        # dark frames, streamed in increasing order: runs (the first RISK_LIST_LIMIT listed),
+        # a count, and those no other reason already puts up for review
+        dark_runs: list[dict[str, int]] = []
+        dark_count = dark_extra = 0
+        for i in dark:
+            dark_count += 1
+            dark_extra += i not in outside and not self._in_gap(i)
+            if dark_runs and dark_runs[-1]["last"] == i - 1:
+                dark_runs[-1]["last"] = i
+            elif len(dark_runs) < RISK_LIST_LIMIT:  # later runs are counted only
+                dark_runs.append({"first": i, "last": i})
         in_gaps = sum(e - s + 1 for s, e in zip(self._starts, self._ends, strict=True))
-        review = in_gaps + sum(1 for i in outside if not self._in_gap(i))
+        review = in_gaps + sum(1 for i in outside if not self._in_gap(i)) + dark_extra
         share = review / self._frames if self._frames else 0.0
         level = "high" if share > 0.2 or policy else "medium" if share > 0.02 else "low"
         worst = sorted(near, key=lambda e: (-e["best_score"], e["frame"]))[:RISK_LIST_LIMIT]
@@ -458,8 +463,8 @@ class RiskTally:
                 "list": unconfirmed[:RISK_LIST_LIMIT],
             },
             "dark_frames": {
-                "count": len(dark_frames),
-                "list": dark_runs[:RISK_LIST_LIMIT],
+                "count": dark_count,
+                "list": dark_runs,
             },
             "estimate": {
                 "review_frames": review,
@@ -498,7 +503,7 @@ def residual_risk(
     tally = RiskTally(stride)
     for frame in frames:
         tally.add(frame)
-    return tally.report(policy, near_misses, dark)
+    return tally.report(policy, near_misses, sorted(set(dark)))
 
 
 @dataclass(kw_only=True)
