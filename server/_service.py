@@ -237,9 +237,18 @@ def _result(index: int, detections: Detections) -> pb.FrameResult:
     return pb.FrameResult(index=index, faces=faces)
 
 
+#: The longest job file name taken, in UTF-8 bytes: file systems stop at 255, and veil adds
+#: suffixes of its own (``.veil.json``, ``.manifest.json``, the partial files' names).
+MAX_NAME_BYTES = 200
+
+
 def _file_name(name: str, what: str) -> str:
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name or "\0" in name:
         raise InvalidRequest(f"{what} {name!r} must be a plain file name (no directories)")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidRequest(
+            f"{what} is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} are taken"
+        )
     return name
 
 

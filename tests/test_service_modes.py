@@ -150,6 +150,11 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
         run_remote_job(
             url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
         )
+    start.input_name = "x" * 300 + ".mp4"  # regression: the file system refused it (INTERNAL)
+    with pytest.raises(RemoteError, match="INVALID_ARGUMENT: input_name is 304 bytes long"):
+        run_remote_job(
+            url, clip, output=tmp_path / "o.mp4", record=None, start=start, options=options
+        )
     start.input_name = clip.name
     start.input_size += 10  # the upload then comes up short
     with pytest.raises(RemoteError, match="INVALID_ARGUMENT: RunJob: the upload is truncated"):
