@@ -38,6 +38,7 @@ from ._detections import Detections
 from ._detector import Detector, Image, Upright, display_size, fit_size, is_dark
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
+from ._follow import Luma, follow, luma
 from ._media import (
     DecodedFrame,
     EncoderSettings,
@@ -167,6 +168,7 @@ class _Detecting:
         self._detector = detector
         self._sample_aspect = sample_aspect
         self._associator = Associator(tracker, detector.info.members, frame_size)
+        self._follows = tracker.follow_span > 0
         self._smoother = Smoother(tracker)
         # frames assigned, waiting ``lead_in`` frames for their tentative tracks' confirmation
         # (only weak detections start tentative tracks)
@@ -333,12 +335,35 @@ class _Detecting:
                 masks = [whole_frame(item.frame.width, item.frame.height)]
             elif detections is not None:
                 masks = self._associator.assign(item.index, detections, offset)
+                if self._follows:
+                    masks += self._follow(item, masks, offset)
             else:
                 masks = []  # not detected (stride): the smoother derives its coverage
             cut = item.index in self._cuts
             self._cuts.discard(item.index)
             self._assigned.append((item.index, item.frame.pts, masks, cut, motion))
             yield from self._release(item.index - self._release_delay)
+
+    def _follow(
+        self, item: DecodedFrame, masks: list[Mask], offset: tuple[float, float]
+    ) -> list[Mask]:
+        """Masks of the tracks the detector lost in ``item``'s frame, followed there from
+        their latest sighting by the texture inside the box (``_follow``)."""
+        lost = self._associator.lost(item.index, {m.track for m in masks}, offset)
+        if not lost:
+            return []
+        current = luma(item.frame)
+        lumas: dict[int, Luma] = {}
+        found = []
+        for track, frame, box, shift in lost:
+            if frame not in lumas:
+                if frame not in self._held:
+                    continue  # already rendered (a tracker with almost no look-ahead)
+                lumas[frame] = luma(self._held[frame].frame)
+            moved = follow(lumas[frame], current, box, shift)
+            if moved is not None:
+                found.append(self._associator.followed(item.index, track, moved, offset))
+        return found
 
     def _release(self, upto: int | None) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         """Hand the frames assigned up to ``upto`` (None: all) to the smoother, their

@@ -22,7 +22,7 @@ import jsonschema
 
 from ._atomic import partial_path
 from ._errors import OutputError, RecordError
-from ._tracker import FrameMasks, Mask, Origin, TrackerConfig
+from ._tracker import CARRIED, FrameMasks, Mask, Origin, TrackerConfig
 
 SCHEMA = "veil.record/1"
 
@@ -371,7 +371,7 @@ class RiskTally:
         # a track detected in this frame is not in a gap, whatever blend steadies its box
         detected = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for mask in frame.masks:
-            if mask.origin is Origin.INTERPOLATED and mask.track not in detected:
+            if mask.origin in CARRIED and mask.track not in detected:
                 present.add(mask.track)
                 self._open_gap.setdefault(mask.track, frame.index)
             elif mask.origin is Origin.DETECTED:
@@ -488,9 +488,10 @@ def residual_risk(
 
     * ``near_threshold``: frames with detections that scored under the threshold for starting a
       track and continued none (a face the detector half-saw, or a false alarm).
-    * ``bridged_gaps``: runs of frames where a track is masked by interpolation only: the
-      detector lost the face there and the tracker bridged it (runs shorter than the detection
-      ``stride`` are the stride's own bridges between agreeing detections, not listed).
+    * ``bridged_gaps``: runs of frames where a track is masked by interpolation or following
+      only: the detector lost the face there and the tracker bridged it (runs shorter than
+      the detection ``stride`` are the stride's own bridges between agreeing detections, not
+      listed).
     * ``unconfirmed_tracks``: tracks detected in at most two frames: the detector disagrees
       with itself from frame to frame there (a face it barely sees, or a false alarm).
     * ``dark_frames``: runs of frames ``dark`` lists (dark or flat pictures, where every

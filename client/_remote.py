@@ -612,6 +612,7 @@ def job_start(
             growth_per_frame=tracker.growth_per_frame,
             confirm_hits=tracker.confirm_hits,
             steady_span=tracker.steady_span,
+            follow_span=tracker.follow_span,
         ),
         style=pb.StyleSettings(
             set=True,

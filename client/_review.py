@@ -33,7 +33,7 @@ from ._media import DecodedFrame, Input, probe, sha256_file
 from ._record import Record
 from ._render import render_frame
 from ._style import Style
-from ._tracker import POLICY_TRACK, Box, FrameMasks, Mask, Origin, iou
+from ._tracker import CARRIED, POLICY_TRACK, Box, FrameMasks, Mask, Origin, iou
 
 #: Detections under this score are flagged as low confidence.
 LOW_SCORE = 0.7
@@ -46,10 +46,20 @@ HIGH_RISK = 0.5
 #: Flagged runs shown with a picture (all of them are on the timeline).
 MAX_FLAG_CARDS = 24
 
+#: Which of a track's masks in one frame stands for it (lowest first).
+_SHOWN_RANK = {
+    Origin.DETECTED: 0,
+    Origin.MANUAL: 0,
+    Origin.POLICY: 0,
+    Origin.FOLLOWED: 1,
+    Origin.INTERPOLATED: 2,
+    Origin.EXTRAPOLATED: 2,
+}
 COLOURS = {
     "detected": "#2563eb",
     "interpolated": "#f59e0b",
     "extrapolated": "#93c5fd",
+    "followed": "#0d9488",
     "manual": "#7c3aed",
     "policy": "#dc2626",
     "suppressed": "#9ca3af",
@@ -255,7 +265,7 @@ def find_flags(
     for frame in finals:
         seen = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for m in frame.masks:
-            if m.origin is Origin.INTERPOLATED and m.track not in seen:
+            if m.origin in CARRIED and m.track not in seen:
                 bridged.setdefault(m.track, []).append(frame.index)
     for track, frames in bridged.items():
         for first, last in _runs(frames):
@@ -736,8 +746,12 @@ def build_report(
         for m in frame.masks:
             if m.track != POLICY_TRACK:
                 shown = tracks.setdefault(m.track, _Track(m.track)).frames
-                # a detection, not the blend that steadies it, stands for its track
-                if frame.index not in shown or shown[frame.index].origin is Origin.INTERPOLATED:
+                # a detection stands for its track (not the blend that steadies it), then
+                # what the pixels followed, then what the tracker derived
+                if (
+                    frame.index not in shown
+                    or _SHOWN_RANK[m.origin] < _SHOWN_RANK[shown[frame.index].origin]
+                ):
                     shown[frame.index] = m
     for track, edit in applied.suppressed.items():
         info = tracks.setdefault(track, _Track(track))

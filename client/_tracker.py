@@ -28,8 +28,8 @@ import itertools
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -49,12 +49,21 @@ class Origin(StrEnum):
     DETECTED = "detected"
     INTERPOLATED = "interpolated"
     EXTRAPOLATED = "extrapolated"
+    #: carried into a frame where the detector lost it by the texture inside it (``_follow``)
+    FOLLOWED = "followed"
     MANUAL = "manual"
     POLICY = "policy"
 
 
 #: Origins that are evidence; the others are derived from evidence by the ``Smoother``.
+#: Followed masks are neither: found in the pixels, they are kept as listed and added to
+#: what the smoother derives, never used to derive.
 EVIDENCE = frozenset({Origin.DETECTED, Origin.MANUAL, Origin.POLICY})
+
+
+#: Origins of a track carried through frames where the detector lost it: a bridged gap (its
+#: frames are where a leak is likeliest: residual risk, review flags).
+CARRIED = frozenset({Origin.INTERPOLATED, Origin.FOLLOWED})
 
 
 def _r(value: float, digits: int = 2) -> float:
@@ -127,9 +136,13 @@ class TrackerConfig:
     #: after, when both lie within this many frames (``Smoother``): one frame's shrunken or
     #: shifted detection no longer opens a one-frame hole. 0: off.
     steady_span: int = 0
+    #: A confirmed track the detector loses is followed by image evidence (``_follow``: the
+    #: texture inside its box, frame to frame) up to this many frames past its last
+    #: detection; the boxes found are evidence like detections. 0: off.
+    follow_span: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_gap", "lead_in", "lead_out"):
+        for name in ("max_gap", "lead_in", "lead_out", "follow_span"):
             if not 0 <= getattr(self, name) <= 300:
                 raise ConfigError(f"tracker {name} must be between 0 and 300 frames")
         if not 0 < self.match_iou <= 1:
@@ -161,6 +174,7 @@ class TrackerConfig:
                 ("new_track_score", self.new_track_score),
                 ("confirm_hits", self.confirm_hits),
                 ("steady_span", self.steady_span),
+                ("follow_span", self.follow_span),
             )
             if value
         }
@@ -224,6 +238,8 @@ VELOCITY_SIGHTINGS = 5
 #: The most a face is taken to move by itself in a frame, as a share of its size (the
 #: camera's motion is measured apart).
 MAX_OWN_SPEED = 0.25
+#: A lost track is followed from its latest sighting at most this many frames back.
+FOLLOW_REACH = 3
 #: A weak detection larger than this share of the frame's shorter side never starts a track:
 #: at a low threshold the detector reports frame-filling "faces" in texture and blur, while a
 #: face that close scores high (it may still continue a confirmed track, as it approaches).
@@ -268,6 +284,20 @@ class _Live:
     sightings: tuple[tuple[int, Box, Offset], ...] = ()
     # weak sightings so far (see TrackerConfig.confirm_hits)
     hits: int = 0
+    # the score of its latest detection
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Followed:
+    """A track the detector lost, as followed by image evidence (``Associator.followed``)."""
+
+    detected: int  # the frame of its latest detection
+    frame: int  # its latest sighting by image evidence
+    box: Box
+    offset: Offset  # the camera's position at ``frame``
+    velocity: tuple[float, float]  # its own motion, from its detections
+    score: float  # its latest detection's
 
 
 class Associator:
@@ -296,6 +326,8 @@ class Associator:
         self._next_id = POLICY_TRACK + 1
         # tracks not (yet) confirmed -> the frame of their latest sighting
         self._tentative: dict[int, int] = {}
+        # tracks the detector lost, being followed by image evidence (``lost``)
+        self._following: dict[int, _Followed] = {}
         self.near_misses: dict[int, tuple[int, float]] = {}
 
     @staticmethod
@@ -355,7 +387,12 @@ class Associator:
             if track is None:
                 track = self._next_id
                 self._next_id += 1
-                self._live[track] = _Live(box, index, offset, sightings=((index, box, offset),))  # type: ignore[arg-type]
+                self._live[track] = _Live(
+                    box,  # type: ignore[arg-type]
+                    index,
+                    offset,
+                    sightings=((index, box, offset),),  # type: ignore[arg-type]
+                )
                 if weak[j]:
                     self._tentative[track] = index
             else:
@@ -369,6 +406,7 @@ class Associator:
                     seen,  # type: ignore[arg-type]
                     state.hits,
                 )
+            self._live[track].score = float(detections.scores[j])
             if weak[j]:
                 self._live[track].hits += 1
             if track in self._tentative:
@@ -394,6 +432,48 @@ class Associator:
                 )
             )
         return sorted(masks)
+
+    def lost(
+        self, index: int, seen: Collection[int], offset: Offset
+    ) -> list[tuple[int, int, Box, Offset]]:
+        """The confirmed tracks not ``seen`` in frame ``index`` that may be followed there by
+        image evidence (``TrackerConfig.follow_span``): sighted (detected or followed) within
+        :data:`FOLLOW_REACH` frames, detected within ``follow_span``. Each as (track, frame of
+        its latest sighting, its box there, its expected motion since: the camera's and its
+        own). Following only adds masks: it changes nothing in how detections are tracked."""
+        span = self._config.follow_span
+        candidates = dict(self._following)
+        for track, state in self._live.items():
+            if track in self._tentative or state.frame >= index:
+                continue
+            known = candidates.get(track)
+            if known is None or known.frame < state.frame:  # detected since it was followed
+                candidates[track] = _Followed(
+                    state.frame, state.frame, state.box, state.offset, state.velocity, state.score
+                )
+        self._following = {
+            track: followed
+            for track, followed in candidates.items()
+            if track not in seen
+            and index - followed.detected <= span
+            and index - followed.frame <= FOLLOW_REACH
+        }
+        lost = []
+        for track, followed in sorted(self._following.items()):
+            dt = index - followed.frame
+            shift = (
+                offset[0] - followed.offset[0] + followed.velocity[0] * dt,
+                offset[1] - followed.offset[1] + followed.velocity[1] * dt,
+            )
+            lost.append((track, followed.frame, followed.box, shift))
+        return lost
+
+    def followed(self, index: int, track: int, box: Box, offset: Offset) -> Mask:
+        """A box ``lost``'s track was followed to in frame ``index``: its latest sighting by
+        image evidence, as a mask (with its latest detection's score)."""
+        state = replace(self._following[track], frame=index, box=box, offset=offset)
+        self._following[track] = state
+        return Mask(track=track, origin=Origin.FOLLOWED, box=box, score=state.score)
 
     def _near_miss(self, index: int, score: float) -> None:
         count, best = self.near_misses.get(index, (0, 0.0))
@@ -480,7 +560,7 @@ class Smoother:
         if cut:
             self._cuts.append(index)
         for mask in masks:
-            if mask.origin is not Origin.POLICY:
+            if mask.origin in EVIDENCE and mask.origin is not Origin.POLICY:
                 self._evidence.setdefault(mask.track, []).append((index, mask, offset))
         while self._pending and self._pending[0][0] <= index - self._config.lookahead:
             yield self._finalise(*self._pending.popleft())
@@ -505,7 +585,7 @@ class Smoother:
         cfg = self._config
         masks = set(evidence)
         masks.update(s for s in (self._steadying(index, offset, m) for m in evidence) if s)
-        present = {m.track for m in evidence}
+        present = {m.track for m in evidence if m.origin in EVIDENCE}
         for track, points in list(self._evidence.items()):
             if track in present:
                 continue

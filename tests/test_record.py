@@ -149,7 +149,8 @@ def _residual_risk_by_list(
     dark: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The whole-list residual risk (veil before issue #6), kept here as the reference; a track
-    detected in a frame is in no gap there, and dark frames are listed as runs (issue 18)."""
+    detected in a frame is in no gap there, a followed frame is in one (the detector lost the
+    face there), and dark frames are listed as runs (issue 18)."""
     gaps: list[dict[str, int]] = []
     open_gap: dict[int, int] = {}
     detected: dict[int, list[int]] = {}
@@ -157,7 +158,7 @@ def _residual_risk_by_list(
         present = set()
         seen = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
         for mask in frame.masks:
-            if mask.origin is Origin.INTERPOLATED and mask.track not in seen:
+            if mask.origin in (Origin.INTERPOLATED, Origin.FOLLOWED) and mask.track not in seen:
                 present.add(mask.track)
                 open_gap.setdefault(mask.track, frame.index)
             elif mask.origin is Origin.DETECTED:

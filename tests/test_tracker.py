@@ -383,3 +383,76 @@ def test_steadying_is_re_derived_alike_from_the_evidence_it_adds_to() -> None:
     )
     again = {f.index: [m for m in f.masks if m.origin is Origin.DETECTED] for f in first}
     assert _smooth(again, 40, steady) == first
+
+
+def _followed(track: int, box: tuple[float, float, float, float]) -> Mask:
+    return Mask(track=track, origin=Origin.FOLLOWED, box=box, score=0.9)
+
+
+def test_a_followed_mask_is_added_beside_what_the_evidence_derives() -> None:
+    """Followed boxes are kept as given and never derived from: the interpolation between
+    two detections is what it would be without them."""
+    a, b = (0.0, 0.0, 10.0, 10.0), (20.0, 0.0, 30.0, 10.0)
+    far = (100.0, 100.0, 110.0, 110.0)
+    plain = _smooth({0: [_detected(1, a)], 4: [_detected(1, b)]}, 8)
+    followed = _smooth(
+        {0: [_detected(1, a)], **{i: [_followed(1, far)] for i in (1, 2, 3)}, 4: [_detected(1, b)]},
+        8,
+    )
+    for before, after in zip(plain, followed, strict=True):
+        extra = set(after.masks) - set(before.masks)
+        assert set(before.masks) <= set(after.masks)
+        assert extra == ({_followed(1, far)} if before.index in (1, 2, 3) else set())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seen=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=5, max_size=30),
+    scores=st.lists(st.sampled_from([0.3, 0.9]), min_size=3, max_size=3),
+)
+def test_following_changes_nothing_in_how_detections_are_tracked(
+    seen: list[list[bool]], scores: list[float]
+) -> None:
+    """Three faces, each detected or missed frame by frame: an associator that follows the
+    lost ones (to boxes far off) gives every detection the same track as one that does not."""
+    config = TrackerConfig(max_gap=2, new_track_score=0.5, confirm_hits=2, follow_span=6)
+    plain, following = Associator(config), Associator(config)
+    for index, row in enumerate(seen):
+        boxes = [(40.0 * k + index, 10.0, 40.0 * k + index + 20, 30.0) for k in range(3)]
+        kept = [k for k in range(3) if row[k]]
+        detections = Detections(
+            np.array([boxes[k] for k in kept], np.float32).reshape(-1, 4),
+            np.array([scores[k] for k in kept], np.float32),
+        )
+        masks = following.assign(index, detections)
+        assert masks == plain.assign(index, detections)
+        assert following.release(index, masks) == plain.release(index, masks)
+        for track, frame, _, _ in following.lost(index, {m.track for m in masks}, (0.0, 0.0)):
+            assert 0 < index - frame <= 3 and track not in {m.track for m in masks}
+            following.followed(index, track, (500.0, 500.0, 520.0, 520.0), (0.0, 0.0))
+
+
+def test_only_confirmed_tracks_are_followed_and_only_within_the_span() -> None:
+    config = TrackerConfig(max_gap=2, new_track_score=0.5, confirm_hits=3, follow_span=4)
+    assoc = Associator(config)
+    strong = Detections(np.array([[0, 0, 20, 20]], np.float32), np.array([0.9], np.float32))
+    weak = Detections(np.array([[100, 0, 120, 20]], np.float32), np.array([0.3], np.float32))
+    both = Detections(
+        np.concatenate([strong.boxes, weak.boxes]), np.concatenate([strong.scores, weak.scores])
+    )
+    masks = assoc.assign(0, both)
+    confirmed = next(m.track for m in masks if m.score > 0.5)
+    assert [t for t, *_ in assoc.lost(1, set(), (0.0, 0.0))] == [confirmed]  # not the tentative
+    followed = []
+    for index in range(1, 8):
+        lost = assoc.lost(index, set(), (0.0, 0.0))
+        if lost:
+            followed.append(index)
+        for track, _, box, _ in lost:
+            assoc.followed(index, track, box, (0.0, 0.0))
+    assert followed == [1, 2, 3, 4]  # up to follow_span frames past its detection
+    # a frame it could not be followed in: past FOLLOW_REACH frames, it is not followed again
+    assoc = Associator(config)
+    assoc.assign(0, strong)
+    assert assoc.lost(4, set(), (0.0, 0.0)) == []
+    assert [t for t, *_ in assoc.lost(3, set(), (0.0, 0.0))] == [1]
