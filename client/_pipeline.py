@@ -57,6 +57,7 @@ from ._tracker import (
     Associator,
     FrameMasks,
     Mask,
+    Origin,
     Smoother,
     TrackerConfig,
     iou_matrix,
@@ -168,11 +169,14 @@ class _Detecting:
         self._detector = detector
         self._sample_aspect = sample_aspect
         self._associator = Associator(tracker, detector.info.members, frame_size)
-        self._follows = tracker.follow_span > 0
+        self._follow_span = tracker.follow_span
         self._smoother = Smoother(tracker)
         # frames assigned, waiting ``lead_in`` frames for their tentative tracks' confirmation
-        # (only weak detections start tentative tracks)
-        self._release_delay = tracker.lead_in if tracker.new_track_score else 0
+        # (only weak detections start tentative tracks) and for the tracks starting after
+        # them to be followed back (``_follow_back``)
+        self._release_delay = (
+            tracker.lead_in if tracker.new_track_score or tracker.follow_span else 0
+        )
         self._assigned: deque[tuple[int, int | None, list[Mask], bool, tuple[float, float]]]
         self._assigned = deque()
         self._batch_size = batch_size
@@ -335,13 +339,15 @@ class _Detecting:
                 masks = [whole_frame(item.frame.width, item.frame.height)]
             elif detections is not None:
                 masks = self._associator.assign(item.index, detections, offset)
-                if self._follows:
+                if self._follow_span:
                     masks += self._follow(item, masks, offset)
             else:
                 masks = []  # not detected (stride): the smoother derives its coverage
             cut = item.index in self._cuts
             self._cuts.discard(item.index)
             self._assigned.append((item.index, item.frame.pts, masks, cut, motion))
+            if self._follow_span and detections is not None:
+                self._follow_back()
             yield from self._release(item.index - self._release_delay)
 
     def _follow(
@@ -364,6 +370,34 @@ class _Detecting:
             if moved is not None:
                 found.append(self._associator.followed(item.index, track, moved, offset))
         return found
+
+    def _follow_back(self) -> None:
+        """Offline: the tracks the frame assigned last starts with a strong detection,
+        followed back through the frames not yet released (up to ``lead_in``), to where the
+        face was before the detector found it; the boxes found join those frames' masks.
+        Never across a cut."""
+        started = set(self._associator.started)
+        entries = reversed(self._assigned)
+        later = next(entries)
+        boxes = {m.track: m for m in later[2] if m.track in started}
+        if not boxes:
+            return
+        first, later_luma = later[0], luma(self._held[later[0]].frame)
+        for earlier in entries:
+            index, _, masks, _, _ = earlier
+            if not boxes or first - index > self._follow_span or later[3]:
+                break
+            current = luma(self._held[index].frame)
+            motion = later[4]  # the camera's, from ``earlier`` to ``later``
+            found = {}
+            for track, mask in boxes.items():
+                moved = follow(later_luma, current, mask.box, (-motion[0], -motion[1]))
+                if moved is not None:
+                    found[track] = Mask(
+                        track=track, origin=Origin.FOLLOWED, box=moved, score=mask.score
+                    )
+            masks.extend(found.values())
+            boxes, later, later_luma = found, earlier, current
 
     def _release(self, upto: int | None) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         """Hand the frames assigned up to ``upto`` (None: all) to the smoother, their

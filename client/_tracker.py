@@ -329,6 +329,8 @@ class Associator:
         # tracks the detector lost, being followed by image evidence (``lost``)
         self._following: dict[int, _Followed] = {}
         self.near_misses: dict[int, tuple[int, float]] = {}
+        #: the tracks the latest ``assign`` started with a strong detection
+        self.started: list[int] = []
 
     @staticmethod
     def _predict(state: _Live, index: int, offset: Offset) -> Box:
@@ -378,6 +380,7 @@ class Associator:
                 taken.add(candidate)
                 track_of[j] = candidate
         masks = []
+        self.started = []
         for j, box in enumerate(boxes):
             track = track_of.get(j)
             size = max(box[2] - box[0], box[3] - box[1])
@@ -395,6 +398,8 @@ class Associator:
                 )
                 if weak[j]:
                     self._tentative[track] = index
+                else:
+                    self.started.append(track)
             else:
                 state = self._live[track]
                 seen = (*state.sightings, (index, box, offset))[-VELOCITY_SIGHTINGS:]

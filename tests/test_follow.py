@@ -130,10 +130,10 @@ def _clip(path: Path, frames: int, **light: float) -> Path:
 
 
 class BlindedDetector:
-    """Finds the face in frames before ``blind_from``, nothing after (a head turned away,
-    the lights dimmed: the detector lost it, the face is still there)."""
+    """Finds the face in frames from ``sees_from`` and before ``blind_from``, nothing in the
+    others (a head turned away, the lights dimmed: the face is there, the detector lost it)."""
 
-    def __init__(self, blind_from: int) -> None:
+    def __init__(self, blind_from: int, sees_from: int = 0) -> None:
         self.info = DetectorInfo(
             model="blinded",
             weights_sha256="0" * 64,
@@ -144,6 +144,7 @@ class BlindedDetector:
             nms_threshold=0.4,
         )
         self._blind_from = blind_from
+        self._sees_from = sees_from
 
     def detect(
         self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
@@ -151,7 +152,7 @@ class BlindedDetector:
         found = []
         for image in images:
             i = round((float(image[:8, :8].mean()) - 16) / 4)
-            boxes = [_face_box(i)] if i < self._blind_from else []
+            boxes = [_face_box(i)] if self._sees_from <= i < self._blind_from else []
             found.append(
                 Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9))
             )
@@ -183,3 +184,20 @@ def test_a_job_follows_the_face_its_detector_lost(tmp_path: Path, light: dict[st
         src, detector=BlindedDetector(10), tracker=TrackerConfig(max_gap=4, lead_in=0, lead_out=2)
     ).record
     assert [bool(f.masks) for f in unfollowed.frames] == [True] * 12 + [False] * 28
+
+
+def test_a_job_follows_a_face_back_from_its_first_detection(tmp_path: Path) -> None:
+    """Offline, a track is followed back from where the detector first found it, through
+    the ``lead_in`` frames held for it: the masks there are where the face was, where the
+    lead-in only repeats the first detection's box."""
+    src = _clip(tmp_path / "in.mp4", 40)
+    tracker = TrackerConfig(max_gap=4, lead_in=10, lead_out=2, follow_span=25)
+    record = run_job(src, detector=BlindedDetector(40, sees_from=25), tracker=tracker).record
+    for frame in record.frames[15:25]:
+        followed = [m for m in frame.masks if m.origin is Origin.FOLLOWED]
+        assert len(followed) == 1 and followed[0].track == 1, frame.index
+        assert iou(followed[0].box, _face_box(frame.index)) > 0.75, frame.index
+    assert not any(m.origin is Origin.FOLLOWED for f in record.frames[:15] for m in f.masks)
+    lead_in = next(m for m in record.frames[15].masks if m.origin is Origin.EXTRAPOLATED)
+    assert iou(lead_in.box, _face_box(15)) < 0.6  # the face moved 32 px since
+    assert [f.masks for f in final_frames(record)] == [f.masks for f in record.frames]
