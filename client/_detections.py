@@ -70,6 +70,14 @@ class Detections:
             landmarks = self.landmarks * np.array([sx, sy], np.float32)
         return Detections(self.boxes * factor, self.scores, landmarks, self.sources)
 
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same detections moved by ``dx``, ``dy`` (from a crop's pixels to its frame's)."""
+        landmarks = None
+        if self.landmarks is not None:
+            landmarks = self.landmarks + np.array([dx, dy], np.float32)
+        boxes = self.boxes + np.array([dx, dy, dx, dy], np.float32)
+        return Detections(boxes, self.scores, landmarks, self.sources)
+
 
 def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float) -> IntArray:
     """Greedy non-maximum suppression; the indices kept, by descending score.

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 from tqdm import tqdm
 
 from . import __version__
-from ._detections import Detections
+from ._detections import Detections, merge
 from ._detector import Detector, Image, Upright, display_size, fit_size, is_dark
 from ._edits import Replay
 from ._errors import ConfigError, DetectorLost, RecordError
@@ -60,6 +61,7 @@ from ._tracker import (
     Origin,
     Smoother,
     TrackerConfig,
+    centred_on,
     iou_matrix,
     whole_frame,
 )
@@ -73,6 +75,10 @@ _DECODE_AHEAD = 8
 #: With a detection stride, the frames between two key frames are interpolated only when
 #: every face of one pairs with a face of the other at this IoU or more (else detected).
 STRIDE_AGREE_IOU = 0.5
+#: A second look (``TrackerConfig.recheck``) spans this many times the face's size, enlarged
+#: until the face is ``RECHECK_FACE`` px, within the model's input size.
+RECHECK_WINDOW = 3
+RECHECK_FACE = 64
 
 Progress = Callable[[int, int | None], None]
 T = TypeVar("T")
@@ -170,6 +176,8 @@ class _Detecting:
         self._sample_aspect = sample_aspect
         self._associator = Associator(tracker, detector.info.members, frame_size)
         self._follow_span = tracker.follow_span
+        self._recheck = tracker.recheck
+        self._closer_scaler = VideoReformatter()  # the calling thread's (``_look_closer``)
         self._smoother = Smoother(tracker)
         # frames assigned, waiting ``lead_in`` frames for their tentative tracks' confirmation
         # (only weak detections start tentative tracks) and for the tracks starting after
@@ -338,6 +346,8 @@ class _Detecting:
             if item.index in self.policy:
                 masks = [whole_frame(item.frame.width, item.frame.height)]
             elif detections is not None:
+                if self._recheck:
+                    detections = self._look_closer(item, detections, offset)
                 masks = self._associator.assign(item.index, detections, offset)
                 if self._follow_span:
                     masks += self._follow(item, masks, offset)
@@ -349,6 +359,51 @@ class _Detecting:
             if self._follow_span and detections is not None:
                 self._follow_back()
             yield from self._release(item.index - self._release_delay)
+
+    def _look_closer(
+        self, item: DecodedFrame, detections: Detections, offset: tuple[float, float]
+    ) -> Detections:
+        """``detections`` of ``item``'s frame, with what a second look finds where a
+        confirmed track was and no detection is (``TrackerConfig.recheck``): a window of
+        :data:`RECHECK_WINDOW` times the face's size around its predicted box, enlarged so
+        the face is :data:`RECHECK_FACE` px, detected on its own. The full frame reaches the
+        model shrunk (a 1080p frame to a third at 640 px): a face half behind another, or
+        small, is lost there and found again at its own scale. Only faces whose centre lies
+        on the prediction (grown by half) are kept; the union is merged by the model's NMS."""
+        regions = self._associator.unmatched(item.index, detections, offset)
+        if not regions:
+            return detections
+        frame = item.frame
+        width, height = display_size(frame.width, frame.height, self._sample_aspect)
+        sx, sy = width / frame.width, height / frame.height  # stored -> display pixels
+        picture = self._closer_scaler.reformat(frame, width, height, "rgb24").to_ndarray()
+        max_side = self._detector.info.max_side
+        images: list[Image] = []
+        windows: list[tuple[int, int, int, int]] = []
+        looked: list[Box] = []
+        for box in regions:
+            side = max((box[2] - box[0]) * sx, (box[3] - box[1]) * sy)
+            cx, cy = (box[0] + box[2]) / 2 * sx, (box[1] + box[3]) / 2 * sy
+            half = side * RECHECK_WINDOW / 2
+            x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
+            x1, y1 = min(width, round(cx + half)), min(height, round(cy + half))
+            if min(x1 - x0, y1 - y0) < 8:
+                continue
+            scale = min(max(1.0, RECHECK_FACE / side), max_side / max(x1 - x0, y1 - y0))
+            size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+            images.append(cast(Image, cv2.resize(picture[y0:y1, x0:x1], size)))
+            windows.append((x0, y0, x1, y1))
+            looked.append(box)
+        if not images:
+            return detections
+        sizes = [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in windows]
+        parts = [detections]
+        for found, (x0, y0, _, _), box in zip(
+            self._detector.detect(images, sizes), windows, looked, strict=True
+        ):
+            found = found.shifted(x0, y0).scaled(1 / sx, 1 / sy)  # back to stored pixels
+            parts.append(found[centred_on(found, box)])
+        return merge(parts, self._detector.info.nms_threshold, (frame.width, frame.height))
 
     def _follow(
         self, item: DecodedFrame, masks: list[Mask], offset: tuple[float, float]

@@ -613,6 +613,7 @@ def job_start(
             confirm_hits=tracker.confirm_hits,
             steady_span=tracker.steady_span,
             follow_span=tracker.follow_span,
+            recheck=tracker.recheck,
         ),
         style=pb.StyleSettings(
             set=True,

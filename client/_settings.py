@@ -109,7 +109,13 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
             model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.15, stride=2
         ),
         TrackerConfig(
-            max_gap=12, lead_in=20, lead_out=12, confirm_hits=3, steady_span=2, follow_span=50
+            max_gap=12,
+            lead_in=20,
+            lead_out=12,
+            confirm_hits=3,
+            steady_span=2,
+            follow_span=50,
+            recheck=8,
         ),
     ),
     Preset.THOROUGH: (
@@ -122,7 +128,13 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
             low_light=False,
         ),
         TrackerConfig(
-            max_gap=15, lead_in=20, lead_out=12, confirm_hits=2, steady_span=2, follow_span=50
+            max_gap=15,
+            lead_in=20,
+            lead_out=12,
+            confirm_hits=2,
+            steady_span=2,
+            follow_span=50,
+            recheck=16,
         ),
     ),
 }

@@ -140,6 +140,11 @@ class TrackerConfig:
     #: texture inside its box, frame to frame) up to this many frames past its last
     #: detection; the boxes found are evidence like detections. 0: off.
     follow_span: int = 0
+    #: A confirmed track that no detection of a frame lies on (sighted within
+    #: :data:`RECHECK_REACH` frames: occluded, turned, too small at the model's input) is
+    #: looked for again in a window around it, enlarged so the face is
+    #: ``RECHECK_FACE`` px; at most this many windows a frame. 0: off.
+    recheck: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_gap", "lead_in", "lead_out", "follow_span"):
@@ -153,6 +158,8 @@ class TrackerConfig:
             raise ConfigError("tracker new_track_score must be in [0, 1)")
         if not 0 <= self.confirm_hits <= 16:
             raise ConfigError("tracker confirm_hits must be between 0 and 16")
+        if not 0 <= self.recheck <= 64:
+            raise ConfigError("tracker recheck must be between 0 and 64 windows a frame")
         if not 0 <= self.steady_span <= 8:
             raise ConfigError("tracker steady_span must be between 0 and 8")
 
@@ -175,6 +182,7 @@ class TrackerConfig:
                 ("confirm_hits", self.confirm_hits),
                 ("steady_span", self.steady_span),
                 ("follow_span", self.follow_span),
+                ("recheck", self.recheck),
             )
             if value
         }
@@ -240,6 +248,9 @@ VELOCITY_SIGHTINGS = 5
 MAX_OWN_SPEED = 0.25
 #: A lost track is followed from its latest sighting at most this many frames back.
 FOLLOW_REACH = 3
+#: A track is looked for again (``TrackerConfig.recheck``) up to this many frames after its
+#: latest detection.
+RECHECK_REACH = 3
 #: A weak detection larger than this share of the frame's shorter side never starts a track:
 #: at a low threshold the detector reports frame-filling "faces" in texture and blur, while a
 #: face that close scores high (it may still continue a confirmed track, as it approaches).
@@ -261,6 +272,18 @@ def robust_velocity(points: Sequence[tuple[int, Box, Offset]]) -> tuple[float, f
     limit = MAX_OWN_SPEED * max(last[2] - last[0], last[3] - last[1])
     vx, vy = (statistics.median(s[axis] for s in steps) for axis in (0, 1))
     return (max(-limit, min(limit, vx)), max(-limit, min(limit, vy)))
+
+
+def centred_on(detections: Detections, box: Box, grow: float = 0.5) -> npt.NDArray[np.bool_]:
+    """Which of ``detections`` have their centre on ``box`` grown by ``grow`` of its size."""
+    x0, y0, x1, y1 = _shift(box, 0.0, 0.0, grow)
+    centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
+    return (  # type: ignore[no-any-return]
+        (centres[:, 0] >= x0)
+        & (centres[:, 0] <= x1)
+        & (centres[:, 1] >= y0)
+        & (centres[:, 1] <= y1)
+    )
 
 
 def _union(a: Box, b: Box) -> Box:
@@ -437,6 +460,23 @@ class Associator:
                 )
             )
         return sorted(masks)
+
+    def unmatched(self, index: int, detections: Detections, offset: Offset) -> list[Box]:
+        """Where to look again in frame ``index`` (``TrackerConfig.recheck``): the predicted
+        boxes of the confirmed tracks detected within :data:`RECHECK_REACH` frames that no
+        detection of the frame lies on (no centre inside the prediction grown by half),
+        the most recently detected first, at most ``recheck`` of them."""
+        regions: list[Box] = []
+        recent = sorted(self._live.items(), key=lambda item: (-item[1].frame, item[0]))
+        for track, state in recent:
+            if len(regions) == self._config.recheck or index - state.frame > RECHECK_REACH:
+                break
+            if track in self._tentative:
+                continue
+            box = self._predict(state, index, offset)
+            if not centred_on(detections, box).any():
+                regions.append(box)
+        return regions
 
     def lost(
         self, index: int, seen: Collection[int], offset: Offset

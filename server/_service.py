@@ -281,6 +281,7 @@ def _job_settings(start: pb.JobStart) -> tuple[DetectionConfig, Style, EncoderSe
             "confirm_hits": t.confirm_hits,
             "steady_span": t.steady_span,
             "follow_span": t.follow_span,
+            "recheck": t.recheck,
         }
     config = DetectionConfig.from_preset(preset, detector=detector, tracker=tracker)
     if d.model:  # the client's detector settings, all given: its track threshold or none

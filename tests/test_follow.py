@@ -5,6 +5,7 @@ blind."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -201,3 +202,84 @@ def test_a_job_follows_a_face_back_from_its_first_detection(tmp_path: Path) -> N
     lead_in = next(m for m in record.frames[15].masks if m.origin is Origin.EXTRAPOLATED)
     assert iou(lead_in.box, _face_box(15)) < 0.6  # the face moved 32 px since
     assert [f.masks for f in final_frames(record)] == [f.masks for f in record.frames]
+
+
+def _red_face_box(i: int) -> tuple[float, float, float, float]:
+    """A face 64x80 px in frames 0-9 that then steps back to 28x36 px, drifting right."""
+    w, h = (64, 80) if i < 10 else (28, 36)
+    x, y = 60 + 4 * i, 80
+    return (x, y, x + w, y + h)
+
+
+def _red_face_clip(path: Path, frames: int) -> Path:
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"crf": "18"})
+        video.width, video.height, video.pix_fmt = *SIZE, "yuv420p"
+        for i in range(frames):
+            gray = np.clip(BACKGROUND, 0, 255).astype(np.uint8)
+            image = np.stack([gray] * 3, axis=-1)
+            x0, y0, x1, y1 = map(int, _red_face_box(i))
+            image[y0:y1, x0:x1] = (220, 30, 30)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+class SmallFaceBlindDetector:
+    """Finds the red face in whatever picture it is given, in the display pixels asked for,
+    only where the picture shows it at least 24 px tall: a model that loses small faces,
+    given frames shrunk to 160 px."""
+
+    def __init__(self) -> None:
+        self.info = DetectorInfo(
+            model="small-face-blind",
+            weights_sha256="0" * 64,
+            backend="test",
+            execution_provider="cpu",
+            max_side=160,
+            score_threshold=0.5,
+            nms_threshold=0.4,
+        )
+        self.pictures: list[tuple[int, int]] = []
+
+    def detect(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
+        found = []
+        for image, (width, height) in zip(images, sizes, strict=True):
+            self.pictures.append(image.shape[:2])
+            red = (image[..., 0] > 150) & (image[..., 1] < 100)
+            ys, xs = np.nonzero(red)
+            boxes = []
+            if len(ys) and ys.max() - ys.min() + 1 >= 24:
+                sx, sy = width / image.shape[1], height / image.shape[0]
+                boxes = [(xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy)]
+            found.append(
+                Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9))
+            )
+        return found
+
+
+def test_a_lost_small_face_is_found_again_in_a_closer_look(tmp_path: Path) -> None:
+    """The full frame reaches the model at half size, where the face, once it steps back,
+    is too small to find; a second look at the window around its track, enlarged, finds it,
+    and the track goes on with detections."""
+    src = _red_face_clip(tmp_path / "in.mp4", 30)
+    tracker = TrackerConfig(max_gap=4, lead_in=0, lead_out=2, recheck=4)
+    detector = SmallFaceBlindDetector()
+    record = run_job(src, detector=detector, tracker=tracker).record
+    assert record.tracker.recheck == 4
+    for frame in record.frames:
+        (mask,) = [m for m in frame.masks if m.origin is Origin.DETECTED]
+        assert mask.track == 1 and iou(mask.box, _red_face_box(frame.index)) > 0.8
+    # frames at 160 px, one a frame; then windows 3 faces wide, the face enlarged towards
+    # 64 px within the model's 160
+    assert detector.pictures.count((120, 160)) == 30
+    windows = [p for p in detector.pictures if p != (120, 160)]
+    assert len(windows) == 20 and all(max(p) == 160 and min(p) >= 150 for p in windows)
+    assert [f.masks for f in final_frames(record)] == [f.masks for f in record.frames]
+
+    blind = run_job(src, detector=SmallFaceBlindDetector(), tracker=replace(tracker, recheck=0))
+    assert [bool(f.masks) for f in blind.record.frames] == [True] * 12 + [False] * 18

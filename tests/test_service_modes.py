@@ -170,7 +170,7 @@ def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_pat
         ({}, {}),  # the preset as it is
         (
             {"stride": 1, "track_threshold": 0.3, "flip": True, "tiles": 2},
-            {"confirm_hits": 5, "steady_span": 3, "follow_span": 7},
+            {"confirm_hits": 5, "steady_span": 3, "follow_span": 7, "recheck": 5},
         ),
         (
             {"track_threshold": None},

@@ -177,7 +177,7 @@ class DetectorSettings(_message.Message):
     def __init__(self, model: _Optional[str] = ..., max_side: _Optional[int] = ..., score_threshold: _Optional[float] = ..., nms_threshold: _Optional[float] = ..., batch_size: _Optional[int] = ..., track_threshold: _Optional[float] = ..., stride: _Optional[int] = ..., flip: _Optional[bool] = ..., tiles: _Optional[int] = ..., low_light: _Optional[bool] = ...) -> None: ...
 
 class TrackerSettings(_message.Message):
-    __slots__ = ("set", "max_gap", "lead_in", "lead_out", "match_iou", "growth_per_frame", "confirm_hits", "steady_span", "follow_span")
+    __slots__ = ("set", "max_gap", "lead_in", "lead_out", "match_iou", "growth_per_frame", "confirm_hits", "steady_span", "follow_span", "recheck")
     SET_FIELD_NUMBER: _ClassVar[int]
     MAX_GAP_FIELD_NUMBER: _ClassVar[int]
     LEAD_IN_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class TrackerSettings(_message.Message):
     CONFIRM_HITS_FIELD_NUMBER: _ClassVar[int]
     STEADY_SPAN_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SPAN_FIELD_NUMBER: _ClassVar[int]
+    RECHECK_FIELD_NUMBER: _ClassVar[int]
     set: bool
     max_gap: int
     lead_in: int
@@ -196,7 +197,8 @@ class TrackerSettings(_message.Message):
     confirm_hits: int
     steady_span: int
     follow_span: int
-    def __init__(self, set: _Optional[bool] = ..., max_gap: _Optional[int] = ..., lead_in: _Optional[int] = ..., lead_out: _Optional[int] = ..., match_iou: _Optional[float] = ..., growth_per_frame: _Optional[float] = ..., confirm_hits: _Optional[int] = ..., steady_span: _Optional[int] = ..., follow_span: _Optional[int] = ...) -> None: ...
+    recheck: int
+    def __init__(self, set: _Optional[bool] = ..., max_gap: _Optional[int] = ..., lead_in: _Optional[int] = ..., lead_out: _Optional[int] = ..., match_iou: _Optional[float] = ..., growth_per_frame: _Optional[float] = ..., confirm_hits: _Optional[int] = ..., steady_span: _Optional[int] = ..., follow_span: _Optional[int] = ..., recheck: _Optional[int] = ...) -> None: ...
 
 class StyleSettings(_message.Message):
     __slots__ = ("set", "effect", "shape", "margin", "feather", "blur_strength", "pixel_blocks", "color")
