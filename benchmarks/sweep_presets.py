@@ -115,23 +115,14 @@ CANDIDATES: dict[str, Candidate | Current] = {
     # the presets now (client/_settings.py)
     "fast: yunet 640 0.5/t0.25": Current("fast"),
     "balanced: yunet 640 0.5/t0.15": Current("balanced"),
-    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),  # no pass
-    # fast and balanced without the low-light pass, thorough with it
-    "fast (no low light)": Current("fast", {"low_light": False}),
-    "balanced (no low light)": Current("balanced", {"low_light": False}),
-    "thorough + low light": Current("thorough", {"low_light": True}),
-    # balanced with the tracker of the previous run: lead-in/out 12/8, no steadying
-    "balanced (lead 12/8 unsteadied)": Current(
-        "balanced", tracker={"lead_in": 12, "lead_out": 8, "steady_span": 0}
-    ),
-    # balanced, one thing changed: weaker, finer, mirrored
-    "yunet 640 0.5/t0.1": Current("balanced", {"track_threshold": 0.1}),
-    "yunet 1280 0.5/t0.15": Current("balanced", {"max_side": 1280}),
+    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),
+    # the tracker's image evidence: without it (the previous run's presets), following
+    # lost faces alone, more second looks
+    "balanced (no follow/recheck)": Current("balanced", tracker={"follow_span": 0, "recheck": 0}),
+    "balanced (follow only)": Current("balanced", tracker={"recheck": 0}),
+    "balanced recheck 8": Current("balanced", tracker={"recheck": 8}),
+    # the mirror pass (profile faces)
     "balanced + flip": Current("balanced", {"flip": True}),
-    # thorough with the previous run's members (YuNet at 1280 px where 320 px is now)
-    "cf+yunet@640+yunet 1280 s1 0.4/t0.15": Current(
-        "thorough", {"model": "centerface+yunet@640+yunet"}
-    ),
 }
 
 

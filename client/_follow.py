@@ -39,6 +39,8 @@ Luma = npt.NDArray[np.uint8]
 
 #: Smallest box side followed: below it there is no texture to track.
 MIN_SIDE = 12
+#: A face larger than this (px) is followed in a window scaled down to it.
+FOLLOW_SIDE = 48
 #: Corners sought inside a box, and the fewest that must survive the forward-backward check.
 POINTS = 24
 MIN_POINTS = 6
@@ -98,13 +100,19 @@ def follow(
     if window is None:
         return None
     x0, y0, x1, y1 = window
-    # both windows stretched by the old one's range (after a blur, so noise does not set it)
-    blurred = [
-        cv2.GaussianBlur(previous[y0:y1, x0:x1], (3, 3), 0),
-        cv2.GaussianBlur(
-            current[y0 + move[1] : y1 + move[1], x0 + move[0] : x1 + move[0]], (3, 3), 0
-        ),
+    crops = [
+        previous[y0:y1, x0:x1],
+        current[y0 + move[1] : y1 + move[1], x0 + move[0] : x1 + move[0]],
     ]
+    # a large face looked at no finer than ``FOLLOW_SIDE`` px (the cost stays that of a
+    # small one), a small one through a light blur; both windows then stretched by the old
+    # one's range (smoothed first, so noise does not set it)
+    f = min(1.0, FOLLOW_SIDE / side)
+    if f < 1.0:
+        blurred = [cv2.resize(c, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) for c in crops]
+    else:
+        blurred = [cv2.GaussianBlur(c, (3, 3), 0) for c in crops]
+    side *= f
     lo, hi, _, _ = cv2.minMaxLoc(blurred[0])
     if hi - lo < 8:
         return None  # flat: nothing to follow
@@ -112,7 +120,12 @@ def follow(
     old, new = (cv2.convertScaleAbs(image, alpha=gain, beta=-lo * gain) for image in blurred)
     # corners inside the box's inner part (its rim is hair, ears or background)
     inner = np.zeros(old.shape, np.uint8)
-    bx0, by0, bx1, by1 = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    bx0, by0, bx1, by1 = (
+        (box[0] - x0) * f,
+        (box[1] - y0) * f,
+        (box[2] - x0) * f,
+        (box[3] - y0) * f,
+    )
     mx, my = (bx1 - bx0) * 0.15, (by1 - by0) * 0.1
     inner[
         max(0, round(by0 + my)) : max(0, round(by1 - my)),
@@ -148,7 +161,7 @@ def follow(
     spaced = before > side / 8
     scale = float(np.median(after[spaced] / before[spaced])) if spaced.any() else 1.0
     scale = min(max(scale, 1 - MAX_SCALE_STEP), 1 + MAX_SCALE_STEP)
-    cx = (box[0] + box[2]) / 2 + move[0] + float(median[0])
-    cy = (box[1] + box[3]) / 2 + move[1] + float(median[1])
+    cx = (box[0] + box[2]) / 2 + move[0] + float(median[0]) / f
+    cy = (box[1] + box[3]) / 2 + move[1] + float(median[1]) / f
     hw, hh = (box[2] - box[0]) * scale / 2, (box[3] - box[1]) * scale / 2
     return (cx - hw, cy - hh, cx + hw, cy + hh)

@@ -1007,8 +1007,14 @@ class _Engine:
             self._copy(self._early.popleft())
 
     def _live_tracker(self, gap: int) -> TrackerConfig:
+        # following lost faces and second looks are offline passes (frames held, the
+        # detector's answers in order): live mode runs neither, and its record says so
         return replace(
-            self._config.tracker, max_gap=gap, growth_per_frame=self._config.growth_per_frame
+            self._config.tracker,
+            max_gap=gap,
+            growth_per_frame=self._config.growth_per_frame,
+            follow_span=0,
+            recheck=0,
         )
 
     def _associator_config_json(self, gap: int) -> dict[str, Any]:

@@ -115,7 +115,7 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
             confirm_hits=3,
             steady_span=2,
             follow_span=50,
-            recheck=8,
+            recheck=4,
         ),
     ),
     Preset.THOROUGH: (
@@ -134,7 +134,7 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
             confirm_hits=2,
             steady_span=2,
             follow_span=50,
-            recheck=16,
+            recheck=8,
         ),
     ),
 }

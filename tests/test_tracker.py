@@ -17,7 +17,7 @@ from veil import DetectionConfig, Detections, Mask, Origin, TrackerConfig
 from veil._media import DecodedFrame
 from veil._pipeline import _FromRecord
 from veil._shots import CameraMotion, CutDetector
-from veil._tracker import Associator, FrameMasks, Smoother
+from veil._tracker import FOLLOW_LIMIT, Associator, FrameMasks, Smoother
 
 CONFIG = TrackerConfig(max_gap=4, lead_in=3, lead_out=2)
 
@@ -442,17 +442,35 @@ def test_only_confirmed_tracks_are_followed_and_only_within_the_span() -> None:
     )
     masks = assoc.assign(0, both)
     confirmed = next(m.track for m in masks if m.score > 0.5)
-    assert [t for t, *_ in assoc.lost(1, set(), (0.0, 0.0))] == [confirmed]  # not the tentative
+    assert assoc.lost(1, set(), (0.0, 0.0)) == []  # a one-frame miss is the smoother's
+    assert [t for t, *_ in assoc.lost(2, set(), (0.0, 0.0))] == [confirmed]  # not the tentative
     followed = []
-    for index in range(1, 8):
+    for index in range(2, 8):
         lost = assoc.lost(index, set(), (0.0, 0.0))
         if lost:
             followed.append(index)
         for track, _, box, _ in lost:
             assoc.followed(index, track, box, (0.0, 0.0))
-    assert followed == [1, 2, 3, 4]  # up to follow_span frames past its detection
+    assert followed == [2, 3, 4]  # up to follow_span frames past its detection
     # a frame it could not be followed in: past FOLLOW_REACH frames, it is not followed again
     assoc = Associator(config)
     assoc.assign(0, strong)
     assert assoc.lost(4, set(), (0.0, 0.0)) == []
     assert [t for t, *_ in assoc.lost(3, set(), (0.0, 0.0))] == [1]
+
+
+def test_at_most_follow_limit_tracks_are_followed_a_frame_those_followed_first() -> None:
+    """A crowd's lost faces: the tracks already followed keep their place, then the most
+    recently detected; the cost is bounded whatever the crowd."""
+    assoc = Associator(TrackerConfig(max_gap=8, follow_span=8))
+    row = [[30.0 * k, 0.0, 30.0 * k + 20, 20.0] for k in range(FOLLOW_LIMIT + 4)]
+    assoc.assign(0, Detections(np.array(row[:4], np.float32), np.full(4, 0.9, np.float32)))
+    assoc.assign(1, Detections(np.array(row[4:], np.float32), np.full(FOLLOW_LIMIT, 0.9)))
+    first = assoc.lost(2, set(), (0.0, 0.0))
+    # frame 2: only the four lost since frame 0 have been missed for two frames
+    assert [t for t, *_ in first] == [1, 2, 3, 4]
+    for track, _, box, _ in first:
+        assoc.followed(2, track, box, (0.0, 0.0))
+    tracks = [t for t, *_ in assoc.lost(3, set(), (0.0, 0.0))]
+    assert len(tracks) == FOLLOW_LIMIT
+    assert tracks[:4] == [1, 2, 3, 4] and tracks[4:] == list(range(5, FOLLOW_LIMIT + 1))
