@@ -74,10 +74,10 @@ def luma(frame: av.VideoFrame) -> Luma:
 def _window(
     box: Box, shift: tuple[int, int], size: tuple[int, int]
 ) -> tuple[int, int, int, int] | None:
-    """The box grown by its larger side all round, clipped so that it lies inside the image
+    """The box grown by half its larger side all round, clipped so that it lies inside the image
     both where it is and moved by ``shift``."""
     w, h = size
-    pad = max(box[2] - box[0], box[3] - box[1])
+    pad = max(box[2] - box[0], box[3] - box[1]) / 2
     x0 = max(math.floor(box[0] - pad), 0, -shift[0])
     y0 = max(math.floor(box[1] - pad), 0, -shift[1])
     x1 = min(math.ceil(box[2] + pad), w, w - shift[0])

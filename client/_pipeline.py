@@ -77,7 +77,8 @@ _DECODE_AHEAD = 8
 STRIDE_AGREE_IOU = 0.5
 #: A second look (``TrackerConfig.recheck``) spans this many times the face's size, enlarged
 #: until the face is ``RECHECK_FACE`` px, the window at most ``RECHECK_MAX_SIDE`` px (and the
-#: model's input size); a window no closer than the frame's own pass is not looked at.
+#: model's input size); a face the frame's own pass sees at ``RECHECK_FACE`` px or more, or a
+#: window no closer than that pass, is not looked at again.
 RECHECK_WINDOW = 3
 RECHECK_FACE = 64
 RECHECK_MAX_SIDE = 256
@@ -380,7 +381,7 @@ class _Detecting:
         sx, sy = width / frame.width, height / frame.height  # stored -> display pixels
         picture = self._closer_scaler.reformat(frame, width, height, "rgb24").to_ndarray()
         max_side = self._detector.info.max_side
-        closer_than = fit_size(width, height, max_side)[0] / width  # the full frame's scale
+        frame_scale = fit_size(width, height, max_side)[0] / width  # the frame pass's
         images: list[Image] = []
         windows: list[tuple[int, int, int, int]] = []
         looked: list[Box] = []
@@ -394,8 +395,8 @@ class _Detecting:
                 continue
             span = max(x1 - x0, y1 - y0)
             scale = min(max(1.0, RECHECK_FACE / side), max_side / span, RECHECK_MAX_SIDE / span)
-            if scale <= closer_than:
-                continue  # no closer than the frame's own pass
+            if side * frame_scale >= RECHECK_FACE or scale <= frame_scale:
+                continue  # the frame's own pass sees it as large, or larger
             size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
             images.append(cast(Image, cv2.resize(picture[y0:y1, x0:x1], size)))
             windows.append((x0, y0, x1, y1))
