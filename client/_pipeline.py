@@ -397,18 +397,23 @@ class _Detecting:
             scale = min(max(1.0, RECHECK_FACE / side), max_side / span, RECHECK_MAX_SIDE / span)
             if side * frame_scale >= RECHECK_FACE or scale <= frame_scale:
                 continue  # the frame's own pass sees it as large, or larger
-            size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+            # the enlarged window is a picture of its own size (even sides, as every
+            # detector takes them, hybrid mode's server too)
+            size = fit_size(round((x1 - x0) * scale), round((y1 - y0) * scale), max_side)
             images.append(cast(Image, cv2.resize(picture[y0:y1, x0:x1], size)))
             windows.append((x0, y0, x1, y1))
             looked.append(box)
         if not images:
             return detections
-        sizes = [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in windows]
+        sizes = [(image.shape[1], image.shape[0]) for image in images]
         parts = [detections]
-        for found, (x0, y0, _, _), box in zip(
-            self._detector.detect(images, sizes), windows, looked, strict=True
+        for found, (w, h), (x0, y0, x1, y1), box in zip(
+            self._detector.detect(images, sizes), sizes, windows, looked, strict=True
         ):
-            found = found.shifted(x0, y0).scaled(1 / sx, 1 / sy)  # back to stored pixels
+            # window pixels -> display pixels of the frame -> stored pixels
+            found = (
+                found.scaled((x1 - x0) / w, (y1 - y0) / h).shifted(x0, y0).scaled(1 / sx, 1 / sy)
+            )
             parts.append(found[centred_on(found, box)])
         return merge(parts, self._detector.info.nms_threshold, (frame.width, frame.height))
 

@@ -449,13 +449,15 @@ class RemoteDetector:
                 frame_message(
                     image,
                     (width, height),
-                    index=self._next_index,
+                    index=0,  # numbered under the lock, in the order the stream sends them
                     encoding=self._options.encoding,
                     jpeg_quality=self._options.jpeg_quality,
                 )
             )
-            self._next_index += 1
         with self._lock:
+            for frame in frames:
+                frame.index = self._next_index
+                self._next_index += 1
             try:
                 return self._exchange(deque(frames))
             except BaseException:

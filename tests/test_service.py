@@ -324,6 +324,30 @@ def test_remote_detector_resumes_after_the_server_restarts(
         assert len(remote.detect([picture()] * 3, [DISPLAY] * 3)) == 3
 
 
+def test_remote_detector_serves_two_threads_at_once(veil_server: Callable[..., Any]) -> None:
+    """Regression: frames were numbered before the lock, so two threads (a job's detect
+    worker and its second looks) could send them out of order on the shared stream
+    (``INVALID_ARGUMENT: frame index 7 after 14``) and the job masked those frames whole."""
+    server = veil_server()
+    settings = DetectorSettings(max_side=640)
+    errors: list[BaseException] = []
+    with RemoteDetector(f"grpc://127.0.0.1:{server.port}", settings) as remote:
+
+        def run() -> None:
+            try:
+                for _ in range(8):
+                    assert len(remote.detect([picture()] * 2, [DISPLAY] * 2)) == 2
+            except BaseException as exc:  # reported below, from the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
 def test_remote_detector_reports_errors_as_veil_errors(server: Any) -> None:
     with pytest.raises(RemoteError, match="FAILED_PRECONDITION: this server serves model"):
         RemoteDetector(
