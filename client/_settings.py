@@ -87,7 +87,7 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # track the detector loses is followed by the texture in its box for up to 50 frames past
     # its last detection (``follow_span``) and, in balanced and thorough, looked for again in
     # a window around it enlarged to a 64 px face (``recheck``: 4 / 8 windows a frame):
-    # balanced 2.16 -> 1.71 % by record, 1.46 -> 1.11 % by pixels (`make eval`).
+    # balanced 2.16 -> 1.80 % by record, 1.46 -> 1.22 % by pixels (`make eval`).
     # Fast: YuNet at 640 px, weak from 0.25: 5.1 %. Balanced: YuNet at 640 px, weak from
     # 0.15: 2.2 % at 35 ms a frame; at 1280 px 1.9 % for 1.7x (and 23.5 % in the dim room),
     # with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px fused with YuNet
