@@ -130,20 +130,24 @@ def _clip(path: Path, frames: int, **light: float) -> Path:
     return path
 
 
+def _info(model: str, max_side: int) -> DetectorInfo:
+    return DetectorInfo(
+        model=model,
+        weights_sha256="0" * 64,
+        backend="test",
+        execution_provider="cpu",
+        max_side=max_side,
+        score_threshold=0.5,
+        nms_threshold=0.4,
+    )
+
+
 class BlindedDetector:
     """Finds the face in frames from ``sees_from`` and before ``blind_from``, nothing in the
     others (a head turned away, the lights dimmed: the face is there, the detector lost it)."""
 
     def __init__(self, blind_from: int, sees_from: int = 0) -> None:
-        self.info = DetectorInfo(
-            model="blinded",
-            weights_sha256="0" * 64,
-            backend="test",
-            execution_provider="cpu",
-            max_side=320,
-            score_threshold=0.5,
-            nms_threshold=0.4,
-        )
+        self.info = _info("blinded", max_side=320)
         self._blind_from = blind_from
         self._sees_from = sees_from
 
@@ -235,15 +239,7 @@ class SmallFaceBlindDetector:
     given frames shrunk to 160 px."""
 
     def __init__(self) -> None:
-        self.info = DetectorInfo(
-            model="small-face-blind",
-            weights_sha256="0" * 64,
-            backend="test",
-            execution_provider="cpu",
-            max_side=160,
-            score_threshold=0.5,
-            nms_threshold=0.4,
-        )
+        self.info = _info("small-face-blind", max_side=160)
         self.pictures: list[tuple[int, int]] = []
 
     def detect(
