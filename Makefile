@@ -13,7 +13,7 @@ PIP := $(VENV)/bin/pip
 # pyproject.toml's [build-system]). tests/test_packaging.py fails when .venv, the lock and
 # pyproject.toml disagree. `make lock` refreshes the lock on purpose.
 PIP_VERSION := 26.3
-DEV_EXTRAS := server,local,triton,dev
+DEV_EXTRAS := server,local,triton,cluster,dev
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv --clear $(VENV)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ examples:
   veil detect in.mp4 -o in.veil.json               1st pass: the detection record
   veil render in.mp4 in.veil.json -o out.mp4       2nd pass: render a (reviewed) record
   veil anonymize in.mp4 -o out.mp4 --style pixelate --shape ellipse --preset thorough
+  veil anonymize archive/ -o out/ --jobs 2        a batch: every video below archive/
+  veil batch /nfs/archive -o /nfs/out --cluster tcp://head:8786   on a Dask cluster
   veil eval --clips ../shared/data/clips --compare-deface   leak rate vs ground truth
   veil serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --token-file tokens
   veil anonymize in.mp4 -o out.mp4 --detector grpcs://pool:50051 --tls-ca ca.pem   (hybrid)
@@ -42,7 +45,9 @@ audit and review:
   veil diff before.veil.json after.veil.json        what an edit changed
 
 exit codes: 0 ok, 2 bad usage or config, 3 bad input, 4 bad record, 5 output error,
-6 detector error, 7 verification failed, 130 interrupted; veil diff: 0 same, 1 different.
+6 detector error, 7 verification failed, 8 a batch's file failed (OUTDIR/veil-batch.json says
+which), 9 a batch's cluster gone (run it again to resume), 130 interrupted; veil diff: 0 same,
+1 different.
 """
 
 
@@ -252,16 +257,43 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("anonymize", help="detect and mask every face (writes OUT and a record)")
-    p.add_argument("input", type=Path, help="input video")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output video")
+    p.add_argument(
+        "input",
+        type=Path,
+        nargs="+",
+        help="input video; several, or a folder: a batch (OUT is then a folder)",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="output video (or folder)")
     p.add_argument("--record", type=Path, help="record path (default: OUT.veil.json)")
     p.add_argument("--no-record", action="store_true", help="do not write the record")
     _add_overwrite_arg(p)
-    _add_detection_args(p)
-    _add_render_args(p)
-    _add_manifest_args(p)
-    _add_remote_args(p)
-    _add_stream_args(p)
+    _add_per_file_args(p)
+    _add_batch_args(p)
+
+    p = sub.add_parser(
+        "batch",
+        help="anonymise many files, here (--jobs) or on a Dask cluster (--cluster)",
+        description="Every video of the inputs (files, folders searched recursively) to "
+        "OUTDIR, mirroring the folders, each with its record and manifest. Files done and "
+        "verified before are skipped: run it again to resume. Report: OUTDIR/veil-batch.json.",
+    )
+    p.add_argument("input", type=Path, nargs="+", help="input videos and folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Dask distributed scheduler (tcp://HOST:8786): files run on its workers, which "
+        "must see the same paths (shared storage)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="with --cluster: further tries of a file whose detector failed (default 2); a "
+        "worker that dies mid-file has its file run again elsewhere",
+    )
+    _add_per_file_args(p)
+    _add_batch_args(p)
 
     p = sub.add_parser("detect", help="write the detection record only")
     p.add_argument("input", type=Path, help="input video")
@@ -288,6 +320,36 @@ def _parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _add_common_args(command, defaults=False)
     return parser
+
+
+def _add_per_file_args(parser: argparse.ArgumentParser) -> None:
+    """The options of one ``veil anonymize`` run, which a batch passes to each file's."""
+    _add_detection_args(parser)
+    _add_render_args(parser)
+    _add_manifest_args(parser)
+    _add_remote_args(parser)
+    _add_stream_args(parser)
+
+
+def _add_batch_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch (several inputs, or a folder)")
+    group.add_argument(
+        "--jobs", type=int, default=1, help="files at once, each on its share of the cores"
+    )
+    group.add_argument(
+        "--include", action="append", default=[], metavar="GLOB",
+        help="files to take from folders (default: video extensions); repeatable",
+    )  # fmt: skip
+    group.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="files to leave out"
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the batch's progress as Prometheus metrics on this port (needs "
+        "prometheus-client: veil[server])",
+    )
 
 
 def _add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
@@ -515,6 +577,10 @@ def _run(args: argparse.Namespace) -> int:
         return _live(args, config)
     if args.command in _AUDIT_COMMANDS:
         return _audit(args, config)
+    if args.command == "batch" or (args.command == "anonymize" and _is_batch(args)):
+        return _batch(args)
+    if args.command == "anonymize":
+        args.input = args.input[0]
     if args.command in ("anonymize", "detect", "render"):
         _check_outputs(args, config)
     if getattr(args, "remote", None):
@@ -582,6 +648,126 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
     elif args.command == "eval":
         return _eval(args)
     return 0
+
+
+def _is_batch(args: argparse.Namespace) -> bool:
+    """``veil anonymize`` with several inputs, a folder, or a folder (``DIR/``) to write to."""
+    output = str(args.output)
+    return (
+        len(args.input) > 1
+        or args.input[0].is_dir()
+        or output.endswith(("/", os.sep))
+        or args.output.is_dir()
+    )
+
+
+def _per_file_options(args: argparse.Namespace) -> list[str]:
+    """The per-file options ``args`` sets, as ``veil anonymize`` arguments for each file
+    (paths absolute: a cluster's workers run elsewhere)."""
+    reference = argparse.ArgumentParser(add_help=False)
+    _add_per_file_args(reference)
+    reference.add_argument("--config", type=Path)
+    options: list[str] = []
+    for action in reference._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default or not action.option_strings:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:
+            options.append(flag)
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            options += [flag, str(one.absolute() if isinstance(one, Path) else one)]
+    return options
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """Many files (``_batch``): plan, skip what is done, run, report; exit 0 only when every
+    file is ok or skipped (8 otherwise)."""
+    import time
+
+    from tqdm import tqdm
+
+    from ._batch import frame_count, plan, run_cluster, run_local, table, write_report
+
+    given = [
+        name
+        for name in ("record", "no_record", "manifest", "overwrite")
+        if getattr(args, name, None)
+    ]
+    if given:
+        raise ConfigError(
+            "in a batch each output's record and manifest sit beside it, and files done "
+            "before are skipped, not replaced: drop --"
+            + ", --".join(g.replace("_", "-") for g in given)
+        )
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} must be at least 1")
+    cluster = getattr(args, "cluster", None)
+    if cluster and args.jobs != 1:
+        raise ConfigError("--jobs is for this machine; on a cluster, its workers set the pace")
+    items = plan(args.input, args.output, include=args.include, exclude=args.exclude)
+    options = _per_file_options(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    metrics = _batch_metrics(args.metrics_port, len(items)) if args.metrics_port else None
+    total = sum(frame_count(item.input) for item in items)
+    start = time.monotonic()
+    with tqdm(
+        total=total or None,
+        unit="frame",
+        desc=f"0/{len(items)} files",
+        disable=args.quiet or not sys.stderr.isatty(),
+    ) as bar:
+
+        def on_done(outcome: Any) -> None:
+            bar.update(outcome.frames or frame_count(Path(outcome.input)))
+            bar.set_description(f"{len(done) + 1}/{len(items)} files")
+            done.append(outcome)
+            if metrics is not None:
+                metrics(outcome)
+
+        done: list[Any] = []
+        if cluster:
+            outcomes = run_cluster(items, options, cluster, args.retries, on_done)
+        else:
+            outcomes = run_local(items, options, args.jobs, on_done)
+    report = write_report(args.output, outcomes, time.monotonic() - start)
+    if not args.quiet:
+        print(table(outcomes, args.output))
+        print(f"report: {report}")
+    return 8 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _batch_metrics(port: int, files: int) -> Any:
+    """Serve ``veil_batch_*`` metrics on ``port``; returns what counts one file's outcome."""
+    try:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    except ImportError as exc:
+        raise ConfigError(
+            f"--metrics-port needs prometheus-client ({exc}); install veil[server]"
+        ) from exc
+    registry = CollectorRegistry()
+    planned = Gauge("veil_batch_files", "Files in the batch", registry=registry)
+    ended = Counter(
+        "veil_batch_files_done",
+        "Files the batch finished, by status",
+        ["status"],
+        registry=registry,
+    )
+    frames = Counter("veil_batch_frames", "Frames of the files anonymised", registry=registry)
+    planned.set(files)
+    for status in ("ok", "failed", "skipped"):
+        ended.labels(status)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: {exc}") from exc
+
+    def count(outcome: Any) -> None:
+        ended.labels(outcome.status).inc()
+        frames.inc(outcome.frames)
+
+    return count
 
 
 def _eval(args: argparse.Namespace) -> int:

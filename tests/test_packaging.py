@@ -32,7 +32,7 @@ from veil import DetectionConfig
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: The extras `make setup` installs (the lock covers exactly these); [gpu] is the alternative
 #: to [local] and is never installed beside it.
-LOCKED_EXTRAS = ("server", "local", "triton", "dev")
+LOCKED_EXTRAS = ("server", "local", "triton", "cluster", "dev")
 
 
 def _name(text: str) -> str:
@@ -191,7 +191,7 @@ def test_a_bare_wheel_install_is_a_thin_edge_that_runs_hybrid(
     edge_venv: Path, veil_server: Callable[..., Any], clip: Path, tmp_path: Path
 ) -> None:
     python = str(edge_venv / "bin" / "python")
-    heavy = ["onnxruntime", "onnx", "tritonclient", "prometheus_client"]
+    heavy = ["onnxruntime", "onnx", "tritonclient", "prometheus_client", "distributed"]
     probe = f"import importlib.util as u; print([m for m in {heavy!r} if u.find_spec(m)])"
     assert _run([python, "-c", probe], cwd=tmp_path).stdout.strip() == "[]"
     server = veil_server()

@@ -1,0 +1,393 @@
+"""Many files in one command: an archive anonymised on this machine (``veil anonymize IN...
+-o OUTDIR/``, ``--jobs N``) or spread over a Dask distributed cluster (``veil batch IN... -o
+OUTDIR/ --cluster ADDRESS``).
+
+Each file is one ``veil anonymize`` run in a process of its own (one bad or crashing file
+stops nothing else), which writes its output, record and manifest atomically under their
+final names. A file whose output and manifest exist and verify against the input is done:
+a re-run skips it, so an interrupted batch resumes, and a cluster task retried after its
+worker died finds the file done instead of writing it twice. Every file ends ``ok``,
+``failed`` (exit code and reason) or ``skipped``, listed in ``OUTDIR/veil-batch.json``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any
+
+import av
+
+from ._atomic import same_file
+from ._errors import ConfigError, VeilError
+from ._provenance import verify
+from ._record import write_json_atomic
+
+#: What a folder is searched for unless ``--include`` says otherwise (lower case).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mxf", ".mts", ".m2ts", ".ts",
+     ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+)  # fmt: skip
+REPORT = "veil-batch.json"
+#: ``veil anonymize`` exit codes worth another try on another worker: the detector (pool)
+#: failed, or the process was killed (a signal: negative).
+RETRYABLE = frozenset({6})
+#: How long the cluster's scheduler is waited for, at the start and when it is lost.
+CONNECT_TIMEOUT = "10s"
+
+
+class BatchError(VeilError):
+    """The batch as a whole cannot go on (the cluster is gone); what is done stays done."""
+
+    exit_code = 9
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file of a batch: where it is read and where its results go (absolute paths)."""
+
+    input: Path
+    output: Path
+
+    @property
+    def record(self) -> Path:
+        return self.output.with_name(self.output.name + ".veil.json")
+
+    @property
+    def manifest(self) -> Path:
+        return self.output.with_name(self.output.name + ".manifest.json")
+
+
+@dataclass
+class Outcome:
+    """How one file ended: ``ok``, ``failed`` or ``skipped`` (done and verified before)."""
+
+    input: str
+    output: str
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+
+
+def plan(
+    inputs: Sequence[Path],
+    outdir: Path,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[Item]:
+    """The files ``inputs`` name, each with its output under ``outdir``: a file as
+    ``outdir/NAME``, a folder's files (recursively, hidden ones and ``outdir`` itself left
+    out) at their path inside it. ``include`` globs (on the path inside the folder, or the
+    name) replace the default video extensions; ``exclude`` globs drop files. Refuses
+    (``ConfigError``) a missing input, nothing to do, and two files that would be written to
+    one output, or an output that is an input, before anything runs."""
+    outdir = outdir.absolute()
+    found: list[tuple[Path, Path]] = []  # (input, path relative to outdir)
+    for given in inputs:
+        path = given.absolute()
+        if path.is_dir():
+            for file in _walk(path, outdir):
+                relative = file.relative_to(path)
+                if _wanted(relative, include, exclude):
+                    found.append((file, relative))
+        elif path.is_file():
+            if _wanted(Path(path.name), include, exclude):
+                found.append((path, Path(path.name)))
+        else:
+            raise ConfigError(f"{given}: no such file or folder")
+    if not found:
+        raise ConfigError(
+            "no video files to anonymise in "
+            + ", ".join(str(p) for p in inputs)
+            + (" (--include/--exclude left none)" if include or exclude else "")
+        )
+    items: dict[str, Item] = {}
+    clashes = []
+    for file, relative in found:
+        item = Item(file, outdir / relative)
+        if item.input == item.output or same_file(item.input, item.output):
+            raise ConfigError(f"{file}: its output would be the input itself; pick another -o")
+        known = items.get(os.path.normcase(str(item.output)))
+        if known is not None and known.input != file:
+            clashes.append(f"{known.input} and {file} -> {item.output}")
+        items.setdefault(os.path.normcase(str(item.output)), item)
+    if clashes:
+        raise ConfigError(
+            "two inputs would be written to one output (rename one, or run them apart): "
+            + "; ".join(clashes)
+        )
+    return sorted(items.values(), key=lambda i: str(i.output))
+
+
+def _walk(folder: Path, outdir: Path) -> Iterable[Path]:
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and not same_file(here / d, outdir)
+        )
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield here / name
+
+
+def _wanted(relative: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    def matches(globs: Sequence[str]) -> bool:
+        return any(
+            fnmatch.fnmatch(relative.as_posix(), g) or fnmatch.fnmatch(relative.name, g)
+            for g in globs
+        )
+
+    if include:
+        return matches(include) and not matches(exclude)
+    return relative.suffix.lower() in VIDEO_EXTENSIONS and not matches(exclude)
+
+
+def is_done(item: Item) -> bool:
+    """Whether ``item``'s output, record and manifest exist and verify against its input."""
+    if not (item.output.is_file() and item.manifest.is_file()):
+        return False
+    try:
+        return verify(item.output, item.manifest, input=item.input, record=item.record).ok
+    except (OSError, ValueError, VeilError):
+        return False
+
+
+def frame_count(path: Path) -> int:
+    """The frames ``path``'s video stream says it has (0 when it cannot tell): the progress
+    bar's total, never a decision."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            if stream.duration and stream.average_rate and stream.time_base:
+                return round(float(stream.duration * stream.time_base * stream.average_rate))
+    except (av.FFmpegError, IndexError, OSError, ValueError):
+        pass
+    return 0
+
+
+def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Outcome:
+    """Anonymise ``item`` in a child ``veil anonymize`` (``options``: its per-file options),
+    which dies with this process and runs on ``cpus`` (empty: every core this process may
+    use). A file already done is ``skipped``, not redone."""
+    outcome = Outcome(str(item.input), str(item.output), "skipped", worker=_host())
+    if is_done(item):
+        return outcome
+    item.output.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "veil._batch", str(os.getpid()), ",".join(map(str, cpus))]
+    argv += ["anonymize", str(item.input), "-o", str(item.output), "--overwrite", "-q"]
+    start = time.monotonic()
+    child = subprocess.run([*argv, *options], capture_output=True, text=True, check=False)
+    outcome.seconds = round(time.monotonic() - start, 2)
+    outcome.exit_code = child.returncode
+    if child.returncode == 0:
+        outcome.status = "ok"
+        outcome.frames = _frames_of(item.record)
+        return outcome
+    outcome.status = "failed"
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("veil:")]
+    if child.returncode < 0:
+        outcome.reason = f"killed by {signal.Signals(-child.returncode).name}"
+    else:
+        outcome.reason = (errors or lines or [f"exit code {child.returncode}"])[-1]
+        outcome.reason = outcome.reason.removeprefix("veil: error: ")
+    return outcome
+
+
+def _frames_of(record: Path) -> int:
+    try:
+        return len(json.loads(record.read_bytes())["frames"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # --no-record is refused in a batch; a record unreadable here counts none
+
+
+def _host() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}" if hasattr(os, "uname") else str(os.getpid())
+
+
+def core_sets(jobs: int, cores: Sequence[int]) -> list[list[int]]:
+    """``cores`` shared among ``jobs`` files at once: disjoint sets as even as they come, or
+    one core each, round the cores, when there are more jobs than cores."""
+    cores = sorted(cores)
+    if jobs >= len(cores):
+        return [[cores[i % len(cores)]] for i in range(jobs)]
+    return [cores[i * len(cores) // jobs : (i + 1) * len(cores) // jobs] for i in range(jobs)]
+
+
+Report = Callable[[Outcome], None]
+
+
+def run_local(
+    items: Sequence[Item], options: Sequence[str], jobs: int, on_done: Report
+) -> list[Outcome]:
+    """Anonymise ``items``, ``jobs`` at once, each child on its own share of the cores."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux: the children share every core
+        cores = []
+    free: SimpleQueue[list[int]] = SimpleQueue()
+    for cpus in core_sets(jobs, cores) if cores else [[] for _ in range(jobs)]:
+        free.put(cpus)
+
+    def one(item: Item) -> Outcome:
+        cpus = free.get()
+        try:
+            return run_file(item, options, cpus)
+        finally:
+            free.put(cpus)
+
+    outcomes = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="veil-batch") as pool:
+        for future in as_completed([pool.submit(one, item) for item in items]):
+            outcomes.append(future.result())
+            on_done(outcomes[-1])
+    return outcomes
+
+
+class Retry(Exception):
+    """A file's failure another try may mend (the cluster retries the task)."""
+
+
+def cluster_task(item: Item, options: Sequence[str]) -> Outcome:
+    """One file on a cluster worker; raises :class:`Retry` where trying again may help."""
+    outcome = run_file(item, options)
+    if outcome.status == "failed" and (
+        outcome.exit_code in RETRYABLE or (outcome.exit_code or 0) < 0
+    ):
+        raise Retry(outcome.reason)
+    return outcome
+
+
+def run_cluster(
+    items: Sequence[Item], options: Sequence[str], address: str, retries: int, on_done: Report
+) -> list[Outcome]:
+    """Anonymise ``items`` on the Dask distributed cluster whose scheduler is at ``address``.
+
+    Each file is one task with ``retries`` further tries where it failed in a way another
+    try may mend; a worker that dies mid-file (killed, out of memory) has its task run again
+    elsewhere by the scheduler, up to its ``allowed-failures`` (then the file is reported
+    failed). Paths must name the same files on every worker (shared storage)."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as completed
+    except ImportError as exc:
+        raise ConfigError(
+            f"--cluster needs Dask distributed ({exc}); install veil[cluster]"
+        ) from exc
+    # distributed's own log of a lost scheduler (a traceback a second) is replaced by ours
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(f"cannot reach the cluster's scheduler at {address}: {exc}") from exc
+    outcomes: list[Outcome] = []
+    try:
+        futures = {
+            client.submit(
+                cluster_task, item, list(options), key=f"veil-{item.output}", retries=retries,
+                pure=False,
+            ): item
+            for item in items
+        }  # fmt: skip
+        for future in completed(futures, loop=client.loop):
+            item = futures[future]
+            try:
+                outcome = future.result()
+            except Retry as exc:
+                outcome = _failed(item, f"{exc} (on each of {retries + 1} tries)")
+            except (Exception, CancelledError) as exc:
+                if client.status != "running":  # the scheduler is gone: every task with it
+                    raise OSError(f"lost the connection: {type(exc).__name__}") from exc
+                # KilledWorker: the file ended every worker it ran on (allowed-failures)
+                outcome = _failed(item, f"{type(exc).__name__}: {exc}")
+            outcomes.append(outcome)
+            on_done(outcome)
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(
+            f"the cluster's scheduler at {address} is gone ({exc}); {len(outcomes)} of "
+            f"{len(items)} files finished; run the same command again to resume"
+        ) from exc
+    finally:
+        client.close(timeout=5)
+    return outcomes
+
+
+def _failed(item: Item, reason: str) -> Outcome:
+    return Outcome(str(item.input), str(item.output), "failed", reason=reason)
+
+
+def write_report(outdir: Path, outcomes: Sequence[Outcome], seconds: float) -> Path:
+    """``OUTDIR/veil-batch.json``: every file's outcome and the totals (written atomically)."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "failed", "skipped")}
+    document: dict[str, Any] = {
+        "schema": "veil-batch/1",
+        "seconds": round(seconds, 2),
+        "files": len(outcomes),
+        **counts,
+        "frames": sum(o.frames for o in outcomes),
+        "outcomes": [asdict(o) for o in sorted(outcomes, key=lambda o: o.output)],
+    }
+    path = outdir / REPORT
+    write_json_atomic(path, document)
+    return path
+
+
+def table(outcomes: Sequence[Outcome], outdir: Path) -> str:
+    """The report as a terminal table: one line a file, failures with their reason."""
+    lines = []
+    for o in sorted(outcomes, key=lambda o: o.output):
+        name = os.path.relpath(o.output, outdir)
+        detail = o.reason if o.status == "failed" else f"{o.frames} frames, {o.seconds:.1f} s"
+        if o.status == "skipped":
+            detail = "done before (verified)"
+        code = "" if o.exit_code in (None, 0) else f" [exit {o.exit_code}]"
+        lines.append(f"{o.status:<8} {name}{code}  {detail}")
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "failed", "skipped")}
+    lines.append(
+        f"{len(outcomes)} files: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped"
+    )
+    return "\n".join(lines)
+
+
+def _child(argv: list[str]) -> int:
+    """``python -m veil._batch PARENT_PID CPUS anonymize ...``: a batch's per-file process.
+    Dies with the process that started it (Linux; a worker killed mid-file leaves no
+    writer behind to finish the file a second time) and runs on ``CPUS`` (comma-separated,
+    empty: all), so ``--jobs N`` children do not fight over the cores."""
+    parent, cpus, rest = int(argv[0]), argv[1], argv[2:]
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took
+            return 130
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    from .cli import main
+
+    return main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
