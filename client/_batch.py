@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -193,15 +194,25 @@ def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Ou
     argv = [sys.executable, "-m", "veil._batch", str(os.getpid()), ",".join(map(str, cpus))]
     argv += ["anonymize", str(item.input), "-o", str(item.output), "--overwrite", "-q"]
     start = time.monotonic()
-    child = subprocess.run([*argv, *options], capture_output=True, text=True, check=False)
+    with subprocess.Popen(
+        [*argv, *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as child:
+        with _RUNNING_LOCK:
+            _RUNNING.add(child)
+        try:
+            _, stderr = child.communicate()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(child)
     outcome.seconds = round(time.monotonic() - start, 2)
     outcome.exit_code = child.returncode
-    if child.returncode == 0:
+    # stopped just after its files were complete: done all the same
+    if child.returncode == 0 or is_done(item):
         outcome.status = "ok"
         outcome.frames = _frames_of(item.record)
         return outcome
     outcome.status = "failed"
-    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("veil:")]
     if child.returncode < 0:
         outcome.reason = f"killed by {signal.Signals(-child.returncode).name}"
@@ -232,6 +243,9 @@ def core_sets(jobs: int, cores: Sequence[int]) -> list[list[int]]:
 
 
 Report = Callable[[Outcome], None]
+# the per-file processes running now (``run_local`` stops them when the batch is stopped)
+_RUNNING: set[subprocess.Popen[str]] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 def run_local(
@@ -254,10 +268,27 @@ def run_local(
             free.put(cpus)
 
     outcomes = []
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="veil-batch") as pool:
-        for future in as_completed([pool.submit(one, item) for item in items]):
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="veil-batch")
+    futures = [pool.submit(one, item) for item in items]
+    try:
+        for future in as_completed(futures):
             outcomes.append(future.result())
             on_done(outcomes[-1])
+    except BaseException:  # Ctrl-C, SIGTERM: start no more files, stop the running ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _RUNNING_LOCK:
+            for child in _RUNNING:
+                child.terminate()  # each removes its partial files on the way out
+        pool.shutdown()
+        # files that finished as the batch was stopped are done all the same
+        finished = [
+            f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()
+        ]
+        for outcome in finished:
+            if outcome.status == "ok" and outcome not in outcomes:
+                on_done(outcome)
+        raise
+    pool.shutdown()
     return outcomes
 
 
@@ -367,6 +398,39 @@ def table(outcomes: Sequence[Outcome], outdir: Path) -> str:
         f"{counts['skipped']} skipped"
     )
     return "\n".join(lines)
+
+
+def serve_metrics(address: str, files: int) -> tuple[Report, Any]:
+    """Serve the batch's progress on ``address`` (HOST:PORT) as Prometheus metrics; returns
+    what counts each file's outcome, and the HTTP server (it serves until the process
+    ends). prometheus-client is imported here only (a thin edge runs batches without it)."""
+    try:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    except ImportError as exc:
+        raise ConfigError(
+            f"--metrics needs prometheus-client ({exc}); install veil[server]"
+        ) from exc
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--metrics {address!r}: expected HOST:PORT")
+    registry = CollectorRegistry()
+    Gauge("veil_batch_files", "Files in the batch", registry=registry).set(files)
+    ended = Counter(
+        "veil_batch_files_done", "Files finished, by how", ["status"], registry=registry
+    )
+    frames = Counter("veil_batch_frames", "Frames of the files anonymised", registry=registry)
+    for status in ("ok", "failed", "skipped"):
+        ended.labels(status)
+    try:
+        server, _ = start_http_server(int(port), host or "0.0.0.0", registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics {address}: {exc}") from exc
+
+    def count(outcome: Outcome) -> None:
+        ended.labels(outcome.status).inc()
+        frames.inc(outcome.frames)
+
+    return count, server
 
 
 def _child(argv: list[str]) -> int:

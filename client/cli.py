@@ -344,11 +344,10 @@ def _add_batch_args(parser: argparse.ArgumentParser) -> None:
         "--exclude", action="append", default=[], metavar="GLOB", help="files to leave out"
     )
     group.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve the batch's progress as Prometheus metrics on this port (needs "
-        "prometheus-client: veil[server])",
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve the batch's progress as Prometheus metrics here (needs prometheus-client: "
+        "veil[server])",
     )
 
 
@@ -688,7 +687,15 @@ def _batch(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ._batch import frame_count, plan, run_cluster, run_local, table, write_report
+    from ._batch import (
+        frame_count,
+        plan,
+        run_cluster,
+        run_local,
+        serve_metrics,
+        table,
+        write_report,
+    )
 
     given = [
         name
@@ -709,7 +716,7 @@ def _batch(args: argparse.Namespace) -> int:
     items = plan(args.input, args.output, include=args.include, exclude=args.exclude)
     options = _per_file_options(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    metrics = _batch_metrics(args.metrics_port, len(items)) if args.metrics_port else None
+    metrics = serve_metrics(args.metrics, len(items))[0] if args.metrics else None
     total = sum(frame_count(item.input) for item in items)
     start = time.monotonic()
     with tqdm(
@@ -727,47 +734,23 @@ def _batch(args: argparse.Namespace) -> int:
                 metrics(outcome)
 
         done: list[Any] = []
-        if cluster:
-            outcomes = run_cluster(items, options, cluster, args.retries, on_done)
-        else:
-            outcomes = run_local(items, options, args.jobs, on_done)
+        try:
+            if cluster:
+                outcomes = run_cluster(items, options, cluster, args.retries, on_done)
+            else:
+                outcomes = run_local(items, options, args.jobs, on_done)
+        except KeyboardInterrupt as exc:
+            write_report(args.output, done, time.monotonic() - start)
+            exc.add_note(
+                f"{len(done)} of {len(items)} files finished (veil-batch.json); run the same "
+                "command again to resume"
+            )
+            raise
     report = write_report(args.output, outcomes, time.monotonic() - start)
     if not args.quiet:
         print(table(outcomes, args.output))
         print(f"report: {report}")
     return 8 if any(o.status == "failed" for o in outcomes) else 0
-
-
-def _batch_metrics(port: int, files: int) -> Any:
-    """Serve ``veil_batch_*`` metrics on ``port``; returns what counts one file's outcome."""
-    try:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-    except ImportError as exc:
-        raise ConfigError(
-            f"--metrics-port needs prometheus-client ({exc}); install veil[server]"
-        ) from exc
-    registry = CollectorRegistry()
-    planned = Gauge("veil_batch_files", "Files in the batch", registry=registry)
-    ended = Counter(
-        "veil_batch_files_done",
-        "Files the batch finished, by status",
-        ["status"],
-        registry=registry,
-    )
-    frames = Counter("veil_batch_frames", "Frames of the files anonymised", registry=registry)
-    planned.set(files)
-    for status in ("ok", "failed", "skipped"):
-        ended.labels(status)
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-port {port}: {exc}") from exc
-
-    def count(outcome: Any) -> None:
-        ended.labels(outcome.status).inc()
-        frames.inc(outcome.frames)
-
-    return count
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -1144,7 +1127,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"veil: error: {_with_notes(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        print(f"veil: interrupted; no output was written{_notes(exc)}", file=sys.stderr)
+        # a batch keeps the files it finished (its note says so); a single job writes nothing
+        batch = isinstance(getattr(args, "input", None), list)
+        done = "" if batch else "; no output was written"
+        print(f"veil: interrupted{done}{_notes(exc)}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

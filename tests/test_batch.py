@@ -193,6 +193,32 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
     assert not partials(out)
 
 
+@pytest.mark.weights
+def test_a_stopped_batch_stops_its_files_and_says_what_is_done(tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C): no further file starts, the running one stops and removes its
+    partial files, the report lists what finished."""
+    clips(tmp_path / "in", [f"{i}.mp4" for i in range(6)], frames=120)
+    out = tmp_path / "out"
+    batch = subprocess.Popen(
+        [sys.executable, "-c", _MAIN, "anonymize", str(tmp_path / "in"), "-o", f"{out}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.manifest.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    batch.send_signal(signal.SIGTERM)
+    _, stderr = batch.communicate(timeout=60)
+    assert batch.returncode == 130, stderr
+    finished = sorted(p.name for p in out.glob("*.mp4"))
+    assert 1 <= len(finished) < 6
+    assert f"{len(finished)} of 6 files finished" in stderr and "resume" in stderr
+    assert "no output was written" not in stderr
+    assert sorted(report(out)) == finished
+    assert not partials(out)
+
+
 # --------------------------------------------------------------------------------------------
 # On a Dask distributed cluster: a scheduler and two workers, real processes on loopback
 

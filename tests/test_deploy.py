@@ -245,6 +245,8 @@ def test_the_dashboard_covers_the_issue_s_panels() -> None:
         "live lag": "veil_live_lag_seconds",
         "Triton GPU utilisation": "nv_gpu_utilization",
         "Triton inference": "nv_inference_exec_count",
+        "batch files": "veil_batch_files_done_total",
+        "batch frames/s": "veil_batch_frames_total",
     }
     assert {k: v for k, v in wanted.items() if v not in used} == {}
 
@@ -311,35 +313,69 @@ def test_the_live_metrics_listed_are_the_ones_veil_live_exports() -> None:
     assert set(_external()["live"]) == exported
 
 
+def batch_metric_names() -> set[str]:
+    """Every series name `veil batch --metrics` exports, scraped from its real exporter
+    after a file of each ending."""
+    import urllib.request
+
+    from veil._batch import Outcome, serve_metrics
+
+    count, server = serve_metrics("127.0.0.1:0", 3)
+    try:
+        for status in ("ok", "failed", "skipped"):
+            count(Outcome("in.mp4", "out.mp4", status, frames=10))
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))
+    assert float(values["veil_batch_files"]) == 3
+    assert float(values['veil_batch_files_done_total{status="failed"}']) == 1
+    assert float(values["veil_batch_frames_total"]) == 30
+    return {re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and line[0] != "#"}
+
+
+def test_the_batch_metrics_listed_are_the_ones_veil_batch_exports() -> None:
+    exported = {name for name in batch_metric_names() if not name.endswith("_created")}
+    assert set(_external()["batch"]) == exported
+
+
 def test_the_documented_metrics_are_the_exported_ones() -> None:
     guide = (ROOT / "docs" / "deploy.md").read_text()
     families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in server_metric_names()}
-    missing = sorted(name for name in families | set(_external()["live"]) if name not in guide)
+    exported = families | set(_external()["live"]) | set(_external()["batch"])
+    missing = sorted(name for name in exported if name not in guide)
     assert not missing, f"docs/deploy.md does not mention {missing}"
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
 
 
-def _kustomization() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+#: The kustomizations: the pool, and the batch engine (issue 16) applied beside it.
+KUSTOMIZATIONS = (KUBERNETES, KUBERNETES / "batch")
+
+
+def _kustomization(folder: Path = KUBERNETES) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((folder / "kustomization.yaml").read_text())
     return data
 
 
 def _manifests() -> list[Path]:
-    return [KUBERNETES / name for name in _kustomization()["resources"]] + [
-        KUBERNETES / "secrets.example.yaml"
-    ]
+    listed = [f / name for f in KUSTOMIZATIONS for name in _kustomization(f)["resources"]]
+    return [*listed, KUBERNETES / "secrets.example.yaml"]
 
 
 def _objects() -> list[dict[str, Any]]:
     return [doc for path in _manifests() for doc in _documents(path)]
 
 
-def test_the_kustomization_lists_every_manifest() -> None:
-    listed = {KUBERNETES / name for name in _kustomization()["resources"]}
-    on_disk = set(KUBERNETES.glob("*.yaml")) - {
-        KUBERNETES / "kustomization.yaml",
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda f: f.name)
+def test_the_kustomization_lists_every_manifest(folder: Path) -> None:
+    listed = {folder / name for name in _kustomization(folder)["resources"]}
+    on_disk = set(folder.glob("*.yaml")) - {
+        folder / "kustomization.yaml",
         KUBERNETES / "secrets.example.yaml",  # placeholders: never applied as they are
     }
     assert listed == on_disk
@@ -519,18 +555,19 @@ def test_the_autoscalers_target_deployments_on_metrics_the_adapter_serves() -> N
 
 
 def test_the_pod_monitors_select_pods_with_a_metrics_port() -> None:
-    ports = {
-        name: {p["name"] for c in d["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
-        for name, d in _by_kind("Deployment").items()
-    }
+    """Each PodMonitor selects the pods of a Deployment (or the batch Job) by their labels,
+    on a port those pods name."""
+    templates = [
+        d["spec"]["template"] for d in [*_by_kind("Deployment").values(), *_by_kind("Job").values()]
+    ]
     for monitor in _documents(KUBERNETES / "monitoring" / "podmonitors.yaml"):
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["kind"] == "PodMonitor"
         selector = monitor["spec"]["selector"]["matchLabels"]
-        deployment = selector["app.kubernetes.io/name"]
-        assert _selects_a_deployment(selector)
+        [pods] = [t for t in templates if selector.items() <= t["metadata"]["labels"].items()]
+        ports = {p["name"] for c in pods["spec"]["containers"] for p in c["ports"]}
         for endpoint in monitor["spec"]["podMetricsEndpoints"]:
-            assert endpoint["port"] in ports[deployment]
+            assert endpoint["port"] in ports
 
 
 # --- compose ------------------------------------------------------------------------------------
@@ -701,3 +738,32 @@ def test_the_health_check_over_mutual_tls(veil_server: Any, tls_files: dict[str,
     assert health.main([*argv, "--service", "veil.v1.DetectionService", *client]) == 0
     assert health.main(argv) == 1  # no client certificate: refused
     assert health.main(["--target", f"127.0.0.1:{server.port}", "--timeout", "2"]) == 1
+
+
+def test_the_batch_job_is_a_valid_veil_batch_on_the_engine() -> None:
+    """The Job's command parses as `veil batch`, names the scheduler the workers join (the
+    Service's port), mounts the archive the workers mount, and exports the metrics the
+    PodMonitor scrapes; the workers have every file the per-file options name."""
+    from veil.cli import _parser
+
+    job = _by_kind("Job")["veil-batch"]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    args = _parser().parse_args(container["args"])
+    assert args.command == "batch" and args.cluster and args.metrics
+    [worker] = _by_kind("Deployment")["veil-batch-worker"]["spec"]["template"]["spec"]["containers"]
+    assert worker["args"][0] == args.cluster
+    service = _by_kind("Service")["veil-batch-scheduler"]
+    assert args.cluster.endswith(f":{service['spec']['ports'][0]['port']}")
+    assert args.cluster.split("//")[1].startswith(service["metadata"]["name"] + ".veil.svc")
+
+    def mounts(c: dict[str, Any]) -> list[str]:
+        return [m["mountPath"] for m in c["volumeMounts"]]
+
+    assert "/archive" in mounts(container) and "/archive" in mounts(worker)
+    assert str(args.input[0]).startswith("/archive/") and str(args.output).startswith("/archive/")
+    for path in (args.tls_ca, args.tls_cert, args.tls_key, args.token_file):
+        assert any(str(path).startswith(m + "/") for m in mounts(worker)), path
+    port = int(args.metrics.rsplit(":", 1)[1])
+    assert {"name": "metrics", "containerPort": port} in container["ports"]
+    monitors = _documents(KUBERNETES / "monitoring" / "podmonitors.yaml")
+    assert any(m["metadata"]["name"] == "veil-batch" for m in monitors)

@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1.7
 # veil on an edge box: decode, track, render, remux locally; detection on the pool over gRPC
 # (hybrid: --detector grpcs://pool:50051) or in process with veil[local]. No onnxruntime or
-# tritonclient; prometheus-client only so that `veil live` can export its metrics.
+# tritonclient; prometheus-client only so that `veil live` and `veil batch` can export their
+# metrics; veil[cluster] (Dask distributed) so the image is also the batch engine's scheduler,
+# workers and Job (deploy/kubernetes/batch/).
 #   docker build -f deploy/docker/edge.Dockerfile -t veil-edge:0.1.0 .
 #   docker run --rm -v $PWD:/data veil-edge:0.1.0 anonymize /data/in.mp4 -o /data/out.mp4 \
 #       --detector grpcs://pool.example:50051 --tls-ca /data/ca.pem
@@ -17,7 +19,7 @@ COPY protos/ protos/
 COPY models/ models/
 COPY requirements.lock deploy/docker/grpc_health.py deploy/docker/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c deploy/docker/requirements.lock . prometheus-client
+ && /opt/venv/bin/pip install -c deploy/docker/requirements.lock '.[cluster]' prometheus-client
 
 FROM ${PYTHON_IMAGE}
 ARG VEIL_UID=10001
