@@ -101,12 +101,12 @@ def plan(
     found: list[tuple[Path, Path]] = []  # (input, path relative to outdir)
     for given in inputs:
         path = given.absolute()
-        if path.is_dir():
+        if os.path.isdir(path):  # os.path: False, not an error, for a name too long
             for file in _walk(path, outdir):
                 relative = file.relative_to(path)
                 if _wanted(relative, include, exclude):
                     found.append((file, relative))
-        elif path.is_file():
+        elif os.path.isfile(path):
             if _wanted(Path(path.name), include, exclude):
                 found.append((path, Path(path.name)))
         else:

@@ -652,11 +652,11 @@ def _local(args: argparse.Namespace, config: dict[str, Any], progress: bool, det
 def _is_batch(args: argparse.Namespace) -> bool:
     """``veil anonymize`` with several inputs, a folder, or a folder (``DIR/``) to write to."""
     output = str(args.output)
-    return (
+    return (  # os.path.isdir: False for a name too long to exist, where Path.is_dir raises
         len(args.input) > 1
-        or args.input[0].is_dir()
+        or os.path.isdir(args.input[0])
         or output.endswith(("/", os.sep))
-        or args.output.is_dir()
+        or os.path.isdir(args.output)
     )
 
 
