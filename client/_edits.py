@@ -13,6 +13,11 @@ frames. Three edits exist:
   and every mask derived from them are dropped. The tracker never removes coverage; this is
   the one way coverage goes, and only as an explicit, logged decision.
 * ``grow``: every mask of a track (evidence and derived) grown by a share of its size.
+* ``trim``: a track's masks (evidence and derived) kept only from one frame to another: a
+  track that ran on past its face (its tracker's lead-out over a wall). Extending a track is
+  ``add_boxes`` for it.
+* ``reviewed``: frames a person looked at and judged (no track; nothing masked changes): a
+  flag of the review is answered, and the log says by whom.
 
 ``Replay`` turns a record into final per-frame masks without touching video, so ``render``,
 ``review`` and ``diff`` all agree on what an edited record masks.
@@ -82,6 +87,8 @@ class Applied:
     suppressed: dict[int, dict[str, Any]] = field(default_factory=dict)  # track -> its edit
     growth: dict[int, float] = field(default_factory=dict)  # track -> total factor
     added: dict[int, dict[str, Any]] = field(default_factory=dict)  # new track -> edit
+    trimmed: dict[int, tuple[int, int]] = field(default_factory=dict)  # track -> kept frames
+    reviewed: list[dict[str, Any]] = field(default_factory=list)  # the reviewed edits
 
     @classmethod
     def of(cls, record: Record) -> Applied:
@@ -96,7 +103,16 @@ class Applied:
                     f"{where}: edits must be numbered 1, 2, 3, ... in log order "
                     f"(found id {edit.get('id')!r}); the log is appended to, never rewritten"
                 )
-            action, track = edit["action"], edit["track"]
+            action = edit["action"]
+            if action == "reviewed":
+                if not 0 <= edit["first"] <= edit["last"] < frames:
+                    raise RecordError(
+                        f"{where}: frames {edit['first']}-{edit['last']} are not a range of "
+                        f"the record's {frames} frames"
+                    )
+                applied.reviewed.append(edit)
+                continue
+            track: int = edit["track"]
             known = detected | set(applied.added)
             if track == POLICY_TRACK:
                 raise RecordError(
@@ -128,6 +144,15 @@ class Applied:
                 raise RecordError(f"{where}: the record has no track {track}")
             elif action == "suppress":
                 applied.suppressed[track] = edit
+            elif action == "trim":
+                first, last = edit["first"], edit["last"]
+                if not 0 <= first <= last < frames:
+                    raise RecordError(
+                        f"{where}: frames {first}-{last} are not a range of the record's "
+                        f"{frames} frames"
+                    )
+                kept = applied.trimmed.get(track, (0, frames - 1))
+                applied.trimmed[track] = (max(first, kept[0]), min(last, kept[1]))
             elif action == "grow":
                 factor = float(edit["factor"])
                 if not 0 < factor <= MAX_GROW:
@@ -137,17 +162,25 @@ class Applied:
                 raise RecordError(f"{where}: unknown action {action!r}")
         return applied
 
+    def _dropped(self, track: int, index: int) -> bool:
+        """Whether the edits take ``track``'s masks out of frame ``index``."""
+        if track in self.suppressed:
+            return True
+        kept = self.trimmed.get(track)
+        return kept is not None and not kept[0] <= index <= kept[1]
+
     def listed(self, index: int, masks: Iterable[Mask]) -> list[Mask]:
-        """A frame's listed masks after the edits: suppressed tracks out, manual boxes in."""
-        kept = [m for m in masks if m.track not in self.suppressed]
-        kept += [m for m in self.manual.get(index, []) if m.track not in self.suppressed]
+        """A frame's listed masks after the edits: suppressed tracks (and trimmed ones,
+        outside their frames) out, manual boxes in."""
+        kept = [m for m in masks if not self._dropped(m.track, index)]
+        kept += [m for m in self.manual.get(index, []) if not self._dropped(m.track, index)]
         return sorted(kept)
 
-    def finish(self, masks: Iterable[Mask]) -> list[Mask]:
-        """A frame's final masks, grown where a ``grow`` edit says."""
+    def finish(self, index: int, masks: Iterable[Mask]) -> list[Mask]:
+        """Frame ``index``'s final masks, grown where a ``grow`` edit says."""
         out = set()
         for m in masks:
-            if m.track in self.suppressed:
+            if self._dropped(m.track, index):
                 continue
             factor = self.growth.get(m.track)
             if factor:
@@ -193,7 +226,7 @@ class Replay:
     def _union(self, finals: Iterator[FrameMasks]) -> Iterator[FrameMasks]:
         for final in finals:
             listed = self._edits.listed(final.index, self._frames[final.index].masks)
-            masks = self._edits.finish(set(listed) | set(final.masks))
+            masks = self._edits.finish(final.index, set(listed) | set(final.masks))
             yield FrameMasks(final.index, final.pts, masks, final.cut, final.motion)
 
 
@@ -238,7 +271,7 @@ def parse_grow_spec(spec: str) -> tuple[int, float]:
 
 def _next_track(record: Record) -> int:
     used = {m.track for f in record.frames for m in f.masks}
-    used |= {e["track"] for e in record.edits}
+    used |= {e["track"] for e in record.edits if "track" in e}
     return max(used | {POLICY_TRACK}) + 1
 
 
@@ -251,6 +284,8 @@ def add_edits(
     track: int | None = None,
     suppress: Sequence[int] = (),
     grow: Sequence[tuple[int, float]] = (),
+    trim: Sequence[tuple[int, int, int]] = (),
+    reviewed: Sequence[tuple[int, int]] = (),
     when: str | None = None,
 ) -> list[dict[str, Any]]:
     """Append edits to ``record`` (in memory), check the whole log, return the new entries.
@@ -261,8 +296,8 @@ def add_edits(
     """
     if not who.strip() or not why.strip():
         raise RecordError("an edit needs --who and --why (the log says who decided what, and why)")
-    if not (add_boxes or suppress or grow):
-        raise RecordError("no edit given (--add-box, --suppress or --grow)")
+    if not (add_boxes or suppress or grow or trim or reviewed):
+        raise RecordError("no edit given (--add-box, --suppress, --grow, --trim or --reviewed)")
     common = {"who": who, "when": when or now(), "why": why, "base_sha256": record.sha256()}
     entries: list[dict[str, Any]] = []
 
@@ -287,6 +322,10 @@ def add_edits(
         append({"action": "suppress", "track": t})
     for t, factor in grow:
         append({"action": "grow", "track": t, "factor": factor})
+    for t, first, last in trim:
+        append({"action": "trim", "track": t, "first": first, "last": last})
+    for first, last in reviewed:
+        append({"action": "reviewed", "first": first, "last": last})
     candidate = replace(record, edits=record.edits + entries)
     validate(candidate.to_json(), "record", "the edited record")
     Applied.of(candidate)  # the whole log must still apply
@@ -296,13 +335,23 @@ def add_edits(
 
 def describe(edit: dict[str, Any]) -> str:
     """One line for people: ``#2 suppress track 3 (alice, 2025-01-01T10:00:00Z): reason``."""
-    what = f"{edit['action'].replace('_', ' ')} track {edit['track']}"
+    return f"#{edit['id']} {action_text(edit)} ({edit['who']}, {edit['when']}): {edit['why']}"
+
+
+def action_text(edit: dict[str, Any]) -> str:
+    """What an edit does, in a few words: ``suppress track 3``, ``trim track 2 to frames
+    4-90``, ``frames 10-20 reviewed``."""
+    what = f"{edit['action'].replace('_', ' ')} track {edit.get('track')}"
     if edit["action"] == "add_boxes":
         frames = [k["frame"] for k in edit["keyframes"]]
         what = f"manual boxes for track {edit['track']}, frames {min(frames)}-{max(frames)}"
     elif edit["action"] == "grow":
         what += f" by {edit['factor']:g}"
-    return f"#{edit['id']} {what} ({edit['who']}, {edit['when']}): {edit['why']}"
+    elif edit["action"] == "trim":
+        what += f" to frames {edit['first']}-{edit['last']}"
+    elif edit["action"] == "reviewed":
+        what = f"frames {edit['first']}-{edit['last']} reviewed"
+    return what
 
 
 # -- diff -----------------------------------------------------------------------------------

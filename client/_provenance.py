@@ -26,11 +26,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._edits import describe
+from ._edits import describe, now
 from ._errors import ConfigError, OutputError, RecordError, VeilError
 from ._media import packet_digests as read_digests
 from ._media import sha256_file
-from ._record import validate
+from ._record import Record, validate, write_json_atomic
 
 ALGORITHM = "ed25519"
 
@@ -304,6 +304,77 @@ def _check_signature(
     result.add("signature", True, f"Ed25519, key {key_id(key)} ({source})")
 
 
+def _check_approval(manifest: dict[str, Any], record: Path | None, result: Verification) -> None:
+    """The manifest's sign-off: for this output, and, with the record, the record's latest
+    approval, made on the record as it was rendered (no edit since)."""
+    approval = manifest["approval"]
+    who = f"{approval['who']} at {approval['when']}: {approval['statement']}"
+    problems = []
+    if approval["output_sha256"] != manifest["output"]["sha256"]:
+        problems.append("it names another output than this manifest's")
+    if record is not None:
+        try:
+            approved = Record.load(record)
+        except VeilError as exc:
+            approved = None
+            problems.append(f"the record cannot be read ({exc})")
+        if approved is not None:
+            if not approved.approvals or approved.approvals[-1] != approval:
+                problems.append("the record's latest approval is not this one")
+            elif approved.rendered_sha256() != approval["record_sha256"]:
+                problems.append("the record was edited after it was approved")
+    if problems:
+        result.add("approval", False, f"{who} ({'; '.join(problems)})")
+    else:
+        checked = "record and output" if record is not None else "output"
+        result.add("approval", True, f"approved by {who} ({checked} as approved)")
+
+
+def sign_off(
+    record_path: Path,
+    output: Path,
+    manifest_path: Path,
+    signer: Signer,
+    *,
+    who: str,
+    statement: str,
+) -> dict[str, Any]:
+    """A reviewer approves ``output`` as rendered from the record at ``record_path``: the
+    approval (who, when, the statement, the record's and the output's sha256) is appended to
+    the record, and the output's manifest carries it, with the approved record's sha256,
+    signed again. Refused (``RecordError``) unless the output is the one the manifest
+    describes, rendered from the record as it is now."""
+    if not who.strip() or not statement.strip():
+        raise RecordError("a sign-off needs who approves and what they state")
+    record = Record.load(record_path)
+    manifest = json.loads(manifest_path.read_text())
+    validate(manifest, "manifest", str(manifest_path))
+    if sha256_file(output) != manifest["output"]["sha256"]:
+        raise RecordError(f"{output.name} is not the output its manifest describes: render again")
+    rendered = record.rendered_sha256()
+    if manifest["record_sha256"] != record.sha256():
+        raise RecordError(
+            f"{output.name} was not rendered from {record_path.name} as it is now (edited "
+            "since?): render again, then sign off"
+        )
+    approval = {
+        "who": who.strip(),
+        "when": now(),
+        "statement": statement.strip(),
+        "record_sha256": rendered,
+        "output": output.name,
+        "output_sha256": manifest["output"]["sha256"],
+    }
+    record.approvals.append(approval)
+    record_sha256 = record.write(record_path)
+    manifest = {k: v for k, v in manifest.items() if k != "signature"}
+    manifest |= {"record_sha256": record_sha256, "approval": approval}
+    manifest = signer.sign(manifest)
+    validate(manifest, "manifest", str(manifest_path))
+    write_json_atomic(manifest_path, manifest)
+    return approval
+
+
 def verify(
     output: Path | str,
     manifest_path: Path | str,
@@ -442,6 +513,8 @@ def verify(
             )
     else:
         result.add("record", None, "not checked (pass --record REC)")
+    if "approval" in manifest:
+        _check_approval(manifest, record_path if record_path.is_file() else None, result)
 
     detector = manifest.get("detector") or {}
     if detector:

@@ -11,7 +11,7 @@ import tempfile
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -154,7 +154,7 @@ def _check_edits(edits: list[dict[str, Any]], reach: float, source: str) -> None
             problem = box_problem(keyframe["box"], reach)
             if problem is not None:
                 raise RecordError(
-                    f"{source}: edit #{position}, track {edit['track']}, frame "
+                    f"{source}: edit #{position}, track {edit.get('track')}, frame "
                     f"{keyframe['frame']}: box {keyframe['box']} {problem}"
                 )
 
@@ -522,6 +522,9 @@ class Record:
     edits: list[dict[str, Any]] = field(default_factory=list)
     #: Where a reviewer should look (see :func:`residual_risk`); None in older records.
     residual_risk: dict[str, Any] | None = None
+    #: Sign-offs (``veil review --serve``): who approved the video rendered from this record
+    #: (without its approvals), when, and the output's sha256. Appended, never rewritten.
+    approvals: list[dict[str, Any]] = field(default_factory=list)
     #: sha256 of the file this record was read from or last written to.
     file_sha256: str | None = None
 
@@ -549,7 +552,8 @@ class Record:
 
     def _tail(self) -> dict[str, Any]:
         risk = {} if self.residual_risk is None else {"residual_risk": self.residual_risk}
-        return {"edits": self.edits} | risk
+        approvals = {"approvals": self.approvals} if self.approvals else {}
+        return {"edits": self.edits} | risk | approvals
 
     def _entries(self) -> Iterator[bytes]:
         """Each frame's entry, encoded."""
@@ -581,6 +585,11 @@ class Record:
         for chunk in self._chunks():
             digest.update(chunk)
         return digest.hexdigest()
+
+    def rendered_sha256(self) -> str:
+        """The sha256 of this record's canonical bytes without its approvals: the record an
+        approval approves (a later edit changes it, so the approval no longer holds)."""
+        return replace(self, approvals=[], file_sha256=None).sha256()
 
     def write(self, path: Path) -> str:
         """Write atomically, streaming the frames; returns the sha256 of the bytes written."""
@@ -620,6 +629,7 @@ class Record:
             policy=policy,
             edits=list(document["edits"]),
             residual_risk=document.get("residual_risk"),
+            approvals=list(document.get("approvals", [])),
         )
 
     @classmethod

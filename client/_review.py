@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from . import __version__
 from ._atomic import partial_path
-from ._edits import Applied, final_frames, ranges
+from ._edits import Applied, action_text, final_frames, ranges
 from ._errors import OutputError, RecordError
 from ._media import DecodedFrame, Input, probe, sha256_file
 from ._record import Record
@@ -68,10 +68,18 @@ FLAG_COLOURS = {
     "policy": "#dc2626",
     "residual risk": "#be123c",
     "detector disagreement": "#db2777",
+    "track ends mid-frame": "#9333ea",
     "low confidence": "#ea580c",
     "dark frames": "#4b5563",
     "bridged gap": "#f59e0b",
 }
+#: Two detections either side of a one-frame gap that overlap this much agree: the gap is no
+#: place where the detector lost the face (the adaptive stride's rule, ``STRIDE_AGREE_IOU``).
+AGREE_IOU = 0.5
+#: A track detected this often, whose last detection lies this far (a share of its size)
+#: inside the frame, ends mid-frame: the face went behind something, or the detector lost it.
+ENDS_AFTER = 3
+ENDS_INSIDE = 0.5
 _FLAG_ORDER = list(FLAG_COLOURS)
 #: Nothing but inline styles and data: images; the browser refuses anything else.
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -92,10 +100,12 @@ class Flag:
         return _FLAG_ORDER.index(self.reason)
 
 
-def _runs(frames: Iterable[int]) -> list[tuple[int, int]]:
+def _runs(frames: Iterable[int], join: int = 1) -> list[tuple[int, int]]:
+    """``frames`` as runs (first, last); frames up to ``join`` apart run on (a detection
+    stride of n leaves n - 1 frames undetected between detections)."""
     out: list[tuple[int, int]] = []
     for i in sorted(set(frames)):
-        if out and i == out[-1][1] + 1:
+        if out and i <= out[-1][1] + join:
             out[-1] = (out[-1][0], i)
         else:
             out.append((i, i))
@@ -157,6 +167,12 @@ def risk_series(block: dict[str, Any] | None, frames: int) -> dict[int, float]:
     return {}
 
 
+def _frame_size(record: Record) -> tuple[int, int]:
+    """The frame's stored size as the record's input block says (0, 0 when it does not)."""
+    video = record.input.get("video", {})
+    return int(video.get("width") or 0), int(video.get("height") or 0)
+
+
 def find_flags(
     record: Record,
     finals: Sequence[FrameMasks],
@@ -164,16 +180,19 @@ def find_flags(
     risk: dict[int, float],
     block: dict[str, Any] | None = None,
 ) -> list[Flag]:
-    """Frames that deserve a look: policy, residual risk, detector disagreement, low
-    confidence, gaps the tracker bridged. Consecutive frames for one reason form one flag."""
+    """Frames that deserve a look: policy, residual risk, detector disagreement, tracks that
+    end inside the picture, low confidence, dark frames, gaps the tracker bridged where the
+    detector lost a face (not those between two detections that agree: the stride's, or a
+    one-frame miss). Consecutive frames for one reason form one flag."""
     flags: list[Flag] = []
+    stride = int(record.detector.get("stride", 1))
     for first, last in _runs(record.policy):
         flags.append(Flag("policy", first, last, None, record.policy[first]))
     for first, last in _runs(i for i, r in risk.items() if r >= HIGH_RISK):
         peak = max(risk[i] for i in range(first, last + 1) if i in risk)
         flags.append(Flag("residual risk", first, last, None, f"estimated risk up to {peak:.2f}"))
     near = near_threshold(block)
-    for first, last in _runs(near):
+    for first, last in _runs(near, stride):
         best = max(near[i] for i in range(first, last + 1) if i in near)
         flags.append(
             Flag(
@@ -250,7 +269,7 @@ def find_flags(
                 )
             )
     for track, scores in low.items():
-        for first, last in _runs(i for i, _ in scores):
+        for first, last in _runs((i for i, _ in scores), stride):
             worst = min(s for i, s in scores if first <= i <= last)
             flags.append(
                 Flag(
@@ -261,6 +280,29 @@ def find_flags(
                     f"track {track} detected with score down to {worst:.2f}",
                 )
             )
+    width, height = _frame_size(record)
+    cuts = {f.index for f in record.frames if f.cut}
+    ends = {track: points[-1] for track, points in detected.items() if len(points) >= ENDS_AFTER}
+    for track, (index, mask) in ends.items():
+        x0, y0, x1, y1 = mask.box
+        inside = ENDS_INSIDE * max(x1 - x0, y1 - y0)
+        if width and (x0 < inside or y0 < inside or x1 > width - inside or y1 > height - inside):
+            continue  # left through the frame's edge
+        lead_out = record.tracker.lead_out
+        if index + lead_out >= len(record.frames) - 1 or cuts & set(
+            range(index + 1, index + lead_out + 2)
+        ):
+            continue  # the video or the shot ends
+        flags.append(
+            Flag(
+                "track ends mid-frame",
+                index,
+                min(index + lead_out + 1, len(record.frames) - 1),
+                track,
+                f"track {track} is last detected in frame {index}, inside the picture: the "
+                "face went behind something, turned away, or the detector lost it",
+            )
+        )
     bridged: dict[int, list[int]] = {}
     for frame in finals:
         seen = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
@@ -268,8 +310,14 @@ def find_flags(
             if m.origin in CARRIED and m.track not in seen:
                 bridged.setdefault(m.track, []).append(frame.index)
     for track, frames in bridged.items():
+        sightings = dict(detected.get(track, []))
         for first, last in _runs(frames):
             n = last - first + 1
+            before, after = sightings.get(first - 1), sightings.get(last + 1)
+            if n < stride or (
+                n == 1 and before and after and iou(before.box, after.box) >= AGREE_IOU
+            ):
+                continue  # between two detections that agree: nothing was lost there
             flags.append(
                 Flag(
                     "bridged gap",
@@ -696,12 +744,7 @@ def _flag_card(
 
 
 def _edit_row(edit: dict[str, Any]) -> str:
-    what = f"<b>{_e(edit['action'].replace('_', ' '))}</b> track {edit['track']}"
-    if edit["action"] == "grow":
-        what += f" by {edit['factor']:g}"
-    elif edit["action"] == "add_boxes":
-        frames = [k["frame"] for k in edit["keyframes"]]
-        what += f", frames {min(frames)}-{max(frames)} ({len(frames)} keyframes)"
+    what = _e(action_text(edit))
     return (
         f'<tr class="{"sup" if edit["action"] == "suppress" else ""}"><td>#{edit["id"]}</td>'
         f'<td>{what}</td><td>{_e(edit["who"])}</td><td class="mono">{_e(edit["when"])}</td>'
