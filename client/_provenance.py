@@ -346,6 +346,8 @@ def sign_off(
     describes, rendered from the record as it is now."""
     if not who.strip() or not statement.strip():
         raise RecordError("a sign-off needs who approves and what they state")
+    if not (output.is_file() and manifest_path.is_file()):
+        raise RecordError(f"{output.name} is not rendered (or has no manifest): render it first")
     record = Record.load(record_path)
     manifest = json.loads(manifest_path.read_text())
     validate(manifest, "manifest", str(manifest_path))

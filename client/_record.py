@@ -22,7 +22,7 @@ import jsonschema
 
 from ._atomic import partial_path
 from ._errors import OutputError, RecordError
-from ._tracker import CARRIED, FrameMasks, Mask, Origin, TrackerConfig
+from ._tracker import CARRIED, Box, FrameMasks, Mask, Origin, TrackerConfig, iou
 
 SCHEMA = "veil.record/1"
 
@@ -336,6 +336,9 @@ class FrameLog(Sequence[FrameMasks]):
 
 #: Most entries each residual-risk list keeps (the counts are always complete).
 RISK_LIST_LIMIT = 50
+#: Two detections of a track either side of a one-frame gap that overlap this much agree: the
+#: gap is no place where the detector lost the face (as the adaptive stride judges frames).
+AGREE_IOU = 0.5
 
 
 class RiskTally:
@@ -347,7 +350,8 @@ class RiskTally:
 
     With a detection ``stride`` n, a gap shorter than n lies between two detections of the
     track that agreed (the frames in it were not sent to the detector, by design): it is not
-    a place where the detector lost the face, and is not flagged.
+    a place where the detector lost the face, and is not flagged. Nor is one frame missed
+    between two detections that agree (:data:`AGREE_IOU`).
     """
 
     def __init__(self, stride: int = 1) -> None:
@@ -363,23 +367,37 @@ class RiskTally:
         self._starts = array("q")
         self._ends = array("q")
         self._detected: dict[int, list[int]] = {}  # track -> its first 3 detected frames
+        self._seen: dict[int, Box] = {}  # track -> its latest detected box
+        self._before: dict[int, Box | None] = {}  # track -> its detected box before its gap
 
     def add(self, frame: FrameMasks) -> None:
         self._frames += 1
         self._last = frame.index
         present = set()
         # a track detected in this frame is not in a gap, whatever blend steadies its box
-        detected = {m.track for m in frame.masks if m.origin is Origin.DETECTED}
+        detected = {m.track: m.box for m in frame.masks if m.origin is Origin.DETECTED}
         for mask in frame.masks:
             if mask.origin in CARRIED and mask.track not in detected:
                 present.add(mask.track)
-                self._open_gap.setdefault(mask.track, frame.index)
+                if mask.track not in self._open_gap:
+                    self._open_gap[mask.track] = frame.index
+                    self._before[mask.track] = self._seen.get(mask.track)
             elif mask.origin is Origin.DETECTED:
                 seen = self._detected.setdefault(mask.track, [])
                 if len(seen) <= 2:
                     seen.append(frame.index)
         for track in sorted(set(self._open_gap) - present):
-            self._close(track, self._open_gap.pop(track), frame.index - 1)
+            first, before = self._open_gap.pop(track), self._before.pop(track, None)
+            after = detected.get(track)
+            if (
+                first == frame.index - 1
+                and before is not None
+                and after is not None
+                and iou(before, after) >= AGREE_IOU
+            ):
+                continue  # one frame missed between two detections that agree
+            self._close(track, first, frame.index - 1)
+        self._seen.update(detected)
 
     def _close(self, track: int, first: int, last: int) -> None:
         length = last - first + 1

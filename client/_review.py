@@ -30,7 +30,7 @@ from ._atomic import partial_path
 from ._edits import Applied, action_text, final_frames, ranges
 from ._errors import OutputError, RecordError
 from ._media import DecodedFrame, Input, probe, sha256_file
-from ._record import Record
+from ._record import AGREE_IOU, Record
 from ._render import render_frame
 from ._style import Style
 from ._tracker import CARRIED, POLICY_TRACK, Box, FrameMasks, Mask, Origin, iou
@@ -73,9 +73,6 @@ FLAG_COLOURS = {
     "dark frames": "#4b5563",
     "bridged gap": "#f59e0b",
 }
-#: Two detections either side of a one-frame gap that overlap this much agree: the gap is no
-#: place where the detector lost the face (the adaptive stride's rule, ``STRIDE_AGREE_IOU``).
-AGREE_IOU = 0.5
 #: A track detected this often, whose last detection lies this far (a share of its size)
 #: inside the frame, ends mid-frame: the face went behind something, or the detector lost it.
 ENDS_AFTER = 3

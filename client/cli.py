@@ -822,10 +822,38 @@ def _add_audit_parsers(sub: Any) -> None:
         "--public-key requires a signature too)",
     )
 
-    p = sub.add_parser("review", help="one self-contained HTML page to review a record")
+    p = sub.add_parser(
+        "review",
+        help="review a record: one self-contained HTML page (-o), or the review workstation "
+        "in the browser (--serve)",
+    )
     p.add_argument("input", type=Path, help="input video (the one the record was made for)")
     p.add_argument("record", type=Path, help="detection record")
-    p.add_argument("-o", "--output", type=Path, required=True, help="report (.html)")
+    p.add_argument("-o", "--output", type=Path, help="report (.html)")
+    serve = p.add_argument_group("the review workstation (--serve)")
+    serve.add_argument(
+        "--serve",
+        action="store_true",
+        help="a local web app: step through the video with its masks, correct the record "
+        "(appended to its edit log), re-render, sign off",
+    )
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="where the app listens (default 127.0.0.1:8470; elsewhere, every request needs "
+        "the session's token, in the printed URL)",
+    )
+    serve.add_argument(
+        "--render-to",
+        type=Path,
+        metavar="OUT",
+        help="where the app renders the reviewed video (default: IN's name + .reviewed, beside "
+        "the record)",
+    )
+    serve.add_argument(
+        "--sign-key", type=Path, metavar="KEY", help="sign manifests, and sign-offs, with this key"
+    )
     p.add_argument(
         "--unmasked",
         action="store_true",
@@ -900,8 +928,13 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
             return 7
         signed = "and signature verified" if result.signed else "verified, not signed"
         print(f"{args.output}: integrity {signed}")
+    elif args.command == "review" and args.serve:
+        return _review_app(args, config)
     elif args.command == "review":
         from ._review import write_report
+
+        if args.output is None:
+            raise ConfigError("veil review writes a report (-o REPORT.html) or serves (--serve)")
 
         style = Style.from_json(_section(config, "style"))
         reads = [("input", args.input), ("record", args.record)]
@@ -945,6 +978,41 @@ def _audit(args: argparse.Namespace, config: dict[str, Any]) -> int:
         else:
             print("\n".join(changes.lines))
         return 0 if changes.identical else 1
+    return 0
+
+
+def _review_app(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """``veil review IN REC --serve``: the review workstation until Ctrl-C."""
+    from ._atomic import check_paths
+    from ._pipeline import manifest_path
+    from ._review_app import ReviewSession, serve
+
+    if args.output is not None:
+        raise ConfigError("--serve and -o: the app writes no report; run them apart")
+    output = args.render_to or args.record.with_name(
+        f"{args.input.stem}.reviewed{args.input.suffix}"
+    )
+    check_paths(
+        [("input", args.input)],
+        [("record", args.record), ("output", output), ("manifest", manifest_path(output))],
+        overwrite=True,  # the app's own render, replaced by each render; never the input
+    )
+    session = ReviewSession(
+        args.input,
+        args.record,
+        output,
+        sign_key=args.sign_key,
+        style=Style.from_json(_section(config, "style")),
+    )
+    server = serve(session, args.listen)
+    print(f"veil review: {server.url}  (Ctrl-C to stop; renders go to {output})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: how the app is meant to stop
+        print("veil review: stopped; every edit is in the record", flush=True)
+    finally:
+        server.server_close()
+        session.close()
     return 0
 
 

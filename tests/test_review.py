@@ -5,20 +5,15 @@ screenshot is taken (kept in .cache/test-artifacts/review.png for people to look
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import json
-import os
-import select
 import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from chromium import DevTools, chromium_path
 from mediagen import make_clip
 from test_edits import ScriptedDetector
 
@@ -29,18 +24,6 @@ from veil.cli import main
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # the script is per frame
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".cache" / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-    "--enable-logging=stderr",
-    "--remote-debugging-pipe",
-]
 
 
 def faces(i: int) -> list[tuple[tuple[float, float, float, float], float]]:
@@ -79,108 +62,8 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"src": src, "record": record, "report": report, "tmp": tmp}
 
 
-def _above_9(fd: int) -> int:
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-    os.close(fd)
-    return high
-
-
-class DevTools:
-    """Chromium's DevTools protocol over --remote-debugging-pipe (fd 3 in, fd 4 out)."""
-
-    def __init__(self, chromium: str, profile: Path) -> None:
-        to_child, self._out = os.pipe()
-        self._in, from_child = os.pipe()
-        # Above 9, so that moving them to 3 and 4 in the child clobbers neither.
-        to_child, from_child = _above_9(to_child), _above_9(from_child)
-        # bash (dash takes no fd above 9) moves the pipes to fds 3 and 4, where Chromium reads.
-        wire = f'exec "$@" 3<&{to_child} 4>&{from_child} {to_child}<&- {from_child}>&-'
-        self.proc = subprocess.Popen(
-            [
-                "bash",
-                "-c",
-                wire,
-                "bash",
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "about:blank",
-            ],
-            pass_fds=(to_child, from_child),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        os.close(to_child)
-        os.close(from_child)
-        self._buffer = b""
-        self._id = 0
-        self.events: list[dict[str, Any]] = []
-
-    def _read(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._in], [], [], max(left, 0))
-            if not ready:
-                raise TimeoutError("no answer from Chromium")
-            chunk = os.read(self._in, 1 << 20)
-            if not chunk:
-                raise EOFError("Chromium closed the DevTools pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)  # type: ignore[no-any-return]
-
-    def call(
-        self, method: str, session: str | None = None, timeout: float = 30, **params: Any
-    ) -> Any:
-        self._id += 1
-        request: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if session:
-            request["sessionId"] = session
-        os.write(self._out, json.dumps(request).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self._read(deadline)
-            if message.get("id") == self._id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-            self.events.append(message)
-
-    def wait_for(self, method: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        for event in self.events:
-            if event.get("method") == method:
-                return event
-        while True:
-            message = self._read(deadline)
-            self.events.append(message)
-            if message.get("method") == method:
-                return message
-
-    def close(self) -> str:
-        with contextlib.suppress(EOFError, TimeoutError, RuntimeError, OSError):
-            self.call("Browser.close", timeout=10)
-        try:
-            _, err = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        os.close(self._in)
-        os.close(self._out)
-        return err.decode(errors="replace")
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/setup-system.sh installs it)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return found
-
-
 def open_in_chromium(page: Path, profile: Path, screenshot: Path) -> dict[str, Any]:
-    browser = DevTools(_chromium(), profile)
+    browser = DevTools(chromium_path(), profile)
     try:
         target = browser.call("Target.createTarget", url="about:blank")["targetId"]
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
