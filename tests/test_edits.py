@@ -15,7 +15,7 @@ from mediagen import make_clip
 
 import veil
 from veil import DetectionConfig, Detections, DetectorInfo, RecordError
-from veil._edits import Applied, final_frames
+from veil._edits import Applied, add_edits, final_frames
 from veil.cli import main
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame detected
@@ -243,3 +243,31 @@ def test_a_faint_face_is_masked_from_its_first_sighting(tmp_path: Path) -> None:
     )
     assert all(not f.masks for f in off.frames)
     assert len(off.residual_risk["near_threshold"]["worst"]) > 0
+
+
+def test_trim_keeps_a_track_in_its_frames_and_reviewed_changes_no_mask(
+    edited: dict[str, Path],
+) -> None:
+    """The review workstation's edits: ``trim`` drops a track's masks, evidence and derived,
+    outside its frames (rendered too); ``reviewed`` is logged and masks nothing new."""
+    record = veil.Record.load(edited["record"])
+    before = final_frames(record)
+    add_edits(record, who="R. Viewer", why="ran on over the wall", trim=[(2, 4, 9)])
+    add_edits(record, who="R. Viewer", why="looked: no face", reviewed=[(0, 23)])
+    assert [e["action"] for e in record.edits[-2:]] == ["trim", "reviewed"]
+    assert "track" not in record.edits[-1]
+    finals = final_frames(record)
+    for old, new in zip(before, finals, strict=True):
+        kept = {m for m in old.masks if m.track != 2 or 4 <= new.index <= 9}
+        assert set(new.masks) == kept, new.index
+    trimmed = edited["tmp"] / "trimmed.veil.json"
+    record.write(trimmed)
+    out = edited["tmp"] / "trimmed.mp4"
+    veil.render(edited["src"], trimmed, out)
+    source, output = rgb_frames(edited["src"]), rgb_frames(out)
+    assert region_change(output[6], source[6], FACE) > 20
+    assert region_change(output[12], source[12], FACE) < 8
+    with pytest.raises(RecordError, match="not a range"):
+        add_edits(record, who="A", why="b", trim=[(2, 9, 4)])
+    with pytest.raises(RecordError, match="no track 42"):
+        add_edits(record, who="A", why="b", trim=[(42, 0, 3)])
