@@ -52,7 +52,7 @@ from ._media import (
 from ._provenance import Signer
 from ._record import FrameLog, Record, RiskTally, validate, write_json_atomic
 from ._render import Box, render_frame, single_threaded_opencv
-from ._shots import CameraMotion, CutDetector
+from ._shots import BlurWatch, CameraMotion, CutDetector
 from ._style import Style
 from ._tracker import (
     Associator,
@@ -210,8 +210,10 @@ class _Detecting:
         self._motion: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
         self._offset = (0.0, 0.0)
         self.policy: dict[int, str] = {}
-        # runs of frames dark or flat (residual risk): [first, last], a pair per run
+        # runs of frames dark or flat, and blurred (residual risk): [first, last] per run
         self._dark: list[list[int]] = []
+        self._blurred: list[list[int]] = []
+        self._blur = BlurWatch()
 
     @property
     def near_misses(self) -> dict[int, tuple[int, float]]:
@@ -223,17 +225,27 @@ class _Detecting:
         for first, last in self._dark:
             yield from range(first, last + 1)
 
+    def blurred_frames(self) -> Iterator[int]:
+        """The frames blurred against their shot, in increasing order (residual risk)."""
+        for first, last in self._blurred:
+            yield from range(first, last + 1)
+
     def push(self, item: DecodedFrame) -> Iterator[tuple[DecodedFrame, FrameMasks]]:
         self._held[item.index] = item
         cut = self._shots.is_cut(item.frame)
         if cut:
             self._cuts.add(item.index)
         motion = self._camera.measure(item.frame, cut=cut)
-        if is_dark(self._camera.thumbnail):
-            if self._dark and self._dark[-1][1] == item.index - 1:
-                self._dark[-1][1] = item.index
+        for hard, runs in (
+            (is_dark(self._camera.thumbnail), self._dark),
+            (self._blur.blurred(self._camera.thumbnail, cut=cut), self._blurred),
+        ):
+            if not hard:
+                continue
+            if runs and runs[-1][1] == item.index - 1:
+                runs[-1][1] = item.index
             else:
-                self._dark.append([item.index, item.index])
+                runs.append([item.index, item.index])
         self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
         self._motion[item.index] = (motion, self._offset)
         self._batch.append(item)
@@ -784,7 +796,10 @@ def run_job(
                     frames=frames,
                     policy=masks_source.policy,
                     residual_risk=risk.report(
-                        masks_source.policy, detecting.near_misses, detecting.dark_frames()
+                        masks_source.policy,
+                        detecting.near_misses,
+                        detecting.dark_frames(),
+                        detecting.blurred_frames(),
                     ),
                 )
             elif count != len(record.frames):

@@ -426,9 +426,11 @@ class RiskTally:
         policy: dict[int, str],
         near_misses: dict[int, tuple[int, float]],
         dark: Iterable[int] = (),
+        blurred: Iterable[int] = (),
     ) -> dict[str, Any]:
         """The residual-risk block (see :func:`residual_risk`); call it after the last frame.
-        ``dark``: the dark frames' indices in increasing order (streamed, never held)."""
+        ``dark``, ``blurred``: the dark and the blurred frames' indices in increasing order
+        (streamed, never held)."""
         for track, first in sorted(self._open_gap.items()):
             self._close(track, first, self._last)
         self._open_gap.clear()
@@ -448,19 +450,22 @@ class RiskTally:
         outside = set(near_misses) | set(policy)
         for entry in unconfirmed:
             outside.update(entry["frames"])
-        # dark frames, streamed in increasing order: runs (the first RISK_LIST_LIMIT listed),
-        # a count, and those no other reason already puts up for review
-        dark_runs: list[dict[str, int]] = []
-        dark_count = dark_extra = 0
-        for i in dark:
-            dark_count += 1
-            dark_extra += i not in outside and not self._in_gap(i)
-            if dark_runs and dark_runs[-1]["last"] == i - 1:
-                dark_runs[-1]["last"] = i
-            elif len(dark_runs) < RISK_LIST_LIMIT:  # later runs are counted only
-                dark_runs.append({"first": i, "last": i})
+        # dark and blurred frames, streamed in increasing order: runs of each (the first
+        # RISK_LIST_LIMIT listed), a count, and those no other reason puts up for review
+        hard: dict[str, dict[str, Any]] = {}
+        streams = []
+        for name, indices in (("dark_frames", dark), ("blurred_frames", blurred)):
+            block: dict[str, Any] = {"count": 0, "list": []}
+            hard[name] = block
+            streams.append(_counted(indices, block))
+        extra = 0
+        last = None
+        for i in heapq.merge(*streams):
+            if i != last:
+                extra += i not in outside and not self._in_gap(i)
+            last = i
         in_gaps = sum(e - s + 1 for s, e in zip(self._starts, self._ends, strict=True))
-        review = in_gaps + sum(1 for i in outside if not self._in_gap(i)) + dark_extra
+        review = in_gaps + sum(1 for i in outside if not self._in_gap(i)) + extra
         share = review / self._frames if self._frames else 0.0
         level = "high" if share > 0.2 or policy else "medium" if share > 0.02 else "low"
         worst = sorted(near, key=lambda e: (-e["best_score"], e["frame"]))[:RISK_LIST_LIMIT]
@@ -480,19 +485,28 @@ class RiskTally:
                 "count": len(unconfirmed),
                 "list": unconfirmed[:RISK_LIST_LIMIT],
             },
-            "dark_frames": {
-                "count": dark_count,
-                "list": dark_runs,
-            },
+            **hard,
             "estimate": {
                 "review_frames": review,
                 "review_share": round(share, 4),
                 "level": level,
                 "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed "
-                "tracks, dark or flat pictures or policy masks; the preset's measured leak "
-                "rate is in docs/quality.md",
+                "tracks, dark, flat or blurred pictures or policy masks; the preset's measured "
+                "leak rate is in docs/quality.md",
             },
         }
+
+
+def _counted(indices: Iterable[int], block: dict[str, Any]) -> Iterator[int]:
+    """``indices`` (increasing) passed through, counted and listed as runs into ``block``."""
+    runs: list[dict[str, int]] = block["list"]
+    for i in indices:
+        block["count"] += 1
+        if runs and runs[-1]["last"] == i - 1:
+            runs[-1]["last"] = i
+        elif len(runs) < RISK_LIST_LIMIT:  # later runs are counted only
+            runs.append({"first": i, "last": i})
+        yield i
 
 
 def residual_risk(
@@ -501,6 +515,7 @@ def residual_risk(
     near_misses: dict[int, tuple[int, float]],
     stride: int = 1,
     dark: Iterable[int] = (),
+    blurred: Iterable[int] = (),
 ) -> dict[str, Any]:
     """Where a reviewer should look, derived from the run's evidence (deterministic).
 
@@ -514,6 +529,8 @@ def residual_risk(
       with itself from frame to frame there (a face it barely sees, or a false alarm).
     * ``dark_frames``: runs of frames ``dark`` lists (dark or flat pictures, where every
       detector measured lost faces; ``veil._detector.is_dark``).
+    * ``blurred_frames``: runs of frames ``blurred`` lists (frames that lost the fine detail
+      their shot had: a whip pan, a focus hunt; ``veil._shots.BlurWatch``).
     * ``estimate``: the frames to review (union of the above and policy frames) and a level.
 
     The lists keep at most :data:`RISK_LIST_LIMIT` entries; the counts are always complete.
@@ -522,7 +539,7 @@ def residual_risk(
     tally = RiskTally(stride)
     for frame in frames:
         tally.add(frame)
-    return tally.report(policy, near_misses, sorted(set(dark)))
+    return tally.report(policy, near_misses, sorted(set(dark)), sorted(set(blurred)))
 
 
 @dataclass(kw_only=True)

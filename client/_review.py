@@ -71,6 +71,7 @@ FLAG_COLOURS = {
     "track ends mid-frame": "#9333ea",
     "low confidence": "#ea580c",
     "dark frames": "#4b5563",
+    "blurred frames": "#64748b",
     "bridged gap": "#f59e0b",
 }
 #: A track detected this often, whose last detection lies this far (a share of its size)
@@ -202,17 +203,16 @@ def find_flags(
             )
         )
 
-    dark = (block or {}).get("dark_frames")
-    for run in dark.get("list", []) if isinstance(dark, dict) else []:
-        flags.append(
-            Flag(
-                "dark frames",
-                int(run["first"]),
-                int(run["last"]),
-                None,
-                "a dark or flat picture: every detector measured lost faces in such frames",
-            )
-        )
+    for key, reason, detail in (
+        ("dark_frames", "dark frames",
+         "a dark or flat picture: every detector measured lost faces in such frames"),
+        ("blurred_frames", "blurred frames",
+         "the picture lost the detail its shot had (a whip pan, a focus hunt): faces blur "
+         "past the detector there"),
+    ):  # fmt: skip
+        runs = (block or {}).get(key)
+        for run in runs.get("list", []) if isinstance(runs, dict) else []:
+            flags.append(Flag(reason, int(run["first"]), int(run["last"]), None, detail))
 
     detected: dict[int, list[tuple[int, Mask]]] = {}
     overlap: dict[tuple[int, int], list[int]] = {}

@@ -148,6 +148,7 @@ def _residual_risk_by_list(
     policy: dict[int, str],
     near_misses: dict[int, tuple[int, float]],
     dark: Sequence[int] = (),
+    blurred: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The whole-list residual risk (veil before issue #6), kept here as the reference; a track
     detected in a frame is in no gap there, a followed frame is in one (the detector lost the
@@ -185,13 +186,17 @@ def _residual_risk_by_list(
         {"frame": i, "candidates": n, "best_score": best}
         for i, (n, best) in sorted(near_misses.items())
     ]
-    review = set(near_misses) | set(policy) | set(dark)
-    runs: list[dict[str, int]] = []
-    for i in sorted(set(dark)):
-        if runs and runs[-1]["last"] == i - 1:
-            runs[-1]["last"] = i
-        else:
-            runs.append({"first": i, "last": i})
+    review = set(near_misses) | set(policy) | set(dark) | set(blurred)
+
+    def runs_of(indices: Sequence[int]) -> list[dict[str, int]]:
+        runs: list[dict[str, int]] = []
+        for i in sorted(set(indices)):
+            if runs and runs[-1]["last"] == i - 1:
+                runs[-1]["last"] = i
+            else:
+                runs.append({"first": i, "last": i})
+        return runs
+
     for gap in gaps:
         review.update(range(gap["first"], gap["last"] + 1))
     for entry in unconfirmed:
@@ -212,14 +217,18 @@ def _residual_risk_by_list(
             "list": gaps[:RISK_LIST_LIMIT],
         },
         "unconfirmed_tracks": {"count": len(unconfirmed), "list": unconfirmed[:RISK_LIST_LIMIT]},
-        "dark_frames": {"count": len(set(dark)), "list": runs[:RISK_LIST_LIMIT]},
+        "dark_frames": {"count": len(set(dark)), "list": runs_of(dark)[:RISK_LIST_LIMIT]},
+        "blurred_frames": {
+            "count": len(set(blurred)),
+            "list": runs_of(blurred)[:RISK_LIST_LIMIT],
+        },
         "estimate": {
             "review_frames": len(review),
             "review_share": round(share, 4),
             "level": level,
             "basis": "frames with near-threshold candidates, bridged gaps, unconfirmed tracks, "
-            "dark or flat pictures or policy masks; the preset's measured leak rate is in "
-            "docs/quality.md",
+            "dark, flat or blurred pictures or policy masks; the preset's measured leak rate is "
+            "in docs/quality.md",
         },
     }
 
@@ -267,9 +276,11 @@ def test_dark_frames_are_counted_and_listed_as_runs_in_one_pass(
     frames, policy, near = case
     indices = [f.index for f in frames]
     dark = data.draw(st.lists(st.sampled_from(indices), max_size=60)) if indices else []
-    risk = residual_risk(iter(frames), policy, near, dark=dark)
-    assert risk == _residual_risk_by_list(frames, policy, near, dark)
+    blurred = data.draw(st.lists(st.sampled_from(indices), max_size=60)) if indices else []
+    risk = residual_risk(iter(frames), policy, near, dark=dark, blurred=blurred)
+    assert risk == _residual_risk_by_list(frames, policy, near, dark, blurred)
     assert risk["dark_frames"]["count"] == len(set(dark))
+    assert risk["blurred_frames"]["count"] == len(set(blurred))
 
 
 def test_residual_risk_lists_are_capped_and_counts_complete() -> None:
