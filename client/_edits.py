@@ -137,6 +137,11 @@ class Applied:
                     )
                 if track not in known:
                     applied.added[track] = edit
+                if track in applied.trimmed:
+                    raise RecordError(
+                        f"{where}: track {track} was trimmed; boxes for it outside its frames "
+                        "would be trimmed too: add them as a new track"
+                    )
                 for index, box in interpolate(keyframes):
                     mask = Mask(track=track, origin=Origin.MANUAL, box=box, score=1.0)
                     applied.manual.setdefault(index, []).append(mask)
@@ -152,6 +157,12 @@ class Applied:
                         f"{frames} frames"
                     )
                 kept = applied.trimmed.get(track, (0, frames - 1))
+                if first > kept[1] or last < kept[0]:
+                    raise RecordError(
+                        f"{where}: frames {first}-{last} lie outside track {track}'s frames "
+                        f"{kept[0]}-{kept[1]} as trimmed before: a trim to nothing is a "
+                        "suppression (say so with one)"
+                    )
                 applied.trimmed[track] = (max(first, kept[0]), min(last, kept[1]))
             elif action == "grow":
                 factor = float(edit["factor"])

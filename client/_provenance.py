@@ -305,11 +305,14 @@ def _check_signature(
 
 
 def _check_approval(manifest: dict[str, Any], record: Path | None, result: Verification) -> None:
-    """The manifest's sign-off: for this output, and, with the record, the record's latest
-    approval, made on the record as it was rendered (no edit since)."""
+    """The manifest's sign-off: in a signed manifest (sign-off always signs), for this output,
+    and, with the record, the record's latest approval, made on the record as it was
+    rendered (no edit since)."""
     approval = manifest["approval"]
     who = f"{approval['who']} at {approval['when']}: {approval['statement']}"
     problems = []
+    if not result.signed:
+        problems.append("the manifest carrying it is not signed, or its signature fails")
     if approval["output_sha256"] != manifest["output"]["sha256"]:
         problems.append("it names another output than this manifest's")
     if record is not None:
@@ -331,6 +334,7 @@ def _check_approval(manifest: dict[str, Any], record: Path | None, result: Verif
 
 
 def sign_off(
+    input: Path,
     record_path: Path,
     output: Path,
     manifest_path: Path,
@@ -342,8 +346,9 @@ def sign_off(
     """A reviewer approves ``output`` as rendered from the record at ``record_path``: the
     approval (who, when, the statement, the record's and the output's sha256) is appended to
     the record, and the output's manifest carries it, with the approved record's sha256,
-    signed again. Refused (``RecordError``) unless the output is the one the manifest
-    describes, rendered from the record as it is now."""
+    signed again. Refused (``RecordError``) unless the output, the manifest (signed by this
+    very key), the input and the record verify (``verify``), and the output was rendered
+    from the record as it is now: what is signed is what was checked."""
     if not who.strip() or not statement.strip():
         raise RecordError("a sign-off needs who approves and what they state")
     if not (output.is_file() and manifest_path.is_file()):
@@ -351,8 +356,15 @@ def sign_off(
     record = Record.load(record_path)
     manifest = json.loads(manifest_path.read_text())
     validate(manifest, "manifest", str(manifest_path))
-    if sha256_file(output) != manifest["output"]["sha256"]:
-        raise RecordError(f"{output.name} is not the output its manifest describes: render again")
+    checked = verify(output, manifest_path, input=input, record=record_path)
+    if not checked.ok:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in checked.failed)
+        raise RecordError(f"{output.name} does not verify ({failed}): render again")
+    key = manifest.get("signature", {}).get("key_id")
+    if key != key_id(signer.public_key):
+        raise RecordError(
+            f"{manifest_path.name} is not signed with the sign-off key: render again with it"
+        )
     rendered = record.rendered_sha256()
     if manifest["record_sha256"] != record.sha256():
         raise RecordError(

@@ -8,10 +8,11 @@ when, why, appended to the log, never rewriting it) and the record is written at
 after each; a re-render is ``veil render`` of the edited record; the sign-off is
 ``_provenance.sign_off``.
 
-Security: it listens on 127.0.0.1 unless told otherwise. Every request that changes
-anything carries the session's token (``X-Veil-Token``, a random value made at start and
-written into the page); bound to another address, every request does (header or
-``?token=``). On loopback, requests naming another host than the server's are refused (DNS
+Security: it listens on 127.0.0.1 unless told otherwise. Every request carries the
+session's token, a random value made at start and printed in the app's URL (another local
+user cannot read it): a change in its ``X-Veil-Token`` header (no other web page can add one),
+a read in the header or in ``?token=``; only the page's script, style and icon are served
+without it. On loopback, requests naming another host than the server's are refused (DNS
 rebinding). Only the given input, record and output are read: no path comes from a request.
 """
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from ._edits import Applied, Keyframe, action_text, add_edits, final_frames
 from ._errors import ConfigError, RecordError, VeilError
-from ._media import sha256_file
+from ._media import DecodedFrame, Input, probe, sha256_file
 from ._pipeline import manifest_path
 from ._provenance import Signer, sign_off
 from ._record import Record
@@ -57,6 +58,8 @@ CONFIDENT = 0.5
 MIN_REASON = 10
 #: The page's files (package data), by the only names they are served under.
 ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css", "/icon.svg": "icon.svg"}
+#: Served without the token: they hold no secret and no picture.
+PUBLIC = frozenset(ASSETS) - {"/"}
 _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -68,25 +71,65 @@ MAX_BODY = 1 << 20
 
 
 class _Frames:
-    """Frame-accurate random access to one video's frames by index (seek to the keyframe
-    before, decode forward); stepping forward decodes one frame."""
+    """Frame ``i`` of a video exactly as veil's own reader (``_media.Input``) numbers it, the
+    numbering the record's frames follow.
 
-    def __init__(self, path: Path) -> None:
+    Where the container's timestamps are the reader's (checked once: the first frames decoded
+    straight, and one seek), a jump seeks to the key frame before and decodes forward; a seek
+    that does not reach the frame (an open GOP, a container that seeks late) and every
+    container whose timestamps the reader repairs (AVI with B-frames, edit lists) decode from
+    the start instead. A step forward decodes one frame either way."""
+
+    def __init__(
+        self, path: Path, pts: list[int | None] | None = None, drop: list[int] | None = None
+    ) -> None:
+        self._path = path
+        self._info = probe(path, drop=drop or [])
+        self._reader: Input | None = None
+        self._read: Iterator[DecodedFrame | av.Packet] | None = None
+        self._read_next = 0
+        if pts is None:  # the rendered output: read once
+            pts = [f.frame.pts for f in self._sequence()]
+        self.pts = pts
+        self._index = {p: i for i, p in enumerate(pts) if p is not None}
         self._container = av.open(str(path))
         self._stream = self._container.streams.video[0]
-        pts = sorted(
-            p.pts for p in self._container.demux(self._stream) if p.size and p.pts is not None
-        )
-        self.pts = pts
-        self._index = {p: i for i, p in enumerate(pts)}
+        for stream in self._container.streams.video:
+            if stream.index == self._info.index:
+                self._stream = stream
         self._decoded: Iterator[av.VideoFrame] | None = None
         self._next = -1
+        self._seekable = self._seeks_true()
 
-    def get(self, index: int) -> av.VideoFrame:
-        if not 0 <= index < len(self.pts):
-            raise KeyError(index)
+    def _sequence(self) -> Iterator[DecodedFrame]:
+        with Input(self._path, self._info) as reader:
+            for item in reader.demux():
+                if isinstance(item, DecodedFrame):
+                    yield item
+
+    def _seeks_true(self) -> bool:
+        """Whether seeking finds the reader's frames: the first frames decoded straight
+        carry the reader's timestamps, and a seek to the middle frame lands on it."""
+        try:
+            straight = []
+            for frame in self._container.decode(self._stream):
+                straight.append(frame.pts)
+                if len(straight) == min(48, len(self.pts)):
+                    break
+            if straight != self.pts[: len(straight)]:
+                return False
+            middle = len(self.pts) // 2
+            found = self._seek(middle)
+            return found is not None
+        except (av.FFmpegError, ValueError):
+            return False
+
+    def _seek(self, index: int) -> av.VideoFrame | None:
         if self._decoded is None or not self._next <= index <= self._next + 32:
-            self._container.seek(self.pts[index], stream=self._stream, backward=True)
+            target = self.pts[index]
+            if target is None:
+                return None
+            self._container.seek(target, stream=self._stream, backward=True)
             self._decoded = self._container.decode(self._stream)
         for frame in self._decoded:
             found = self._index.get(frame.pts) if frame.pts is not None else None
@@ -98,10 +141,36 @@ class _Frames:
             if found > index:
                 break
         self._decoded = None
+        return None
+
+    def _sequential(self, index: int) -> av.VideoFrame:
+        if self._read is None or index < self._read_next:
+            if self._reader is not None:
+                self._reader.container.close()
+            self._reader = Input(self._path, self._info)
+            self._read = self._reader.demux()
+            self._read_next = 0
+        for item in self._read:
+            if isinstance(item, DecodedFrame):
+                self._read_next = item.index + 1
+                if item.index == index:
+                    return item.frame
         raise KeyError(index)
+
+    def get(self, index: int) -> av.VideoFrame:
+        if not 0 <= index < len(self.pts):
+            raise KeyError(index)
+        near = self._read is not None and self._read_next <= index <= self._read_next + 32
+        if self._seekable and not near:
+            frame = self._seek(index)
+            if frame is not None:
+                return frame
+        return self._sequential(index)
 
     def close(self) -> None:
         self._container.close()
+        if self._reader is not None:
+            self._reader.container.close()
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -142,16 +211,16 @@ class ReviewSession:
                 f"{self.input.name} (sha256 {input_sha[:12]}…)"
             )
         self._signer = None if self.sign_key is None else Signer.load(self.sign_key)
-        self._source = _Frames(self.input)
-        if [f.pts for f in self.record.frames] != self._source.pts:
-            raise RecordError(f"the record's frames are not {self.input.name}'s frames")
+        dropped = [s["index"] for s in self.record.input.get("dropped_streams", [])]
+        self._source = _Frames(self.input, [f.pts for f in self.record.frames], dropped)
         self._rendered: _Frames | None = None
         self._refresh()
 
     def close(self) -> None:
-        self._source.close()
-        if self._rendered is not None:
-            self._rendered.close()
+        with self.lock:  # after the request being answered
+            self._source.close()
+            if self._rendered is not None:
+                self._rendered.close()
 
     def _refresh(self) -> None:
         """Recompute what the record masks after its edits (after each change)."""
@@ -274,11 +343,16 @@ class ReviewSession:
         if info is None:
             raise Problem(HTTPStatus.NOT_FOUND, f"no track {track}")
         index = info["best_frame"]
+        if index is None:
+            raise Problem(HTTPStatus.NOT_FOUND, f"track {track} has no frame to show")
         box = next(
             (m.box for m in self.record.frames[index].masks if m.track == track),
             next((m.box for m in self._finals[index].masks if m.track == track), None),
         )
-        rgb = np.asarray(self._source.get(index).to_ndarray(format="rgb24"), np.uint8)
+        try:
+            rgb = np.asarray(self._source.get(index).to_ndarray(format="rgb24"), np.uint8)
+        except KeyError:
+            raise Problem(HTTPStatus.NOT_FOUND, f"no frame {index}") from None
         if box is None:
             return _jpeg(rgb)
         h, w = rgb.shape[:2]
@@ -288,6 +362,8 @@ class ReviewSession:
             max(0, int(y0 - pad)) : min(h, int(y1 + pad)) + 1,
             max(0, int(x0 - pad)) : min(w, int(x1 + pad)) + 1,
         ]
+        if crop.size == 0:  # a manual box off the picture
+            crop = rgb
         return _jpeg(cv2.resize(crop, (96, max(1, round(96 * crop.shape[0] / crop.shape[1])))))
 
     # -- changing ---------------------------------------------------------------------------
@@ -308,26 +384,17 @@ class ReviewSession:
             elif action == "suppress":
                 track = int(body["track"])
                 best = next((t["best"] for t in self._tracks() if t["id"] == track), 0.0)
-                if best >= CONFIDENT and not body.get("confirm"):
-                    raise Problem(
-                        HTTPStatus.CONFLICT,
-                        f"track {track} was detected with score {best:.2f}: most likely a real "
-                        "face. Suppressing it unmasks it. Confirm, with the reason it is not "
-                        "a face.",
-                        warning=True,
-                    )
-                if best >= CONFIDENT and len(why.strip()) < MIN_REASON:
-                    raise Problem(
-                        HTTPStatus.BAD_REQUEST,
-                        f"suppressing a confident detection needs a reason of at least "
-                        f"{MIN_REASON} characters",
-                    )
+                self._confirmed(body, why, best, f"suppressing track {track}")
                 add_edits(self.record, who=who, why=why, suppress=[track])
             elif action == "trim":
-                add_edits(
-                    self.record, who=who, why=why,
-                    trim=[(int(body["track"]), int(body["first"]), int(body["last"]))],
+                track, first, last = int(body["track"]), int(body["first"]), int(body["last"])
+                cut = max(
+                    (m.score for f in self.record.frames if not first <= f.index <= last
+                     for m in f.masks if m.track == track and m.origin is Origin.DETECTED),
+                    default=0.0,
                 )  # fmt: skip
+                self._confirmed(body, why, cut, f"trimming track {track} to {first}-{last}")
+                add_edits(self.record, who=who, why=why, trim=[(track, first, last)])
             elif action == "grow":
                 add_edits(
                     self.record, who=who, why=why,
@@ -346,9 +413,41 @@ class ReviewSession:
             raise Problem(
                 HTTPStatus.BAD_REQUEST, f"{action}: a field is missing or wrong ({exc})"
             ) from exc
+        self._write()
+        return self.record.edits[-1]
+
+    def _confirmed(self, body: dict[str, Any], why: str, score: float, what: str) -> None:
+        """Unmasking a confident detection (suppressing its track, trimming it away) is asked
+        twice, and needs a reason of some substance."""
+        if score < CONFIDENT:
+            return
+        if not body.get("confirm"):
+            raise Problem(
+                HTTPStatus.CONFLICT,
+                f"{what} unmasks a detection scored {score:.2f}: most likely a real face. "
+                "Confirm, with the reason it is not a face.",
+                warning=True,
+            )
+        if len(why.strip()) < MIN_REASON:
+            raise Problem(
+                HTTPStatus.BAD_REQUEST,
+                f"unmasking a confident detection needs a reason of at least {MIN_REASON} "
+                "characters",
+            )
+
+    def _write(self) -> None:
+        """Write the edited record, unless the file changed under us (another editor)."""
+        on_disk = sha256_file(self.record_path)
+        if on_disk != self.record.file_sha256:
+            self.record = Record.load(self.record_path)
+            self._refresh()
+            raise Problem(
+                HTTPStatus.CONFLICT,
+                f"{self.record_path.name} was changed by someone else since it was read: it is "
+                "read again, make the change again",
+            )
         self.record.write(self.record_path)
         self._refresh()
-        return self.record.edits[-1]
 
     def render(self) -> dict[str, Any]:
         """``veil render`` of the record as it is now, to the session's output."""
@@ -370,7 +469,7 @@ class ReviewSession:
                 "start the app with --sign-key KEY"
             )  # fmt: skip
         approval = sign_off(
-            self.record_path, self.output, manifest_path(self.output), self._signer,
+            self.input, self.record_path, self.output, manifest_path(self.output), self._signer,
             who=str(body.get("who", "")), statement=str(body.get("statement", "")),
         )  # fmt: skip
         self.record = Record.load(self.record_path)
@@ -407,14 +506,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the checks every request passes -----------------------------------------------------
 
-    def _allowed(self, query: dict[str, list[str]], *, changes: bool) -> None:
+    def _allowed(self, path: str, query: dict[str, list[str]], *, changes: bool) -> None:
         host = self.headers.get("Host", "")
         if self.server.loopback and host not in self.server.hosts:  # DNS rebinding
             raise Problem(HTTPStatus.FORBIDDEN, f"requests for host {host!r} are not served here")
-        if changes or not self.server.loopback:
-            given = self.headers.get("X-Veil-Token") or (query.get("token") or [""])[0]
-            if not hmac.compare_digest(given.encode(), self.server.session.token.encode()):
-                raise Problem(HTTPStatus.FORBIDDEN, "this request needs the session's token")
+        if path in PUBLIC and not changes:
+            return  # the page's script, style and icon: no secret, no face
+        # a change carries the token in its header (no other page can add one); a read may
+        # carry it in the URL (the page itself, pictures)
+        given = self.headers.get("X-Veil-Token") or ""
+        if not changes:
+            given = given or (query.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), self.server.session.token.encode()):
+            raise Problem(HTTPStatus.FORBIDDEN, "this request needs the session's token")
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
         self.send_response(status)
@@ -434,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
-            self._allowed(query, changes=method == "POST")
+            self._allowed(url.path, query, changes=method == "POST")
             if method == "GET":
                 self._get(url.path, query)
             else:
@@ -515,7 +619,7 @@ class _Server(ThreadingHTTPServer):
         self.loopback = ipaddress.ip_address(host).is_loopback
         names = {str(host), "localhost", "127.0.0.1"} if self.loopback else {str(host)}
         self.hosts = {f"{n}:{port}" for n in names}
-        self.url = f"http://{host}:{port}/" + ("" if self.loopback else f"?token={session.token}")
+        self.url = f"http://{host}:{port}/?token={session.token}"
 
 
 def serve(session: ReviewSession, listen: str = "127.0.0.1:0") -> _Server:

@@ -272,7 +272,10 @@ def robust_velocity(points: Sequence[tuple[int, Box, Offset]]) -> tuple[float, f
     steps = [
         _own_velocity(a, fa, oa, b, fb, ob)
         for (fa, a, oa), (fb, b, ob) in itertools.pairwise(recent)
+        if fb != fa  # two sightings in one frame (a detection and a reviewer's box)
     ]
+    if not steps:
+        return (0.0, 0.0)
     last = recent[-1][1]
     limit = MAX_OWN_SPEED * max(last[2] - last[0], last[3] - last[1])
     vx, vy = (statistics.median(s[axis] for s in steps) for axis in (0, 1))

@@ -15,7 +15,8 @@ from mediagen import make_clip
 
 import veil
 from veil import DetectionConfig, Detections, DetectorInfo, RecordError
-from veil._edits import Applied, add_edits, final_frames
+from veil._edits import Applied, Keyframe, add_edits, final_frames
+from veil._tracker import Origin
 from veil.cli import main
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame detected
@@ -271,3 +272,18 @@ def test_trim_keeps_a_track_in_its_frames_and_reviewed_changes_no_mask(
         add_edits(record, who="A", why="b", trim=[(2, 9, 4)])
     with pytest.raises(RecordError, match="no track 42"):
         add_edits(record, who="A", why="b", trim=[(42, 0, 3)])
+
+
+def test_a_box_added_where_its_track_is_detected_replays(edited: dict[str, Path]) -> None:
+    """A reviewer's box on a frame where its track is also detected: two sightings of one
+    track in one frame (the smoother divided by the zero frames between them)."""
+    record = veil.Record.load(edited["record"])
+    add_edits(
+        record,
+        who="R. Viewer",
+        why="the detection is a little off",
+        add_boxes=[Keyframe(frame=10, box=FACE), Keyframe(frame=12, box=FACE)],
+        track=2,
+    )
+    finals = final_frames(record)
+    assert {m.origin for m in finals[11].masks if m.track == 2} >= {Origin.MANUAL}

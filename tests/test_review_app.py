@@ -13,9 +13,12 @@ import http.client
 import json
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 from chromium import DevTools, Tab, chromium_path
 from mediagen import make_clip
@@ -224,9 +227,30 @@ def test_changes_need_the_token_and_the_server_s_own_host(app: Any, files: dict[
     assert answer["state"]["edits"][-1]["what"] == "frames 0-3 reviewed"
 
 
+def test_every_read_but_the_page_s_own_files_needs_the_token(
+    app: Any, files: dict[str, Path]
+) -> None:
+    """Another local user (no token) gets neither the page (it holds the token) nor a
+    picture (faces unmasked); the script, style and icon hold neither."""
+    token = app.session.token
+    for path in ("/", "/api/state", "/api/frame?frame=3&view=original", "/api/thumb?track=1"):
+        status, answer = request(app, "GET", path)
+        assert status == 403 and "token" in answer["error"], path
+        status, _ = request(app, "GET", path + ("&" if "?" in path else "?") + f"token={token}")
+        assert status == 200, path
+    for path in ("/app.js", "/app.css", "/icon.svg"):
+        status, body = request(app, "GET", path)
+        assert status == 200 and token.encode() not in body, path
+    status, answer = request(
+        app, "GET", f"/api/state?token={token}", headers={"Host": "evil.example:80"}
+    )
+    assert status == 403 and "evil.example" in answer["error"]
+
+
 def test_only_the_app_and_its_api_are_served(app: Any, files: dict[str, Path]) -> None:
-    status, page = request(app, "GET", "/")
+    status, page = request(app, "GET", f"/?token={app.session.token}")
     assert status == 200 and app.session.token.encode() in page
+    token = {"X-Veil-Token": app.session.token}
     for path in (
         "/etc/passwd",
         "/../in.veil.json",
@@ -235,25 +259,25 @@ def test_only_the_app_and_its_api_are_served(app: Any, files: dict[str, Path]) -
         "/api/frame/../../in.veil.json",
         "/in.mp4",
     ):
-        status, answer = request(app, "GET", path)
+        status, answer = request(app, "GET", path, headers=token)
         assert status == 404 and set(answer) == {"error"}, path  # an error, no file's bytes
-    status, answer = request(app, "GET", "/api/frame?frame=999")
+    status, answer = request(app, "GET", "/api/frame?frame=999", headers=token)
     assert status == 404
-    status, answer = request(app, "GET", "/api/frame?frame=x")
+    status, answer = request(app, "GET", "/api/frame?frame=x", headers=token)
     assert status == 400
-    status, answer = request(app, "GET", "/api/frame?frame=3&view=../in.mp4")
+    status, answer = request(app, "GET", "/api/frame?frame=3&view=../in.mp4", headers=token)
     assert status == 400
-    token = {"X-Veil-Token": app.session.token}
     status, answer = request(app, "POST", "/api/edit", b"{not json", token)
     assert status == 400
     status, answer = request(app, "POST", "/api/edit", {"action": "suppress"}, token)
     assert status == 400 and "missing" in answer["error"]
     status, answer = request(
         app, "POST", "/api/edit", {"action": "trim", "track": 1, "first": 9, "last": 2,
-                                   "who": "A", "why": "b"}, token,
+                                   "who": "A", "why": "a range turned round",
+                                   "confirm": True}, token,
     )  # fmt: skip
     assert status == 422 and "not a range" in answer["error"]
-    status, _ = request(app, "GET", "/api/state")
+    status, _ = request(app, "GET", "/api/state", headers=token)
     assert status == 200  # still serving after the garbage
 
 
@@ -263,10 +287,28 @@ def test_suppressing_a_confident_track_needs_a_confirmation_and_a_reason(
     token = {"X-Veil-Token": app.session.token}
     ask = {"action": "suppress", "track": 1, "who": "A", "why": "not a face"}
     status, answer = request(app, "POST", "/api/edit", ask, token)
-    assert status == 409 and answer["warning"] and "score 0.95" in answer["error"]
+    assert status == 409 and answer["warning"] and "scored 0.95" in answer["error"]
     status, answer = request(app, "POST", "/api/edit", ask | {"confirm": True, "why": "no"}, token)
     assert status == 400 and "at least 10 characters" in answer["error"]
+    # trimming the confident detections away is the same decision
+    trim = {"action": "trim", "track": 1, "first": 0, "last": 5, "who": "A", "why": "no"}
+    status, answer = request(app, "POST", "/api/edit", trim, token)
+    assert status == 409 and answer["warning"] and "trimming track 1" in answer["error"]
     assert Record.load(files["record"]).edits == []
+    why = "a mannequin in the shop window"
+    status, _ = request(app, "POST", "/api/edit", trim | {"confirm": True, "why": why}, token)
+    assert status == 200
+    # a second trim outside the first would leave nothing: that is a suppression, refused
+    again = trim | {"first": 20, "last": 30, "confirm": True, "why": why}
+    status, answer = request(app, "POST", "/api/edit", again, token)
+    assert status == 422 and "outside track 1's frames 0-5" in answer["error"]
+    # boxes for the trimmed track would be trimmed too: refused, a new track is asked for
+    boxes = {"action": "add_boxes", "track": 1, "who": "A", "why": "the face again",
+             "keyframes": [{"frame": 30, "box": [40, 50, 110, 130]}]}  # fmt: skip
+    status, answer = request(app, "POST", "/api/edit", boxes, token)
+    assert status == 422 and "add them as a new track" in answer["error"]
+    status, answer = request(app, "POST", "/api/edit", boxes | {"track": None}, token)
+    assert status == 200 and answer["edit"]["track"] == 3
 
 
 def test_sign_off_needs_a_current_render_and_a_key(app: Any, files: dict[str, Path]) -> None:
@@ -281,6 +323,15 @@ def test_sign_off_needs_a_current_render_and_a_key(app: Any, files: dict[str, Pa
     status, answer = request(app, "POST", "/api/signoff", sign, token)
     assert status == 422 and "render again" in answer["error"]
     request(app, "POST", "/api/render", {}, token)
+    # a manifest changed after the render (here: its output's size) is not signed off
+    manifest_file = files["tmp"] / "in.reviewed.mp4.manifest.json"
+    rendered = manifest_file.read_bytes()
+    tampered = json.loads(rendered)
+    tampered["output"]["size"] += 1
+    manifest_file.write_text(json.dumps(tampered))
+    status, answer = request(app, "POST", "/api/signoff", sign, token)
+    assert status == 422 and "does not verify" in answer["error"]
+    manifest_file.write_bytes(rendered)
     status, answer = request(app, "POST", "/api/signoff", sign, token)
     assert status == 200 and answer["approval"]["who"] == "A. Reviewer"
     # an edit after the sign-off: verify says the approval no longer holds
@@ -293,7 +344,7 @@ def test_sign_off_needs_a_current_render_and_a_key(app: Any, files: dict[str, Pa
     assert check.ok is False and "edited after it was approved" in check.detail, check
 
 
-def test_the_cli_serves_on_loopback_and_names_the_token_elsewhere(
+def test_bound_elsewhere_the_page_loads_with_the_token_in_its_url(
     files: dict[str, Path],
 ) -> None:
     session = ReviewSession(files["src"], files["record"], files["out"])
@@ -301,9 +352,11 @@ def test_the_cli_serves_on_loopback_and_names_the_token_elsewhere(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        assert f"?token={session.token}" in server.url
+        assert server.url.endswith(f"/?token={session.token}")
         status, answer = request(server, "GET", "/api/state")
         assert status == 403
+        for path in ("/?token=" + session.token, "/app.js", "/app.css", "/icon.svg"):
+            assert request(server, "GET", path)[0] == 200, path
         status, answer = request(server, "GET", f"/api/state?token={session.token}")
         assert status == 200 and answer["frames"] == 40
     finally:
@@ -329,11 +382,56 @@ def test_veil_review_serve_runs_until_stopped(files: dict[str, Path]) -> None:
         line = app.stdout.readline()
         url = line.split()[2]
         assert url.startswith("http://127.0.0.1:") and "in.reviewed.mp4" in line
-        with urllib.request.urlopen(url + "api/state", timeout=30) as response:
+        base, _, query = url.partition("?")
+        with urllib.request.urlopen(f"{base}api/state?{query}", timeout=30) as response:
             assert json.loads(response.read())["frames"] == 40
-        with urllib.request.urlopen(url + "app.js", timeout=30) as response:
+        with urllib.request.urlopen(base + "app.js", timeout=30) as response:
             assert b"X-Veil-Token" in response.read()
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=30)
     assert app.returncode == 0, app.stderr.read() if app.stderr else ""
+
+
+def _numbered(path: Path, options: dict[str, str], frames: int = 60) -> Path:
+    """A clip whose frame ``i`` carries ``4 i`` in its top-left corner."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25), options=options)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(frames):
+            picture = np.full((120, 160, 3), 128, np.uint8)
+            picture[:16, :16] = 4 * i
+            picture[40:80, 40:120] = (i * 37) % 256  # something for the encoder to move
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("gops.mp4", {"g": "10", "bf": "3"}),
+        ("open-gop.mp4", {"g": "10", "bf": "3", "x264-params": "open-gop=1"}),
+        ("stream.ts", {"g": "10", "bf": "2"}),
+        ("bframes.avi", {"g": "10", "bf": "2"}),
+    ],
+)
+def test_every_frame_shown_is_the_frame_the_record_numbers(
+    tmp_path: Path, name: str, options: dict[str, str]
+) -> None:
+    """Frame-accurate in any order (jumps back and forth, steps): frame ``i`` as the app
+    decodes it is frame ``i`` as veil's reader (and so the record) numbers it, whether the
+    container seeks true (MP4 with B-frames, an open GOP) or not (MPEG-TS; AVI, whose
+    timestamps the reader repairs)."""
+    clip = _numbered(tmp_path / name, options)
+    from veil._media import DecodedFrame, Input, probe
+    from veil._review_app import _Frames
+
+    with Input(clip, probe(clip)) as reader:
+        pts = [i.frame.pts for i in reader.demux() if isinstance(i, DecodedFrame)]
+    frames = _Frames(clip, pts)
+    order = [*range(0, 60, 7), 59, 3, 4, 5, 33, 32, 31, 0, 58, 12, 13, 14, 15, 40, 1]
+    for i in order:
+        corner = frames.get(i).to_ndarray(format="rgb24")[:16, :16].astype(float).mean()
+        assert abs(corner - 4 * i) < 4, (name, i, corner)
+    frames.close()
