@@ -16,6 +16,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import av
 
 from ._atomic import same_file
 from ._errors import ConfigError, VeilError
+from ._media import sha256_file
 from ._provenance import verify
 from ._record import write_json_atomic
 
@@ -44,8 +46,8 @@ REPORT = "veil-batch.json"
 #: ``veil anonymize`` exit codes worth another try on another worker: the detector (pool)
 #: failed, or the process was killed (a signal: negative).
 RETRYABLE = frozenset({6})
-#: How long the cluster's scheduler is waited for, at the start and when it is lost.
-CONNECT_TIMEOUT = "10s"
+#: How long the cluster's scheduler is waited for at the start.
+START_TIMEOUT = "60s"
 
 
 class BatchError(VeilError):
@@ -97,17 +99,17 @@ def plan(
     name) replace the default video extensions; ``exclude`` globs drop files. Refuses
     (``ConfigError``) a missing input, nothing to do, and two files that would be written to
     one output, or an output that is an input, before anything runs."""
-    outdir = outdir.absolute()
+    outdir = Path(os.path.normpath(outdir.absolute()))
     found: list[tuple[Path, Path]] = []  # (input, path relative to outdir)
     for given in inputs:
-        path = given.absolute()
+        path = Path(os.path.normpath(given.absolute()))
         if os.path.isdir(path):  # os.path: False, not an error, for a name too long
             for file in _walk(path, outdir):
                 relative = file.relative_to(path)
                 if _wanted(relative, include, exclude):
                     found.append((file, relative))
-        elif os.path.isfile(path):
-            if _wanted(Path(path.name), include, exclude):
+        elif os.path.isfile(path):  # named: taken whatever its extension, unless excluded
+            if not _matches(Path(path.name), exclude):
                 found.append((path, Path(path.name)))
         else:
             raise ConfigError(f"{given}: no such file or folder")
@@ -123,10 +125,12 @@ def plan(
         item = Item(file, outdir / relative)
         if item.input == item.output or same_file(item.input, item.output):
             raise ConfigError(f"{file}: its output would be the input itself; pick another -o")
-        known = items.get(os.path.normcase(str(item.output)))
+        # names that differ in case only are one file on many filesystems (APFS, SMB, NTFS)
+        key = str(item.output).casefold()
+        known = items.get(key)
         if known is not None and known.input != file:
             clashes.append(f"{known.input} and {file} -> {item.output}")
-        items.setdefault(os.path.normcase(str(item.output)), item)
+        items.setdefault(key, item)
     if clashes:
         raise ConfigError(
             "two inputs would be written to one output (rename one, or run them apart): "
@@ -146,26 +150,54 @@ def _walk(folder: Path, outdir: Path) -> Iterable[Path]:
                 yield here / name
 
 
+def _matches(relative: Path, globs: Sequence[str]) -> bool:
+    return any(
+        fnmatch.fnmatch(relative.as_posix(), g) or fnmatch.fnmatch(relative.name, g) for g in globs
+    )
+
+
 def _wanted(relative: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    def matches(globs: Sequence[str]) -> bool:
-        return any(
-            fnmatch.fnmatch(relative.as_posix(), g) or fnmatch.fnmatch(relative.name, g)
-            for g in globs
-        )
-
     if include:
-        return matches(include) and not matches(exclude)
-    return relative.suffix.lower() in VIDEO_EXTENSIONS and not matches(exclude)
+        return _matches(relative, include) and not _matches(relative, exclude)
+    return relative.suffix.lower() in VIDEO_EXTENSIONS and not _matches(relative, exclude)
 
 
-def is_done(item: Item) -> bool:
-    """Whether ``item``'s output, record and manifest exist and verify against its input."""
+def is_done(item: Item, *, signed: bool = False) -> bool:
+    """Whether ``item``'s output, record and manifest exist and verify against its input
+    (``signed``: with a good signature too)."""
     if not (item.output.is_file() and item.manifest.is_file()):
         return False
     try:
-        return verify(item.output, item.manifest, input=item.input, record=item.record).ok
+        checked = verify(
+            item.output, item.manifest, input=item.input, record=item.record,
+            require_signature=signed,
+        )  # fmt: skip
     except (OSError, ValueError, VeilError):
         return False
+    return checked.ok
+
+
+_INPUT_SHA = re.compile(rb'"input(?:_sha256)?"\s*:\s*(?:\{[^{}]*?"sha256"\s*:\s*)?"([0-9a-f]{64})"')
+
+
+def is_ours(item: Item) -> bool:
+    """Whether what exists under ``item``'s output names (if anything) was made from its
+    input by an earlier run (finished or stopped): only then may a batch replace it. A
+    run writes its record first, then the output, then the manifest, so a file of this
+    input's has its record, or its manifest, naming the input's sha256."""
+    present = [p for p in (item.output, item.record, item.manifest) if os.path.lexists(p)]
+    if not present:
+        return True
+    for path in (item.manifest, item.record):
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError:
+            continue
+        found = _INPUT_SHA.search(head)
+        if found is not None:
+            return found.group(1).decode() == sha256_file(item.input)
+    return False
 
 
 def frame_count(path: Path) -> int:
@@ -186,11 +218,30 @@ def frame_count(path: Path) -> int:
 def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Outcome:
     """Anonymise ``item`` in a child ``veil anonymize`` (``options``: its per-file options),
     which dies with this process and runs on ``cpus`` (empty: every core this process may
-    use). A file already done is ``skipped``, not redone."""
+    use). A file already done is ``skipped``, not redone; files under its output's names
+    that are not this input's are never replaced (the file fails, exit 5); whatever goes
+    wrong, the file ends ``failed`` with the reason, and the batch goes on."""
     outcome = Outcome(str(item.input), str(item.output), "skipped", worker=_host())
-    if is_done(item):
+    try:
+        if is_done(item, signed="--sign-key" in options):
+            return outcome
+        if not is_ours(item):
+            outcome.status, outcome.exit_code = "failed", 5
+            outcome.reason = (
+                f"{item.output} (or its record or manifest) exists and was not made from "
+                f"{item.input.name}: not replaced; move it, or choose another output folder"
+            )
+            return outcome
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        return _child_run(item, options, cpus, outcome)
+    except (OSError, ValueError, VeilError) as exc:
+        outcome.status, outcome.reason = "failed", f"{type(exc).__name__}: {exc}"
         return outcome
-    item.output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _child_run(
+    item: Item, options: Sequence[str], cpus: Sequence[int], outcome: Outcome
+) -> Outcome:
     argv = [sys.executable, "-m", "veil._batch", str(os.getpid()), ",".join(map(str, cpus))]
     argv += ["anonymize", str(item.input), "-o", str(item.output), "--overwrite", "-q"]
     start = time.monotonic()
@@ -199,6 +250,8 @@ def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Ou
     ) as child:
         with _RUNNING_LOCK:
             _RUNNING.add(child)
+            if _STOPPING.is_set():  # the batch was stopped as this file started
+                child.terminate()
         try:
             _, stderr = child.communicate()
         finally:
@@ -215,7 +268,9 @@ def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Ou
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("veil:")]
     if child.returncode < 0:
-        outcome.reason = f"killed by {signal.Signals(-child.returncode).name}"
+        number = -child.returncode
+        name = signal.Signals(number).name if number in signal.valid_signals() else number
+        outcome.reason = f"killed by signal {name}"
     else:
         outcome.reason = (errors or lines or [f"exit code {child.returncode}"])[-1]
         outcome.reason = outcome.reason.removeprefix("veil: error: ")
@@ -246,6 +301,7 @@ Report = Callable[[Outcome], None]
 # the per-file processes running now (``run_local`` stops them when the batch is stopped)
 _RUNNING: set[subprocess.Popen[str]] = set()
 _RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def run_local(
@@ -260,23 +316,29 @@ def run_local(
     for cpus in core_sets(jobs, cores) if cores else [[] for _ in range(jobs)]:
         free.put(cpus)
 
-    def one(item: Item) -> Outcome:
+    def one(item: Item) -> Outcome | None:
+        if _STOPPING.is_set():
+            return None
         cpus = free.get()
         try:
             return run_file(item, options, cpus)
         finally:
             free.put(cpus)
 
-    outcomes = []
+    outcomes: list[Outcome] = []
+    _STOPPING.clear()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="veil-batch")
     futures = [pool.submit(one, item) for item in items]
     try:
         for future in as_completed(futures):
-            outcomes.append(future.result())
-            on_done(outcomes[-1])
+            outcome = future.result()
+            assert outcome is not None  # only a stopped batch starts no file
+            outcomes.append(outcome)
+            on_done(outcome)
     except BaseException:  # Ctrl-C, SIGTERM: start no more files, stop the running ones
         pool.shutdown(wait=False, cancel_futures=True)
         with _RUNNING_LOCK:
+            _STOPPING.set()
             for child in _RUNNING:
                 child.terminate()  # each removes its partial files on the way out
         pool.shutdown()
@@ -284,9 +346,9 @@ def run_local(
         finished = [
             f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()
         ]
-        for outcome in finished:
-            if outcome.status == "ok" and outcome not in outcomes:
-                on_done(outcome)
+        for late in finished:
+            if late is not None and late.status == "ok" and late not in outcomes:
+                on_done(late)
         raise
     pool.shutdown()
     return outcomes
@@ -326,8 +388,8 @@ def run_cluster(
     for name in ["distributed", *logging.root.manager.loggerDict]:
         if name.startswith("distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    try:  # the scheduler may still be starting (a Job beside its Deployment)
+        client = Client(address, timeout=START_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise BatchError(f"cannot reach the cluster's scheduler at {address}: {exc}") from exc
     outcomes: list[Outcome] = []

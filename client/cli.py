@@ -715,7 +715,10 @@ def _batch(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs is for this machine; on a cluster, its workers set the pace")
     items = plan(args.input, args.output, include=args.include, exclude=args.exclude)
     options = _per_file_options(args)
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"-o {args.output}: cannot be the batch's output folder ({exc})") from exc
     metrics = serve_metrics(args.metrics, len(items))[0] if args.metrics else None
     total = sum(frame_count(item.input) for item in items)
     start = time.monotonic()

@@ -32,9 +32,13 @@ class Cluster:
                 stdout=log, stderr=log,
             )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(file.read_text())["address"]
+        address = None
+        while address is None and time.monotonic() < deadline:
+            try:  # the scheduler writes the file in place: it may be read half written
+                address = json.loads(file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.1)
+        assert address is not None, "the scheduler never wrote its address"
         for i in range(workers):
             command = [bin_dir / "dask", "worker", address, "--nthreads", "1", "--no-nanny",
                        "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"]  # fmt: skip

@@ -109,6 +109,19 @@ def test_plan_refuses_clashes_missing_inputs_and_the_input_as_output(tmp_path: P
         plan([tmp_path / "x"], tmp_path / "out", exclude=["*.mp4"])
 
 
+def test_plan_takes_named_files_whatever_their_extension_and_refuses_case_clashes(
+    tmp_path: Path,
+) -> None:
+    for name in ("a.ogv", "x/A.mp4", "y/a.mp4", "sub/b.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    items = plan([tmp_path / "a.ogv", tmp_path / "sub" / ".." / "sub" / "b.mp4"], tmp_path / "o")
+    assert [i.output.name for i in items] == ["a.ogv", "b.mp4"]
+    assert items[1].input == tmp_path / "sub" / "b.mp4"
+    with pytest.raises(ConfigError, match="two inputs would be written to one output"):
+        plan([tmp_path / "x", tmp_path / "y"], tmp_path / "o")  # A.mp4, a.mp4: one file on APFS
+
+
 def test_core_sets_share_the_cores_without_overlap() -> None:
     assert core_sets(1, [0, 1]) == [[0, 1]]
     assert core_sets(2, [0, 1]) == [[0], [1]]
@@ -162,6 +175,28 @@ def test_a_batch_with_a_bad_file_in_the_middle(tmp_path: Path) -> None:
 
 
 @pytest.mark.weights
+def test_a_batch_never_replaces_files_it_did_not_make_from_that_input(tmp_path: Path) -> None:
+    """Day 2's a.mp4 into the folder that holds day 1's a.mp4: day 1's outputs are not
+    another run of day 2's input, so they stay, and the file fails saying why; a folder
+    where a file's subfolder should be fails that file alone."""
+    clips(tmp_path / "day1", ["a.mp4"])
+    clips(tmp_path / "day2", ["a.mp4", "b.mp4", "sub/c.mp4"], frames=30)
+    out = tmp_path / "out"
+    assert veil("anonymize", str(tmp_path / "day1"), "-o", f"{out}/").returncode == 0
+    day1 = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("a.mp4")}
+    (out / "sub").write_text("a file where day 2's subfolder would go")
+    result = veil("anonymize", str(tmp_path / "day2"), "-o", f"{out}/")
+    assert result.returncode == 8, result.stderr
+    outcomes = report(out)
+    assert outcomes["a.mp4"]["status"] == "failed" and outcomes["a.mp4"]["exit_code"] == 5
+    assert "was not made from a.mp4: not replaced" in str(outcomes["a.mp4"]["reason"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("a.mp4")} == day1
+    assert outcomes["sub/c.mp4"]["status"] == "failed"
+    assert outcomes["b.mp4"]["status"] == "ok"
+    assert verified(tmp_path / "day2" / "b.mp4", out / "b.mp4")
+
+
+@pytest.mark.weights
 def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
     """SIGKILL the batch mid-way: no partial file stays, and the re-run redoes only what was
     not finished (the files done before keep their bytes and their inode)."""
@@ -177,7 +212,7 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
         time.sleep(0.05)
     batch.send_signal(signal.SIGKILL)
     batch.wait()
-    done = {p.name: os.stat(p) for p in out.glob("*.mp4")}
+    done = {p.name: os.stat(p) for p in out.glob("[!.]*.mp4")}
     assert 1 <= len(done) < 6, "the batch was not interrupted mid-way"
     time.sleep(0.5)  # the children die with the batch (their parent-death signal)
     result = veil("anonymize", str(tmp_path / "in"), "-o", f"{out}/")
@@ -212,7 +247,7 @@ def test_a_stopped_batch_stops_its_files_and_says_what_is_done(tmp_path: Path) -
     batch.send_signal(signal.SIGTERM)
     _, stderr = batch.communicate(timeout=60)
     assert batch.returncode == 130, stderr
-    finished = sorted(p.name for p in out.glob("*.mp4"))
+    finished = sorted(p.name for p in out.glob("[!.]*.mp4"))
     assert 1 <= len(finished) < 6
     assert f"{len(finished)} of 6 files finished" in stderr and "resume" in stderr
     assert "no output was written" not in stderr
@@ -258,7 +293,7 @@ def test_a_cluster_batch_survives_a_worker_killed_mid_file(
     victim, survivor = cluster.workers
     killed = _running_file(victim)
     time.sleep(0.3)  # mid-file
-    finished = {p.name: os.stat(p) for p in out.glob("*.mp4")}
+    finished = {p.name: os.stat(p) for p in out.glob("[!.]*.mp4")}
     victim.kill()
     _, stderr = batch.communicate(timeout=600)
     assert batch.returncode == 0, stderr
