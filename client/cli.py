@@ -687,15 +687,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ._batch import (
-        frame_count,
-        plan,
-        run_cluster,
-        run_local,
-        serve_metrics,
-        table,
-        write_report,
-    )
+    from ._batch import frame_count, plan, run_local, serve_metrics, table, write_report
 
     given = [
         name
@@ -739,6 +731,8 @@ def _batch(args: argparse.Namespace) -> int:
         done: list[Any] = []
         try:
             if cluster:
+                from ._cluster import run_cluster
+
                 outcomes = run_cluster(items, options, cluster, args.retries, on_done)
             else:
                 outcomes = run_local(items, options, args.jobs, on_done)

@@ -58,6 +58,23 @@ def verified(source: Path, output: Path) -> bool:
     return verify(output, item.manifest, input=source, record=item.record).ok
 
 
+def start(*args: str) -> subprocess.Popen[str]:
+    """``veil ARGS`` as a process of its own (to stop, kill or wait for)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _MAIN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def first_file_done(out: Path, timeout: float = 120) -> None:
+    """Wait until a file of the batch writing to ``out`` has its manifest (is complete)."""
+    deadline = time.monotonic() + timeout
+    while not list(out.glob("*.manifest.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".veil-partial-" in p.name]
 
@@ -202,14 +219,8 @@ def test_an_interrupted_batch_resumes(tmp_path: Path) -> None:
     not finished (the files done before keep their bytes and their inode)."""
     clips(tmp_path / "in", [f"{i}.mp4" for i in range(6)], frames=120)
     out = tmp_path / "out"
-    batch = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "anonymize", str(tmp_path / "in"), "-o", f"{out}/"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*.manifest.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    batch = start("anonymize", str(tmp_path / "in"), "-o", f"{out}/")
+    first_file_done(out)
     batch.send_signal(signal.SIGKILL)
     batch.wait()
     done = {p.name: os.stat(p) for p in out.glob("[!.]*.mp4")}
@@ -235,15 +246,8 @@ def test_a_stopped_batch_stops_its_files_and_says_what_is_done(tmp_path: Path) -
     partial files, the report lists what finished."""
     clips(tmp_path / "in", [f"{i}.mp4" for i in range(6)], frames=120)
     out = tmp_path / "out"
-    batch = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "anonymize", str(tmp_path / "in"), "-o", f"{out}/"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*.manifest.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    batch = start("anonymize", str(tmp_path / "in"), "-o", f"{out}/")
+    first_file_done(out)
     batch.send_signal(signal.SIGTERM)
     _, stderr = batch.communicate(timeout=60)
     assert batch.returncode == 130, stderr
@@ -285,11 +289,7 @@ def test_a_cluster_batch_survives_a_worker_killed_mid_file(
     sources = clips(tmp_path / "in", [f"{i}.mp4" for i in range(6)], frames=100)
     out = tmp_path / "out"
     address = cluster.start()
-    batch = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "batch", str(tmp_path / "in"), "-o", str(out),
-         "--cluster", address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    batch = start("batch", str(tmp_path / "in"), "-o", str(out), "--cluster", address)
     victim, survivor = cluster.workers
     killed = _running_file(victim)
     time.sleep(0.3)  # mid-file
@@ -319,14 +319,8 @@ def test_a_cluster_whose_head_is_gone_fails_clearly_and_a_rerun_resumes(
     (tmp_path / "in" / "bad.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     address = cluster.start()
-    batch = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "batch", str(tmp_path / "in"), "-o", str(out),
-         "--cluster", address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*.manifest.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    batch = start("batch", str(tmp_path / "in"), "-o", str(out), "--cluster", address)
+    first_file_done(out)
     assert cluster.scheduler is not None
     cluster.scheduler.kill()
     _, stderr = batch.communicate(timeout=300)

@@ -289,7 +289,6 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
 
 def live_metric_names() -> set[str]:
     """Every series name `veil live --metrics` exports, scraped from its real exporter."""
-    import urllib.request
 
     from veil._live import LiveStats, Mode, _start_metrics
 
@@ -297,14 +296,23 @@ def live_metric_names() -> set[str]:
     for mode in Mode:  # every labelled series has a sample
         stats.frame(mode, 0.1)
     stats.drop("queue-full")
-    server = _start_metrics("127.0.0.1:0", stats)
+    return _series(_scrape(_start_metrics("127.0.0.1:0", stats)))
+
+
+def _scrape(server: Any) -> str:
+    """The text of a metrics HTTP server's /metrics, then the server stopped."""
+    import urllib.request
+
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _series(text: str) -> set[str]:
     return {re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and line[0] != "#"}
 
 
@@ -316,25 +324,18 @@ def test_the_live_metrics_listed_are_the_ones_veil_live_exports() -> None:
 def batch_metric_names() -> set[str]:
     """Every series name `veil batch --metrics` exports, scraped from its real exporter
     after a file of each ending."""
-    import urllib.request
 
     from veil._batch import Outcome, serve_metrics
 
     count, server = serve_metrics("127.0.0.1:0", 3)
-    try:
-        for status in ("ok", "failed", "skipped"):
-            count(Outcome("in.mp4", "out.mp4", status, frames=10))
-        url = f"http://127.0.0.1:{server.server_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-    finally:
-        server.shutdown()
-        server.server_close()
+    for status in ("ok", "failed", "skipped"):
+        count(Outcome("in.mp4", "out.mp4", status, frames=10))
+    text = _scrape(server)
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))
     assert float(values["veil_batch_files"]) == 3
     assert float(values['veil_batch_files_done_total{status="failed"}']) == 1
     assert float(values["veil_batch_frames_total"]) == 30
-    return {re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and line[0] != "#"}
+    return _series(text)
 
 
 def test_the_batch_metrics_listed_are_the_ones_veil_batch_exports() -> None:

@@ -424,12 +424,12 @@ def test_every_frame_shown_is_the_frame_the_record_numbers(
     container seeks true (MP4 with B-frames, an open GOP) or not (MPEG-TS; AVI, whose
     timestamps the reader repairs)."""
     clip = _numbered(tmp_path / name, options)
+    from veil._frames import Frames
     from veil._media import DecodedFrame, Input, probe
-    from veil._review_app import _Frames
 
     with Input(clip, probe(clip)) as reader:
         pts = [i.frame.pts for i in reader.demux() if isinstance(i, DecodedFrame)]
-    frames = _Frames(clip, pts)
+    frames = Frames(clip, pts)
     order = [*range(0, 60, 7), 59, 3, 4, 5, 33, 32, 31, 0, 58, 12, 13, 14, 15, 40, 1]
     for i in order:
         corner = frames.get(i).to_ndarray(format="rgb24")[:16, :16].astype(float).mean()
