@@ -37,12 +37,13 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
+from ._approval import sign_off
 from ._edits import Applied, Keyframe, action_text, add_edits, final_frames
 from ._errors import ConfigError, RecordError, VeilError
 from ._frames import Frames
 from ._media import sha256_file
 from ._pipeline import manifest_path
-from ._provenance import Signer, sign_off
+from ._provenance import Signer
 from ._record import Record
 from ._render import render_frame
 from ._review import FLAG_COLOURS, find_flags, residual_risk, risk_series
