@@ -1235,8 +1235,10 @@ class _Engine:
         """Track predictions at ``index``: constant velocity, grown with staleness by the
         tracker (``growth_per_frame``), by ``grow``, and by the velocity's uncertainty: each
         side moves out by ``velocity_uncertainty`` x the track's speed (the scene's median
-        track speed for a track with no velocity yet, or if faster) x the frames since it
-        was detected."""
+        track speed if faster) x the frames since it was detected. A track with no velocity of
+        its own (seen once, or not moving) may stand still or move with the scene (a face
+        coming in at the frame's edge as the camera pans), so its sides move out by the
+        scene's whole speed."""
         assert self._associator is not None
         speeds = sorted(math.hypot(*m[2]) for m in self._motion.values() if m[2] != (0.0, 0.0))
         scene = speeds[len(speeds) // 2] if speeds else 0.0
@@ -1247,7 +1249,8 @@ class _Engine:
             motion = self._motion.get(track)
             if motion is not None:
                 speed = max(math.hypot(*motion[2]), scene)
-                pad = self._config.velocity_uncertainty * speed * abs(index - motion[0])
+                share = 1.0 if motion[2] == (0.0, 0.0) else self._config.velocity_uncertainty
+                pad = max(share, self._config.velocity_uncertainty) * speed * abs(index - motion[0])
                 box = (box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad)
             score = self._scores.get(track, 0.0)
             masks.append(Mask(track=track, origin=Origin.EXTRAPOLATED, box=box, score=score))
