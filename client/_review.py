@@ -98,7 +98,7 @@ class Flag:
         return _FLAG_ORDER.index(self.reason)
 
 
-def _runs(frames: Iterable[int], join: int = 1) -> list[tuple[int, int]]:
+def frame_runs(frames: Iterable[int], join: int = 1) -> list[tuple[int, int]]:
     """``frames`` as runs (first, last); frames up to ``join`` apart run on (a detection
     stride of n leaves n - 1 frames undetected between detections)."""
     out: list[tuple[int, int]] = []
@@ -184,13 +184,13 @@ def find_flags(
     one-frame miss). Consecutive frames for one reason form one flag."""
     flags: list[Flag] = []
     stride = int(record.detector.get("stride", 1))
-    for first, last in _runs(record.policy):
+    for first, last in frame_runs(record.policy):
         flags.append(Flag("policy", first, last, None, record.policy[first]))
-    for first, last in _runs(i for i, r in risk.items() if r >= HIGH_RISK):
+    for first, last in frame_runs(i for i, r in risk.items() if r >= HIGH_RISK):
         peak = max(risk[i] for i in range(first, last + 1) if i in risk)
         flags.append(Flag("residual risk", first, last, None, f"estimated risk up to {peak:.2f}"))
     near = near_threshold(block)
-    for first, last in _runs(near, stride):
+    for first, last in frame_runs(near, stride):
         best = max(near[i] for i in range(first, last + 1) if i in near)
         flags.append(
             Flag(
@@ -232,7 +232,7 @@ def find_flags(
                 if a.track != b.track and iou(a.box, b.box) >= OVERLAP_IOU:
                     overlap.setdefault((a.track, b.track), []).append(frame.index)
     for (ta, tb), frames in overlap.items():
-        for first, last in _runs(frames):
+        for first, last in frame_runs(frames):
             flags.append(
                 Flag(
                     "detector disagreement",
@@ -266,7 +266,7 @@ def find_flags(
                 )
             )
     for track, scores in low.items():
-        for first, last in _runs((i for i, _ in scores), stride):
+        for first, last in frame_runs((i for i, _ in scores), stride):
             worst = min(s for i, s in scores if first <= i <= last)
             flags.append(
                 Flag(
@@ -308,7 +308,7 @@ def find_flags(
                 bridged.setdefault(m.track, []).append(frame.index)
     for track, frames in bridged.items():
         sightings = dict(detected.get(track, []))
-        for first, last in _runs(frames):
+        for first, last in frame_runs(frames):
             n = last - first + 1
             before, after = sightings.get(first - 1), sightings.get(last + 1)
             if n < stride or (

@@ -46,7 +46,14 @@ from ._pipeline import manifest_path
 from ._provenance import Signer
 from ._record import Record
 from ._render import render_frame
-from ._review import FLAG_COLOURS, find_flags, residual_risk, risk_series
+from ._review import (
+    FLAG_COLOURS,
+    find_flags,
+    frame_runs,
+    near_threshold,
+    residual_risk,
+    risk_series,
+)
 from ._style import Style
 from ._tracker import POLICY_TRACK, FrameMasks, Origin
 
@@ -145,7 +152,7 @@ class ReviewSession:
             "fps": float(rate) if rate else 25.0,
             "cuts": [f.index for f in record.frames if f.cut],
             "policy": sorted(record.policy),
-            "near": {str(k): v for k, v in _near(block).items()},
+            "near": {str(k): v for k, v in near_threshold(block).items()},
             "tracks": self._tracks(),
             "flags": [
                 {
@@ -198,7 +205,7 @@ class ReviewSession:
         out = []
         for track, info in sorted(tracks.items()):
             frames = sorted(info.pop("frames"))
-            info["runs"] = _runs(frames)
+            info["runs"] = frame_runs(frames)
             info["first"] = frames[0] if frames else None
             info["last"] = frames[-1] if frames else None
             info["suppressed"] = track in self._applied.suppressed
@@ -377,22 +384,6 @@ class ReviewSession:
 def _box(value: Any) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in value)
     return x0, y0, x1, y1
-
-
-def _near(block: dict[str, Any] | None) -> dict[int, float]:
-    from ._review import near_threshold
-
-    return near_threshold(block)
-
-
-def _runs(frames: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for i in frames:
-        if out and i == out[-1][1] + 1:
-            out[-1][1] = i
-        else:
-            out.append([i, i])
-    return out
 
 
 class _Handler(BaseHTTPRequestHandler):
