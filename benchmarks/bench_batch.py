@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from dask_cluster import Cluster  # noqa: E402
 from mediagen import cut  # noqa: E402
 
-from veil._batch import Item, is_done  # noqa: E402
+from veil.batch._batch import Item, is_done  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
 

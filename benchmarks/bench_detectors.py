@@ -82,7 +82,7 @@ def bench_speed(
     models: list[str], sizes: list[tuple[int, int]], repeat: int, threads: int
 ) -> list[tuple[str, tuple[int, int], list[float]]]:
     """Wall ms of one ``detect`` per model and size, ``repeat`` interleaved rounds."""
-    from veil.server import load_detector
+    from veil.server.engine import load_detector
 
     source = frame()
     rows = []
@@ -185,9 +185,9 @@ def bench_stills(
     threads: int,
     limit: int | None,
 ) -> dict[tuple[str, int, float], StillsCounts]:
-    from veil._detector import fit_size
-    from veil._style import Style
-    from veil.server import load_detector
+    from veil.core._detector import fit_size
+    from veil.mask._style import Style
+    from veil.server.engine import load_detector
 
     doc = json.loads(STILLS.read_text())
     images = doc["images"][:limit]

@@ -32,13 +32,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from veil._detector import fit_size
 from veil._eval import GtClip, score_masks
 from veil._eval_clips import generate_all
-from veil.server._local import build_detector
-from veil.server._models import make_model
-from veil.server._onnxruntime import OnnxRuntimeBackend
-from veil.server.weights import model_path
+from veil.core._detector import fit_size
+from veil.server.engine._local import build_detector
+from veil.server.engine._models import make_model
+from veil.server.engine._onnxruntime import OnnxRuntimeBackend
+from veil.server.engine.weights import model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from veil import DetectorSettings, fit_size
-from veil._remote import ChannelOptions, Encoding, RemoteDetector
-from veil.server._local import LocalDetector
-from veil.server._models import make_model
-from veil.server._serve import ServeConfig, create_server, open_backend
+from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector
+from veil.server.engine._local import LocalDetector
+from veil.server.engine._models import make_model
+from veil.server.service._serve import ServeConfig, create_server, open_backend
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -40,11 +40,11 @@ def main() -> int:
         print(f"{args.clip}: missing (run benchmarks/bench_throughput.py once)", file=sys.stderr)
         return 2
 
-    from veil._detector import fit_size
-    from veil._render import render_frame, single_threaded_opencv
-    from veil._shots import CameraMotion, CutDetector
-    from veil._style import Style
-    from veil.server import load_detector
+    from veil.core._detector import fit_size
+    from veil.mask._draw import render_frame, single_threaded_opencv
+    from veil.mask._style import Style
+    from veil.server.engine import load_detector
+    from veil.track._shots import CameraMotion, CutDetector
 
     with av.open(str(args.clip)) as container:
         frames = [f for _, f in zip(range(args.frames), container.decode(video=0), strict=False)]

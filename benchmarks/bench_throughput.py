@@ -155,7 +155,7 @@ with av.open(sys.argv[1]) as c:
 _CEILING = """
 import sys, av
 from pathlib import Path
-from veil._media import EncoderSettings
+from veil.media._media import EncoderSettings
 enc = EncoderSettings(preset=sys.argv[3], codec=sys.argv[4] or None)
 out_path = Path(sys.argv[2])
 with av.open(sys.argv[1]) as c, av.open(str(out_path), "w", options={"fflags": "+bitexact"}) as o:

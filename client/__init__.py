@@ -10,23 +10,25 @@ Faces gone, audio intact, every run auditable and repeatable::
 
 __version__ = "0.1.0"
 
-from ._api import DetectionConfig, anonymize, default_record_path, detect, open_detector, render
-from ._detections import Detections
-from ._detector import Detector, DetectorInfo, fit_size
-from ._errors import (
+from veil.core import (
     ConfigError,
+    Detections,
+    Detector,
     DetectorError,
+    DetectorInfo,
     InputError,
     OutputError,
     OutputExists,
     RecordError,
     VeilError,
+    fit_size,
 )
-from ._media import EncoderSettings
-from ._record import Record
-from ._settings import PRESETS, DetectorSettings, Preset
-from ._style import Effect, Shape, Style
-from ._tracker import Mask, Origin, TrackerConfig
+from veil.job import PRESETS, DetectorSettings, Preset, Record
+from veil.mask import Effect, Shape, Style
+from veil.media import EncoderSettings
+from veil.track import Mask, Origin, TrackerConfig
+
+from ._api import DetectionConfig, anonymize, default_record_path, detect, open_detector, render
 
 __all__ = [
     "PRESETS",

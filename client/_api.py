@@ -7,16 +7,20 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ._atomic import check_paths, replacing
-from ._detector import Detector, LowLightPass
-from ._errors import ConfigError, DetectorError
-from ._media import EncoderSettings, probe
-from ._pipeline import JobResult, manifest_path, run_job
-from ._provenance import Signer
-from ._record import Record
-from ._settings import PRESETS, DetectorSettings, Preset
-from ._style import Style
-from ._tracker import TrackerConfig
+from veil.core import ConfigError, Detector, DetectorError, LowLightPass
+from veil.job import (
+    PRESETS,
+    DetectorSettings,
+    JobResult,
+    Preset,
+    Record,
+    Signer,
+    manifest_path,
+    run_job,
+)
+from veil.mask import Style
+from veil.media import EncoderSettings, check_paths, probe, replacing
+from veil.track import TrackerConfig
 
 
 @dataclass(frozen=True, init=False)
@@ -102,13 +106,13 @@ def open_detector(
 ) -> Detector:
     """The detector for ``settings``: in process (onnxruntime), or on the veil server at
     ``url`` (``grpc[s]://HOST:PORT``, hybrid mode) reached with ``channel``
-    (``veil._remote.ChannelOptions``; None: defaults)."""
+    (``veil.remote._remote.ChannelOptions``; None: defaults)."""
     if url is not None:
-        from ._remote import RemoteDetector
+        from veil.remote import RemoteDetector
 
         return RemoteDetector(url, settings, channel)
     try:
-        from veil.server import load_detector
+        from veil.server.engine import load_detector
     except ImportError as exc:
         raise DetectorError(
             f"the in-process detector needs onnxruntime ({exc}); install veil[local]"

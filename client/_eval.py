@@ -5,7 +5,7 @@ Two ways to score, on the same definitions:
 * **By record** (:func:`score_record`): a GT face instance is *masked* when the union of the
   record's masks' covered areas covers at least :data:`COVER_MIN` of its GT box (``bbox``,
   clipped to the frame). A mask's covered area is the renderer's own geometry
-  (``_render._Geometry``: the box grown by the style margin; for an ellipse, the ellipse
+  (``_render.Geometry``: the box grown by the style margin; for an ellipse, the ellipse
   circumscribing the grown box), opacity 1 only, so the feather band never counts.
 * **By pixels** (:func:`score_video`): a GT face instance is *masked* in an output video when
   the output's GT-box region has lost the input's structure at the scale of eyes, nose and
@@ -38,8 +38,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ._render import _Geometry
-from ._style import Shape, Style
+from veil.mask import Geometry, Shape, Style
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ def covered_share(
     xs, ys = grid
     covered = np.zeros((len(ys), len(xs)), bool)
     for mask in masks:
-        geometry = _Geometry.of(mask, style)
+        geometry = Geometry.of(mask, style)
         ex = (
             0.0
             if style.shape is Shape.BOX
@@ -236,7 +235,7 @@ def collateral_share(
     ys = np.arange(0, height, _COLLATERAL_STEP, dtype=np.float64) + _COLLATERAL_STEP / 2
     covered = np.zeros((len(ys), len(xs)), bool)
     for mask in masks:
-        geometry = _Geometry.of(mask, style)
+        geometry = Geometry.of(mask, style)
         roi = geometry.roi(width, height, style.shape)
         if roi is None:
             continue
@@ -566,7 +565,7 @@ def score_stills(
     detections' covered areas (``style``, as rendered) cover :data:`COVER_MIN` of its box."""
     import time
 
-    from ._detector import fit_size
+    from veil.core import fit_size
 
     style = style or Style()
     score = StillsScore()
@@ -738,8 +737,9 @@ def summarise(results: Sequence[ClipResult]) -> dict[str, Any]:
 def _deface_cached(clip: GtClip, executable: Path, workdir: Path, cache: Path | None) -> ClipResult:
     """deface's result on ``clip``; cached by the clip's sha256 (deface is slow, ~1 s/frame at
     720p on two cores, and its result does not depend on anything veil changes)."""
+    from veil.media import sha256_file
+
     from ._eval_deface import DEFACE_VERSION
-    from ._media import sha256_file
 
     path = None
     if cache is not None:

@@ -77,7 +77,7 @@ def backend_factory() -> Iterator[Callable[[Any, str], Any]]:
     """A ``backend_factory`` for test servers: in-process onnxruntime backends (2 threads), one
     per model, opened on first use and shared by every server of the session (which must
     not close them: each gets a wrapper whose ``close`` does nothing)."""
-    from veil.server._serve import ServeConfig, open_backend
+    from veil.server.service._serve import ServeConfig, open_backend
 
     opened: dict[str, Any] = {}
 
@@ -106,7 +106,7 @@ def veil_server(backend_factory: Callable[[Any, str], Any]) -> Iterator[Callable
     """Start real veil servers on 127.0.0.1 port 0: ``veil_server(**settings)`` (the keys of
     a ``[serve]`` TOML table). They share :func:`backend_factory`'s backends and stop
     (drained) when the test ends."""
-    from veil.server._serve import ServeConfig, create_server
+    from veil.server.service._serve import ServeConfig, create_server
 
     started: list[Any] = []
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from veil import Style, TrackerConfig
-from veil._live import LiveConfig, run_live
+from veil.live._engine import LiveConfig, run_live
 
 DATAGRAM = 7 * 188  # 1316 bytes: seven TS packets, the usual UDP payload
 

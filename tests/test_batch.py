@@ -22,8 +22,8 @@ from dask_cluster import Cluster
 from mediagen import cut
 
 from veil import ConfigError
-from veil._batch import Item, core_sets, plan
-from veil._provenance import verify
+from veil.batch._batch import Item, core_sets, plan
+from veil.job._provenance import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "astronaut.mp4"

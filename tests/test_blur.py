@@ -16,9 +16,9 @@ from test_edits import ScriptedDetector
 
 import veil
 from veil import DetectionConfig
-from veil._edits import Applied, final_frames
-from veil._review import find_flags, residual_risk, risk_series
-from veil._shots import BlurWatch
+from veil.job._edits import Applied, final_frames
+from veil.review._report import find_flags, residual_risk, risk_series
+from veil.track._shots import BlurWatch
 
 BLURRED = range(12, 17)
 

@@ -12,7 +12,7 @@ import pytest
 
 import veil
 from veil import DetectionConfig, Record, Shape, Style
-from veil._render import _Geometry
+from veil.mask._draw import Geometry
 
 pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
@@ -38,7 +38,7 @@ def _covered_shares(record: Record, gt: dict, style: Style) -> list[float]:
             xs, ys = xs[(xs > x0) & (xs < x1)], ys[(ys > y0) & (ys < y1)]
             covered = np.zeros((len(ys), len(xs)), bool)
             for mask in frame.masks:
-                covered |= _Geometry.of(mask.box, style).alpha(style.shape, xs, ys) >= 1.0
+                covered |= Geometry.of(mask.box, style).alpha(style.shape, xs, ys) >= 1.0
             shares.append(float(covered.mean()))
     return shares
 

@@ -153,7 +153,7 @@ def metric_names(expr: str) -> set[str]:
 
 def server_metric_names() -> set[str]:
     """Every series name veil serve exports, from server/_metrics.py's registry."""
-    from veil.server._metrics import Metrics
+    from veil.server.service._metrics import Metrics
 
     names = set()
     for family in Metrics().registry.collect():
@@ -290,7 +290,7 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
 def live_metric_names() -> set[str]:
     """Every series name `veil live --metrics` exports, scraped from its real exporter."""
 
-    from veil._live import LiveStats, Mode, _start_metrics
+    from veil.live._engine import LiveStats, Mode, _start_metrics
 
     stats = LiveStats()
     for mode in Mode:  # every labelled series has a sample
@@ -325,7 +325,7 @@ def batch_metric_names() -> set[str]:
     """Every series name `veil batch --metrics` exports, scraped from its real exporter
     after a file of each ending."""
 
-    from veil._batch import Outcome, serve_metrics
+    from veil.batch._batch import Outcome, serve_metrics
 
     count, server = serve_metrics("127.0.0.1:0", 3)
     for status in ("ok", "failed", "skipped"):
@@ -473,7 +473,7 @@ def test_the_veil_server_probes_speak_grpc_health_over_its_tls() -> None:
 
 
 def test_veil_settings_in_the_manifests_are_ones_veil_reads() -> None:
-    from veil.server import _serve
+    from veil.server.service import _serve
 
     known = set(_serve._ENV.values()) | {"VEIL_TOKENS", "VEIL_MODEL_DIR"}
     known |= {

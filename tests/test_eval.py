@@ -12,7 +12,6 @@ import jsonschema
 import numpy as np
 import pytest
 
-from veil._detections import Detections
 from veil._eval import (
     COVER_MIN,
     STRUCTURE_MAX,
@@ -22,10 +21,11 @@ from veil._eval import (
     score_masks,
     structure_retained,
 )
-from veil._record import load_schema, residual_risk
-from veil._render import render_frame
-from veil._style import Style
-from veil._tracker import Associator, FrameMasks, Mask, Origin, TrackerConfig
+from veil.core._detections import Detections
+from veil.job._record import load_schema, residual_risk
+from veil.mask._draw import render_frame
+from veil.mask._style import Style
+from veil.track._tracker import Associator, FrameMasks, Mask, Origin, TrackerConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOLDEN = Path(__file__).parent / "golden" / "eval_public.json"

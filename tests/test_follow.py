@@ -1,4 +1,4 @@
-"""Following a lost face by the texture in its box (``veil._follow``, ``follow_span``): the
+"""Following a lost face by the texture in its box (``veil.track._follow``, ``follow_span``): the
 optical-flow step on pictures made here, and the job on a clip made here whose detector goes
 blind."""
 
@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from veil._detections import Detections
-from veil._detector import DetectorInfo
-from veil._edits import final_frames
-from veil._follow import follow, luma
-from veil._pipeline import run_job
-from veil._tracker import Origin, TrackerConfig, iou
+from veil.core._detections import Detections
+from veil.core._detector import DetectorInfo
+from veil.job._edits import final_frames
+from veil.job._pipeline import run_job
+from veil.track._follow import follow, luma
+from veil.track._tracker import Origin, TrackerConfig, iou
 
 SIZE = (320, 240)
 FACE = (60, 80)  # width, height

@@ -15,8 +15,8 @@ from mediagen import cut
 
 import veil
 from veil import ConfigError, DetectionConfig, Detections
-from veil._detector import DetectorInfo
-from veil.server._fusion import (
+from veil.core._detector import DetectorInfo
+from veil.server.engine._fusion import (
     CALIBRATION,
     REFERENCE,
     FusedDetector,
@@ -27,7 +27,7 @@ from veil.server._fusion import (
     native_threshold,
     parse_member,
 )
-from veil.server._serve import ServeConfig
+from veil.server.service._serve import ServeConfig
 
 FUSED = "centerface+retinaface_mnet025"
 SCALED = "yunet@320+yunet"  # one model at two scales
@@ -193,8 +193,8 @@ def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[st
 def test_a_server_serving_the_fused_model_gives_the_on_prem_record(
     clip: Path, on_prem: dict[str, Any], tmp_path: Path
 ) -> None:
-    from veil._remote import RemoteDetector
-    from veil.server import create_server
+    from veil.remote._remote import RemoteDetector
+    from veil.server.service import create_server
 
     model = on_prem["detector"]["model"]
     config = ServeConfig(listen="127.0.0.1:0", model=model, threads=2)

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from veil._detections import Detections
-from veil._detector import Detector, fit_size
-from veil.server import BackendError, LocalDetector, load_detector, weights_sha256
-from veil.server._local import to_display
-from veil.server.weights import weights_license
+from veil.core._detections import Detections
+from veil.core._detector import Detector, fit_size
+from veil.server.engine import BackendError, LocalDetector, load_detector, weights_sha256
+from veil.server.engine._local import to_display
+from veil.server.engine.weights import weights_license
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODEL_NAMES = ["centerface", "retinaface_mnet025", "yunet", "scrfd"]

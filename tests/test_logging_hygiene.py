@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from veil import DetectorSettings, fit_size
-from veil._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
+from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
@@ -81,7 +81,7 @@ def test_logs_hold_no_tokens_and_no_frame_data(
     sent: list[bytes] = []
 
     def remote(token: str | None, **options: Any) -> RemoteDetector:
-        from veil._remote import RetryPolicy
+        from veil.remote._remote import RetryPolicy
 
         return RemoteDetector(
             url,

@@ -1,4 +1,4 @@
-"""The low-light pass (``veil._detector.LowLightPass``): dark or flat frames are detected again
+"""The low-light pass (``veil.core._detector.LowLightPass``): dark or flat frames are detected again
 stretched to the full range, and at half the size; bright frames are left alone; the pass
 only adds detections; it runs in every mode and is recorded."""
 
@@ -17,8 +17,8 @@ from mediagen import darken
 
 from veil import DetectionConfig, detect
 from veil._api import client_passes, open_detector
-from veil._detections import Detections
-from veil._detector import (
+from veil.core._detections import Detections
+from veil.core._detector import (
     LOW_LIGHT_MAX_GAIN,
     LOW_LIGHT_RANGE,
     DetectorInfo,
@@ -27,7 +27,7 @@ from veil._detector import (
     fit_size,
     stretched,
 )
-from veil._tracker import iou_matrix
+from veil.track._tracker import iou_matrix
 
 
 def _luma_range(image: Image) -> int:
@@ -236,9 +236,9 @@ def test_dark_frames_are_flagged_for_review(sample_clip: Path, tmp_path: Path) -
     estimate counts them and the review flags them; a lit clip has none."""
     import jsonschema
 
-    from veil._edits import Applied, final_frames
-    from veil._record import load_schema
-    from veil._review import find_flags
+    from veil.job._edits import Applied, final_frames
+    from veil.job._record import load_schema
+    from veil.review._report import find_flags
 
     dark = darken(sample_clip, tmp_path / "dark.mp4", exposure=0.1, noise=4, frames=12)
     record = detect(dark, tmp_path / "dark.json")

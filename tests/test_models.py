@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import pytest
 
-from veil._detections import Detections, nms
-from veil.server import load_detector, weights
-from veil.server._models import (
+from veil.core._detections import Detections, nms
+from veil.server.engine import load_detector, weights
+from veil.server.engine._models import (
     SCRFD,
     CenterFace,
     FaceModel,
@@ -29,7 +29,7 @@ from veil.server._models import (
     YuNet,
     make_model,
 )
-from veil.server._onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
+from veil.server.engine._onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STILLS = DATA / "stills"

@@ -29,7 +29,7 @@ from test_record import _document
 
 import veil
 from veil import ConfigError, OutputExists
-from veil._atomic import partial_path, sweep_partials
+from veil.media._atomic import partial_path, sweep_partials
 
 #: The CLI in a fresh interpreter (the folder it runs in is the test's).
 _MAIN = "import sys\nfrom veil.cli import main\nsys.exit(main(sys.argv[1:]))\n"

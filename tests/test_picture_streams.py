@@ -22,10 +22,10 @@ import pytest
 from mediagen import make_clip, packets
 
 import veil
-from veil._detections import Detections
-from veil._detector import DetectorInfo
-from veil._provenance import verify
 from veil.cli import main
+from veil.core._detections import Detections
+from veil.core._detector import DetectorInfo
+from veil.job._provenance import verify
 
 FRAMES = 20
 
@@ -229,7 +229,13 @@ def test_dropped_streams_are_left_out_recorded_and_rendered_the_same(
 def test_cloud_mode_refuses_and_drops_the_same_way(
     veil_server: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from veil._remote import ChannelOptions, RemoteError, RetryPolicy, job_start, run_remote_job
+    from veil.remote._remote import (
+        ChannelOptions,
+        RemoteError,
+        RetryPolicy,
+        job_start,
+        run_remote_job,
+    )
 
     src, extra, described = second_camera(tmp_path)
     url = f"grpc://127.0.0.1:{veil_server().port}"
@@ -266,7 +272,7 @@ def test_cloud_mode_refuses_and_drops_the_same_way(
 
 def test_live_refuses_a_source_with_another_picture_stream(tmp_path: Path) -> None:
     """``veil live`` copies every other stream of its source: a second picture is refused."""
-    from veil._live import run_live
+    from veil.live._engine import run_live
 
     src, extra, described = second_camera(tmp_path)
     dst = tmp_path / "out.mkv"

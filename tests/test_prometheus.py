@@ -185,8 +185,8 @@ def _detect(address: str, frames: int) -> int:
     import av
     import grpc
 
-    from veil._detector import fit_size
-    from veil._remote import frame_message
+    from veil.core._detector import fit_size
+    from veil.remote._remote import frame_message
     from veil.v1 import detection_pb2 as pb
     from veil.v1 import detection_pb2_grpc as pb_grpc
 
@@ -294,7 +294,7 @@ def test_triton_exports_the_metrics_the_dashboard_and_rules_use(triton_server: A
     (CPU here: the nv_gpu_* ones appear only on a GPU host and are not checked)."""
     import yaml
 
-    from veil.server._triton import TritonBackend
+    from veil.server.engine._triton import TritonBackend
 
     backend = TritonBackend(triton_server.grpc_url, "centerface")
     try:

@@ -14,8 +14,8 @@ from mediagen import make_clip
 
 import veil
 from veil import DetectionConfig
-from veil._provenance import canonical, verify
 from veil.cli import main
+from veil.job._provenance import canonical, verify
 
 FAST = DetectionConfig.from_preset("fast")
 

@@ -20,15 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mediagen import make_clip
 
-import veil._pipeline
-import veil._record
+import veil.job._pipeline
+import veil.job._record
 from veil import OutputError, RecordError
-from veil._detections import Detections
-from veil._detector import DetectorInfo
-from veil._errors import DetectorLost
-from veil._pipeline import run_job
-from veil._record import RISK_LIST_LIMIT, FrameLog, Record, residual_risk
-from veil._tracker import FrameMasks, Mask, Origin, TrackerConfig, iou
+from veil.core._detections import Detections
+from veil.core._detector import DetectorInfo
+from veil.core._errors import DetectorLost
+from veil.job._pipeline import run_job
+from veil.job._record import RISK_LIST_LIMIT, FrameLog, Record, residual_risk
+from veil.track._tracker import FrameMasks, Mask, Origin, TrackerConfig, iou
 
 
 def _frames(n: int, seed: int = 0) -> list[FrameMasks]:
@@ -419,7 +419,7 @@ def test_a_failed_detection_run_closes_its_frame_log(
             super().__init__()
             logs.append(self)
 
-    monkeypatch.setattr(veil._pipeline, "FrameLog", Tracked)
+    monkeypatch.setattr(veil.job._pipeline, "FrameLog", Tracked)
     src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=60, audio=None)
     with pytest.raises(type(error)):
         run_job(src, detector=LostDetector(error), record_path=tmp_path / "r.json")
@@ -581,10 +581,10 @@ def test_a_record_file_over_the_size_limit_is_refused_unread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = json.dumps(_document())
-    monkeypatch.setattr(veil._record, "MAX_RECORD_BYTES", len(text) - 1)
+    monkeypatch.setattr(veil.job._record, "MAX_RECORD_BYTES", len(text) - 1)
     with pytest.raises(RecordError, match=r"larger than [\d,]+ bytes"):
         _load(tmp_path, text)
-    monkeypatch.setattr(veil._record, "MAX_RECORD_BYTES", len(text))
+    monkeypatch.setattr(veil.job._record, "MAX_RECORD_BYTES", len(text))
     assert len(_load(tmp_path, text).frames) == 3
 
 
@@ -592,8 +592,8 @@ def test_a_blend_that_steadies_a_detection_is_no_bridged_gap() -> None:
     """Steadied detections (``TrackerConfig.steady_span``) add an interpolated mask beside a
     detected one of the same track: the track was seen in that frame, so neither the residual
     risk nor the review flags call it a gap."""
-    from veil._edits import Applied
-    from veil._review import find_flags
+    from veil.job._edits import Applied
+    from veil.review._report import find_flags
 
     def frame(i: int, *origins: Origin) -> FrameMasks:
         return FrameMasks(

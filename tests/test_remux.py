@@ -23,11 +23,11 @@ import pytest
 from mediagen import _picture, _write_tone, frame_times, make_clip, packets
 
 from veil import OutputError
-from veil._detections import Detections
-from veil._detector import DetectorInfo
-from veil._live import LiveConfig, run_live
-from veil._pipeline import manifest_path, run_job
-from veil._provenance import verify
+from veil.core._detections import Detections
+from veil.core._detector import DetectorInfo
+from veil.job._pipeline import manifest_path, run_job
+from veil.job._provenance import verify
+from veil.live._engine import LiveConfig, run_live
 
 WRAP_S = Fraction(2**33, 90000)  # MPEG-TS timestamps wrap after 2^33 ticks of 90 kHz
 
@@ -375,7 +375,7 @@ def test_chapters_are_left_out_and_logged(tmp_path: Path, caplog: pytest.LogCapt
                 packet.stream = stream
                 out.mux(packet)
     dst = tmp_path / "out.mkv"
-    with caplog.at_level("WARNING", logger="veil._media"):
+    with caplog.at_level("WARNING", logger="veil.media._media"):
         _anonymize(src, dst)
     assert "its 1 chapters are left out of out.mkv" in caplog.text
     with av.open(str(dst)) as container:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veil import Effect, Shape, Style
-from veil._render import _Geometry, plane_arrays, render_frame
+from veil.mask._draw import Geometry, plane_arrays, render_frame
 
 W, H = 320, 240
 FACE = (100.0, 60.0, 180.0, 160.0)  # 80 x 100 px
@@ -50,7 +50,7 @@ def test_face_structure_is_gone_and_the_rest_untouched(effect: Effect, shape: Sh
     before, after = _luma(src), _luma(out)
     assert _detail(_face(after)) < 0.1 * _detail(_face(before))
     # Outside the covered area and its feather band nothing changes, bit for bit.
-    x0, y0, x1, y1 = _Geometry.of(FACE, style).roi(W, H, style.shape) or (0, 0, 0, 0)
+    x0, y0, x1, y1 = Geometry.of(FACE, style).roi(W, H, style.shape) or (0, 0, 0, 0)
     outside = np.ones((H, W), bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(after[outside], before[outside])
@@ -103,7 +103,7 @@ def test_the_whole_face_box_is_fully_covered(
     """Every pixel whose centre lies in the face box gets alpha 1, for box and ellipse
     (the ellipse circumscribes the grown box, so it never leaves the box's corners)."""
     box = (x0, y0, x0 + w, y0 + h)
-    geometry = _Geometry.of(box, Style(shape=shape, margin=margin))
+    geometry = Geometry.of(box, Style(shape=shape, margin=margin))
     xs = np.arange(max(0, int(np.ceil(x0 - 0.5))), min(W, int(np.floor(x0 + w - 0.5)) + 1)) + 0.5
     ys = np.arange(max(0, int(np.ceil(y0 - 0.5))), min(H, int(np.floor(y0 + h - 0.5)) + 1)) + 0.5
     if len(xs) == 0 or len(ys) == 0:

@@ -19,8 +19,8 @@ from test_edits import ScriptedDetector
 
 import veil
 from veil import DetectionConfig
-from veil._review import build_report, risk_series
 from veil.cli import main
+from veil.review._report import build_report, risk_series
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # the script is per frame
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".cache" / "test-artifacts"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import veil
 from veil import DetectionConfig, Detections, Origin
-from veil._detector import unrotate
+from veil.core._detector import unrotate
 
 FRAMES = 20
 

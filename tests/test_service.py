@@ -18,9 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from veil import DetectorSettings, fit_size
-from veil._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
-from veil.server import load_detector
-from veil.server._serve import ServeConfig, create_server
+from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
+from veil.server.engine import load_detector
+from veil.server.service._serve import ServeConfig, create_server
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 

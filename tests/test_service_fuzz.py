@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from veil import fit_size
-from veil._remote import Encoding, frame_message
+from veil.remote._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
@@ -80,7 +80,7 @@ def seed_frames(sample_clip: Path) -> dict[tuple[int, Encoding], list[pb.Frame]]
 
 @pytest.fixture(scope="module")
 def fuzz_server(backend_factory: Any) -> Iterator[Any]:
-    from veil.server._serve import ServeConfig, create_server
+    from veil.server.service._serve import ServeConfig, create_server
 
     config = ServeConfig.from_sources(
         toml={

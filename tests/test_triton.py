@@ -20,10 +20,10 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from veil._detections import Detections
-from veil.server import BackendError, LocalDetector, load_detector, weights_sha256
-from veil.server._models import make_model
-from veil.server._triton import (
+from veil.core._detections import Detections
+from veil.server.engine import BackendError, LocalDetector, load_detector, weights_sha256
+from veil.server.engine._models import make_model
+from veil.server.engine._triton import (
     TritonBackend,
     TritonBackendError,
     TritonServer,

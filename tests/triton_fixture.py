@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from veil.server._triton import TritonServer, TritonServerConfig
+from veil.server.engine._triton import TritonServer, TritonServerConfig
 
 __all__ = ["triton_server"]
 

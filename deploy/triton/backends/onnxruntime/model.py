@@ -4,14 +4,14 @@ Triton looks for ``<backend-directory>/onnxruntime/libtriton_onnxruntime.so`` fo
 where that library is absent but this ``model.py`` is there, Triton runs it on its python
 backend (a "Python-based backend"). That lets the unmodified model repository ``models/`` serve
 on a CPU-only box whose Triton has only the python backend (``nvidia-pytriton``'s bundled
-``tritonserver``, used by CI and ``veil.server._triton.TritonServer``). GPU hosts run NVIDIA's
+``tritonserver``, used by CI and the tests' ``TritonServer``). GPU hosts run NVIDIA's
 real onnxruntime backend (CUDA, TensorRT) on the same repository instead of this file.
 
 It honours the parts of config.pbtxt that NVIDIA's onnxruntime backend does and that matter on
 a CPU: ``default_model_filename`` (``model.onnx``), the inputs and outputs listed (checked
 against the graph; auto-complete is not supported), dynamic batching (the requests Triton
 groups run as one batch) and the ``intra_op_thread_count`` / ``inter_op_thread_count`` parameters.
-The session is built as ``veil.server.OnnxRuntimeBackend`` builds its own (all graph
+The session is built as ``veil.server.engine.OnnxRuntimeBackend`` builds its own (all graph
 optimisations, sequential execution), so with the same onnxruntime version both give the same
 numbers. Only ``KIND_CPU`` instances are served; ``KIND_GPU`` is refused with a message.
 

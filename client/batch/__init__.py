@@ -1,0 +1,14 @@
+"""TODO."""
+
+from ._batch import frame_count, plan, run_local, serve_metrics, table, write_report
+from ._cluster import run_cluster
+
+__all__ = [
+    "frame_count",
+    "plan",
+    "run_cluster",
+    "run_local",
+    "serve_metrics",
+    "table",
+    "write_report",
+]

@@ -1,0 +1,15 @@
+"""TODO."""
+
+from ._draw import Box, Geometry, render_frame, single_threaded_opencv
+from ._style import Effect, Shape, Style, load_config
+
+__all__ = [
+    "Box",
+    "Effect",
+    "Geometry",
+    "Shape",
+    "Style",
+    "load_config",
+    "render_frame",
+    "single_threaded_opencv",
+]
