@@ -17,6 +17,8 @@ from veil.core import (
     DetectorError,
     DetectorInfo,
     InputError,
+    Mask,
+    Origin,
     OutputError,
     OutputExists,
     RecordError,
@@ -26,7 +28,7 @@ from veil.core import (
 from veil.job import PRESETS, DetectorSettings, Preset, Record
 from veil.mask import Effect, Shape, Style
 from veil.media import EncoderSettings
-from veil.track import Mask, Origin, TrackerConfig
+from veil.track import TrackerConfig
 
 from ._api import DetectionConfig, anonymize, default_record_path, detect, open_detector, render
 

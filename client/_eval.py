@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from veil.core import Box
 from veil.mask import Geometry, Shape, Style
 
 logger = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]
 
 GT_FORMAT = "face-clip-gt/1"
 #: Face height buckets in pixels: [lo, hi). The last is open.

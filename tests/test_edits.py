@@ -16,8 +16,8 @@ from mediagen import make_clip
 import veil
 from veil import DetectionConfig, Detections, DetectorInfo, RecordError
 from veil.cli import main
+from veil.core import Origin
 from veil.job._edits import Applied, Keyframe, add_edits, final_frames
-from veil.track._tracker import Origin
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame detected
 

@@ -22,10 +22,11 @@ from mediagen import make_clip
 
 import veil
 from veil import ConfigError
+from veil.core import Origin
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
 from veil.job._pipeline import _agree, _Ahead, run_job
-from veil.track._tracker import Origin, TrackerConfig
+from veil.track._tracker import TrackerConfig
 
 FACE = (100.0, 60.0, 160.0, 140.0)
 

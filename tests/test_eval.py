@@ -21,11 +21,12 @@ from veil._eval import (
     score_masks,
     structure_retained,
 )
+from veil.core import FrameMasks, Mask, Origin
 from veil.core._detections import Detections
 from veil.job._record import load_schema, residual_risk
 from veil.mask._draw import render_frame
 from veil.mask._style import Style
-from veil.track._tracker import Associator, FrameMasks, Mask, Origin, TrackerConfig
+from veil.track._tracker import Associator, TrackerConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOLDEN = Path(__file__).parent / "golden" / "eval_public.json"

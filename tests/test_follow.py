@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from veil.core import Origin, iou
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
 from veil.job._edits import final_frames
 from veil.job._pipeline import run_job
 from veil.track._follow import follow, luma
-from veil.track._tracker import Origin, TrackerConfig, iou
+from veil.track._tracker import TrackerConfig
 
 SIZE = (320, 240)
 FACE = (60, 80)  # width, height

@@ -17,6 +17,7 @@ from mediagen import darken
 
 from veil import DetectionConfig, detect
 from veil._api import client_passes, open_detector
+from veil.core import iou_matrix
 from veil.core._detections import Detections
 from veil.core._detector import (
     LOW_LIGHT_MAX_GAIN,
@@ -27,7 +28,6 @@ from veil.core._detector import (
     fit_size,
     stretched,
 )
-from veil.track._tracker import iou_matrix
 
 
 def _luma_range(image: Image) -> int:

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 import veil
 from veil import DetectionConfig
 from veil._eval import STRUCTURE_MAX, structure_retained
+from veil.core import Origin
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo, display_size, unrotate
-from veil.track._tracker import Origin
 
 #: Frames of the sample: shot 1 (one face, 95-200 px tall), shot 2 (60 and 35 px faces).
 PICKED = (0, 40, 80, 120, 150, 170, 185, 199)

@@ -23,12 +23,13 @@ from mediagen import make_clip
 import veil.job._pipeline
 import veil.job._record
 from veil import OutputError, RecordError
+from veil.core import FrameMasks, Mask, Origin, iou
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
 from veil.core._errors import DetectorLost
 from veil.job._pipeline import run_job
 from veil.job._record import RISK_LIST_LIMIT, FrameLog, Record, residual_risk
-from veil.track._tracker import FrameMasks, Mask, Origin, TrackerConfig, iou
+from veil.track._tracker import TrackerConfig
 
 
 def _frames(n: int, seed: int = 0) -> list[FrameMasks]:

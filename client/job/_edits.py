@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from veil.core import RecordError
-from veil.track import EVIDENCE, POLICY_TRACK, Box, FrameMasks, Mask, Origin, Smoother
+from veil.core import EVIDENCE, POLICY_TRACK, Box, FrameMasks, Mask, Origin, RecordError
+from veil.track import Smoother
 
 from ._record import Record, box_problem, coordinate_reach, validate
 

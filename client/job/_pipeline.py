@@ -36,36 +36,37 @@ from tqdm import tqdm
 
 from veil import __version__
 from veil.core import (
+    Box,
     ConfigError,
     Detections,
     Detector,
     DetectorLost,
+    FrameMasks,
     Image,
+    Mask,
+    Origin,
     RecordError,
     Upright,
     display_size,
     fit_size,
+    iou_matrix,
     is_dark,
     merge,
+    whole_frame,
 )
-from veil.mask import Box, Style, render_frame, single_threaded_opencv
+from veil.mask import Style, render_frame, single_threaded_opencv
 from veil.media import DecodedFrame, EncoderSettings, Input, Output, VideoInfo, probe, sha256_file
 from veil.track import (
     Associator,
     BlurWatch,
     CameraMotion,
     CutDetector,
-    FrameMasks,
     Luma,
-    Mask,
-    Origin,
     Smoother,
     TrackerConfig,
     centred_on,
     follow,
-    iou_matrix,
     luma,
-    whole_frame,
 )
 
 from ._edits import Replay

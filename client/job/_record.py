@@ -20,9 +20,9 @@ from typing import Any, overload
 
 import jsonschema
 
-from veil.core import OutputError, RecordError
+from veil.core import CARRIED, Box, FrameMasks, Mask, Origin, OutputError, RecordError, iou
 from veil.media import partial_path
-from veil.track import CARRIED, Box, FrameMasks, Mask, Origin, TrackerConfig, iou
+from veil.track import TrackerConfig
 
 SCHEMA = "veil.record/1"
 

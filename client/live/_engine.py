@@ -63,28 +63,25 @@ from av.video.reformatter import VideoReformatter
 
 from veil import __version__
 from veil.core import (
+    Box,
     ConfigError,
     Detections,
     Detector,
     DetectorError,
     Image,
     InputError,
+    Mask,
+    Origin,
     Upright,
+    backoff,
+    centre,
     display_size,
     fit_size,
+    whole_frame,
 )
 from veil.mask import Style, render_frame, single_threaded_opencv
 from veil.media import Picture, sample_aspect
-from veil.track import (
-    Associator,
-    Box,
-    CutDetector,
-    Mask,
-    Origin,
-    TrackerConfig,
-    centre,
-    whole_frame,
-)
+from veil.track import Associator, CutDetector, TrackerConfig
 
 from ._io import (
     Endpoint,
@@ -133,7 +130,9 @@ class ReconnectPolicy:
     attempts: int | None = None
 
     def backoff(self, failures: int) -> float:
-        return float(min(self.max_s, self.initial_s * self.multiplier ** max(0, failures - 1)))
+        return backoff(
+            failures, initial=self.initial_s, multiplier=self.multiplier, ceiling=self.max_s
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1056,7 +1055,9 @@ class _Engine:
             self._stats.detector_errors += 1
             self._failures += 1
             self._last_error = result.error or "unknown error"
-            self._retry_at = now + min(5.0, 0.1 * 2 ** min(self._failures, 6))
+            self._retry_at = now + backoff(
+                self._failures + 1, initial=0.1, multiplier=2.0, ceiling=5.0
+            )
             if self._fail_since is None:
                 self._fail_since = now
                 logger.error("detector failed: %s", self._last_error)

@@ -1,10 +1,9 @@
 """TODO."""
 
-from ._draw import Box, Geometry, render_frame, single_threaded_opencv
+from ._draw import Geometry, render_frame, single_threaded_opencv
 from ._style import Effect, Shape, Style, load_config
 
 __all__ = [
-    "Box",
     "Effect",
     "Geometry",
     "Shape",

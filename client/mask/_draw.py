@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ._style import Effect, Shape, Style
+from veil.core import Box
 
-Box = tuple[float, float, float, float]
+from ._style import Effect, Shape, Style
 
 _SQRT2 = math.sqrt(2.0)
 

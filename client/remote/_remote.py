@@ -42,6 +42,7 @@ from veil.core import (
     DetectorLost,
     Image,
     OutputError,
+    backoff,
     fit_size,
 )
 from veil.job import DetectorSettings
@@ -143,7 +144,12 @@ class RetryPolicy:
             raise ConfigError(f"retry attempts {self.attempts} is below 1")
 
     def backoff(self, failures: int) -> float:
-        return min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (failures - 1))
+        return backoff(
+            failures,
+            initial=self.initial_backoff_s,
+            multiplier=self.multiplier,
+            ceiling=self.max_backoff_s,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from veil.core import ConfigError, RecordError, VeilError
+from veil.core import POLICY_TRACK, ConfigError, FrameMasks, Origin, RecordError, VeilError
 from veil.job import (
     Applied,
     Keyframe,
@@ -50,7 +50,6 @@ from veil.job import (
 )
 from veil.mask import Style, render_frame
 from veil.media import Frames, sha256_file
-from veil.track import POLICY_TRACK, FrameMasks, Origin
 
 from ._approval import sign_off
 from ._report import (

@@ -26,11 +26,20 @@ import numpy as np
 import numpy.typing as npt
 
 from veil import __version__
-from veil.core import OutputError, RecordError
+from veil.core import (
+    CARRIED,
+    POLICY_TRACK,
+    Box,
+    FrameMasks,
+    Mask,
+    Origin,
+    OutputError,
+    RecordError,
+    iou,
+)
 from veil.job import AGREE_IOU, Applied, Record, action_text, final_frames, ranges
 from veil.mask import Style, render_frame
 from veil.media import DecodedFrame, Input, partial_path, probe, sha256_file
-from veil.track import CARRIED, POLICY_TRACK, Box, FrameMasks, Mask, Origin, iou
 
 #: Detections under this score are flagged as low confidence.
 LOW_SCORE = 0.7

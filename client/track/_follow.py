@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ._tracker import Box
+from veil.core import Box
 
 Luma = npt.NDArray[np.uint8]
 

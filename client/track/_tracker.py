@@ -29,90 +29,27 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from veil.core import ConfigError, Detections
-
-Box = tuple[float, float, float, float]
-
-#: The track id of masks that cover a whole frame by policy (detection failed for it).
-POLICY_TRACK = 0
-
-
-class Origin(StrEnum):
-    DETECTED = "detected"
-    INTERPOLATED = "interpolated"
-    EXTRAPOLATED = "extrapolated"
-    #: carried into a frame where the detector lost it by the texture inside it (``_follow``)
-    FOLLOWED = "followed"
-    MANUAL = "manual"
-    POLICY = "policy"
-
-
-#: Origins that are evidence; the others are derived from evidence by the ``Smoother``.
-#: Followed masks are neither: found in the pixels, they are kept as listed and added to
-#: what the smoother derives, never used to derive.
-EVIDENCE = frozenset({Origin.DETECTED, Origin.MANUAL, Origin.POLICY})
-
-
-#: Origins of a track carried through frames where the detector lost it: a bridged gap (its
-#: frames are where a leak is likeliest: residual risk, review flags).
-CARRIED = frozenset({Origin.INTERPOLATED, Origin.FOLLOWED})
-
-
-def _r(value: float, digits: int = 2) -> float:
-    return round(float(value), digits)
-
-
-@dataclass(frozen=True, kw_only=True, order=True)
-class Mask:
-    """One masked area of one frame, as the record lists it. Box in display pixels."""
-
-    track: int
-    origin: Origin
-    box: Box
-    score: float
-    landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
-    #: The members of a fused detector that found this face (detected masks only).
-    found_by: tuple[str, ...] | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "origin", Origin(self.origin))
-        object.__setattr__(self, "box", tuple(_r(v) for v in self.box))
-        object.__setattr__(self, "score", _r(self.score, 4))
-        if self.landmarks is not None:
-            object.__setattr__(self, "landmarks", tuple((_r(x), _r(y)) for x, y in self.landmarks))
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "track": self.track,
-            "origin": self.origin.value,
-            "box": list(self.box),
-            "score": self.score,
-        }
-        if self.landmarks is not None:
-            data["landmarks"] = [list(p) for p in self.landmarks]
-        if self.found_by is not None:
-            data["by"] = list(self.found_by)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Mask:
-        landmarks = data.get("landmarks")
-        found_by = data.get("by")
-        return cls(
-            track=int(data["track"]),
-            origin=Origin(data["origin"]),
-            box=tuple(data["box"]),  # type: ignore[arg-type]
-            score=float(data["score"]),
-            landmarks=None if landmarks is None else tuple(tuple(p) for p in landmarks),  # type: ignore[misc]
-            found_by=None if found_by is None else tuple(str(name) for name in found_by),
-        )
+from veil.core import (
+    EVIDENCE,
+    POLICY_TRACK,
+    Box,
+    ConfigError,
+    Detections,
+    FrameMasks,
+    Mask,
+    Offset,
+    Origin,
+    centre,
+    iou_matrix,
+    shifted,
+    union,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,44 +124,6 @@ class TrackerConfig:
         }
 
 
-def whole_frame(width: int, height: int) -> Mask:
-    """The mask that covers a whole frame by policy (detection failed or is not trusted)."""
-    return Mask(
-        track=POLICY_TRACK,
-        origin=Origin.POLICY,
-        box=(0.0, 0.0, float(width), float(height)),
-        score=1.0,
-    )
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def iou_matrix(
-    a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]
-) -> npt.NDArray[np.floating]:
-    """Pairwise :func:`iou` of (N, 4) and (M, 4) boxes: (N, M), in the boxes' own precision."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def _shift(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
-    w, h = box[2] - box[0], box[3] - box[1]
-    gx, gy = w * grow / 2, h * grow / 2
-    return (box[0] + dx - gx, box[1] + dy - gy, box[2] + dx + gx, box[3] + dy + gy)
-
-
 def _own_velocity(
     box0: Box, frame0: int, offset0: Offset, box1: Box, frame1: int, offset1: Offset
 ) -> tuple[float, float]:
@@ -283,7 +182,7 @@ def robust_velocity(points: Sequence[tuple[int, Box, Offset]]) -> tuple[float, f
 
 def centred_on(detections: Detections, box: Box, grow: float = 0.5) -> npt.NDArray[np.bool_]:
     """Which of ``detections`` have their centre on ``box`` grown by ``grow`` of its size."""
-    x0, y0, x1, y1 = _shift(box, 0.0, 0.0, grow)
+    x0, y0, x1, y1 = shifted(box, 0.0, 0.0, grow)
     centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
     return (  # type: ignore[no-any-return]
         (centres[:, 0] >= x0)
@@ -291,17 +190,6 @@ def centred_on(detections: Detections, box: Box, grow: float = 0.5) -> npt.NDArr
         & (centres[:, 1] >= y0)
         & (centres[:, 1] <= y1)
     )
-
-
-def _union(a: Box, b: Box) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-
-
-def centre(box: Box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-
-Offset = tuple[float, float]
 
 
 @dataclass
@@ -367,7 +255,7 @@ class Associator:
         """Where a live track's face is expected in frame ``index`` (camera offset ``offset``)."""
         dt = index - state.frame
         cx0, cy0 = offset[0] - state.offset[0], offset[1] - state.offset[1]
-        return _shift(state.box, cx0 + state.velocity[0] * dt, cy0 + state.velocity[1] * dt)
+        return shifted(state.box, cx0 + state.velocity[0] * dt, cy0 + state.velocity[1] * dt)
 
     def assign(self, index: int, detections: Detections, offset: Offset = (0.0, 0.0)) -> list[Mask]:
         """Track ids for ``detections`` of frame ``index``; ``offset``: the camera's position
@@ -567,23 +455,9 @@ class Associator:
             if dt > cfg.max_gap + 1 or track in self._tentative:
                 continue
             vx, vy = state.velocity
-            box = _shift(state.box, vx * dt, vy * dt, cfg.growth_per_frame * abs(dt) + grow)
+            box = shifted(state.box, vx * dt, vy * dt, cfg.growth_per_frame * abs(dt) + grow)
             predicted.append((track, box))
         return predicted
-
-
-@dataclass
-class FrameMasks:
-    """The final mask set of one frame."""
-
-    index: int
-    pts: int | None
-    masks: list[Mask]
-    #: this frame starts a new shot (a hard cut lies between it and the frame before)
-    cut: bool = False
-    #: the camera's translation since the frame before, in stored pixels (what a still
-    #: background moved by); (0, 0) when unmeasured or unreliable
-    motion: Offset = (0.0, 0.0)
 
 
 class Smoother:
@@ -673,10 +547,10 @@ class Smoother:
             return None
         (f0, m0, o0), (f1, m1, o1) = before[-1], after[0]
         t = (index - f0) / (f1 - f0)
-        a = _shift(m0.box, offset[0] - o0[0], offset[1] - o0[1])
-        b = _shift(m1.box, offset[0] - o1[0], offset[1] - o1[1])
+        a = shifted(m0.box, offset[0] - o0[0], offset[1] - o0[1])
+        b = shifted(m1.box, offset[0] - o1[0], offset[1] - o1[1])
         blend = tuple(p + (q - p) * t for p, q in zip(a, b, strict=True))
-        if _union(mask.box, blend) == mask.box:  # type: ignore[arg-type]
+        if union(mask.box, blend) == mask.box:  # type: ignore[arg-type]
             return None
         return Mask(
             track=mask.track,
@@ -702,7 +576,7 @@ class Smoother:
             after = before + 1
 
         def moved(box: Box, at: Offset, dx: float = 0.0, dy: float = 0.0, grow: float = 0.0) -> Box:
-            return _shift(box, offset[0] - at[0] + dx, offset[1] - at[1] + dy, grow)
+            return shifted(box, offset[0] - at[0] + dx, offset[1] - at[1] + dy, grow)
 
         if before is not None and after is not None:
             (f0, m0, o0), (f1, m1, o1) = points[before], points[after]
@@ -737,7 +611,7 @@ class Smoother:
             vx, vy = robust_velocity([(f, m.box, o) for f, m, o in points[: before + 1]])
             dt = index - f0
             grow = cfg.growth_per_frame * dt
-            box = _union(moved(m0.box, o0, grow=grow), moved(m0.box, o0, vx * dt, vy * dt, grow))
+            box = union(moved(m0.box, o0, grow=grow), moved(m0.box, o0, vx * dt, vy * dt, grow))
             return Mask(track=m0.track, origin=Origin.EXTRAPOLATED, box=box, score=m0.score)
         return None
 

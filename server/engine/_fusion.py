@@ -25,8 +25,7 @@ from typing import Protocol, cast
 import cv2
 import numpy as np
 
-from veil.core import Detections, DetectorInfo, Image, fit_size
-from veil.track import iou_matrix
+from veil.core import Detections, DetectorInfo, Image, fit_size, iou_matrix
 
 __all__ = [
     "CALIBRATION",
