@@ -2,7 +2,7 @@
 
 from ._follow import Luma, follow, luma
 from ._shots import BlurWatch, CameraMotion, CutDetector
-from ._tracker import Associator, Smoother, TrackerConfig, centred_on
+from ._tracker import Associator, Smoother, TrackerConfig, centred_on, robust_velocity
 
 __all__ = [
     "Associator",
@@ -15,4 +15,5 @@ __all__ = [
     "centred_on",
     "follow",
     "luma",
+    "robust_velocity",
 ]
