@@ -16,8 +16,10 @@ from test_edits import ScriptedDetector
 
 import veil
 from veil import DetectionConfig
-from veil.job._edits import Applied, final_frames
-from veil.review._report import find_flags, residual_risk, risk_series
+from veil.job._edits import Applied
+from veil.job._replay import final_frames
+from veil.review._flags import find_flags
+from veil.review._risk import residual_risk, risk_series
 from veil.track._shots import BlurWatch
 
 BLURRED = range(12, 17)

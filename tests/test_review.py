@@ -20,7 +20,8 @@ from test_edits import ScriptedDetector
 import veil
 from veil import DetectionConfig
 from veil.cli import main
-from veil.review._report import build_report, risk_series
+from veil.review._report import build_report
+from veil.review._risk import risk_series
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # the script is per frame
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".cache" / "test-artifacts"

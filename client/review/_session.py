@@ -1,43 +1,32 @@
-"""The review workstation: ``veil review IN REC --serve``, a local web app in which a
-compliance reviewer checks a record frame by frame, corrects it, re-renders and signs off.
+"""The review workstation's session (``veil review IN REC --serve``): one reviewer on one
+input, its record and the output rendered from it. What the page shows (``state``, frames,
+masks, thumbnails) and what the reviewer does (edit, re-render, sign off); ``_server`` serves
+it over HTTP.
 
-The server is the standard library's threading HTTP server; the page (``review_app/``:
-HTML, CSS, JavaScript, no build step, nothing fetched from elsewhere) talks to a small JSON
-API. Every correction goes through the record's edit functions (``_edits.add_edits``: who,
+Every correction goes through the record's edit functions (``veil.job.add_edits``: who,
 when, why, appended to the log, never rewriting it) and the record is written atomically
-after each; a re-render is ``veil render`` of the edited record; the sign-off is
-``_provenance.sign_off``.
-
-Security: it listens on 127.0.0.1 unless told otherwise. Every request carries the
-session's token, a random value made at start and printed in the app's URL (another local
-user cannot read it): a change in its ``X-Veil-Token`` header (no other web page can add one),
-a read in the header or in ``?token=``; only the page's script, style and icon are served
-without it. On loopback, requests naming another host than the server's are refused (DNS
-rebinding). Only the given input, record and output are read: no path comes from a request.
+after each, unless another editor changed the file meanwhile; a re-render is ``veil render``
+of the edited record; the sign-off is ``_approval.sign_off``. Only the given input, record
+and output are read: no path comes from a request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import ipaddress
 import json
-import logging
 import secrets
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
 
-from veil.core import POLICY_TRACK, ConfigError, FrameMasks, Origin, RecordError, VeilError
+import veil
+from veil.core import FrameMasks, Origin, RecordError, VeilError
 from veil.job import (
     Applied,
     Keyframe,
@@ -52,33 +41,15 @@ from veil.mask import Style, render_frame
 from veil.media import Frames, sha256_file
 
 from ._approval import sign_off
-from ._report import (
-    FLAG_COLOURS,
-    find_flags,
-    frame_runs,
-    near_threshold,
-    residual_risk,
-    risk_series,
-)
-
-logger = logging.getLogger(__name__)
+from ._charts import FLAG_COLOURS
+from ._flags import find_flags
+from ._risk import near_threshold, residual_risk, risk_series
+from ._tracks import TrackSummary, track_summaries
 
 #: Suppressing a track detected at this score or above is a decision to make twice: the app
 #: warns, and the request must say it was confirmed, with a reason of some substance.
 CONFIDENT = 0.5
 MIN_REASON = 10
-#: The page's files (package data), by the only names they are served under.
-ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css", "/icon.svg": "icon.svg"}
-#: Served without the token: they hold no secret and no picture.
-PUBLIC = frozenset(ASSETS) - {"/"}
-_TYPES = {
-    ".html": "text/html",
-    ".js": "text/javascript",
-    ".css": "text/css",
-    ".svg": "image/svg+xml",
-}
-_CSP = "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'"
-MAX_BODY = 1 << 20
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -157,7 +128,7 @@ class ReviewSession:
             "cuts": [f.index for f in record.frames if f.cut],
             "policy": sorted(record.policy),
             "near": {str(k): v for k, v in near_threshold(block).items()},
-            "tracks": self._tracks(),
+            "tracks": [t.to_json() for t in self._tracks()],
             "flags": [
                 {
                     "reason": f.reason,
@@ -190,33 +161,8 @@ class ReviewSession:
             return manifest
         return None
 
-    def _tracks(self) -> list[dict[str, Any]]:
-        tracks: dict[int, dict[str, Any]] = {}
-        for frame in self._finals:
-            for m in frame.masks:
-                if m.track == POLICY_TRACK:
-                    continue
-                info = tracks.setdefault(m.track, {"id": m.track, "frames": set(), "best": 0.0})
-                info["frames"].add(frame.index)
-        for frame in self.record.frames:
-            for m in frame.masks:
-                if m.origin is Origin.DETECTED and (
-                    m.track in tracks or m.track in self._applied.suppressed
-                ):
-                    info = tracks.setdefault(m.track, {"id": m.track, "frames": set(), "best": 0.0})
-                    if m.score > info["best"]:
-                        info["best"], info["best_frame"] = round(m.score, 3), frame.index
-        out = []
-        for track, info in sorted(tracks.items()):
-            frames = sorted(info.pop("frames"))
-            info["runs"] = frame_runs(frames)
-            info["first"] = frames[0] if frames else None
-            info["last"] = frames[-1] if frames else None
-            info["suppressed"] = track in self._applied.suppressed
-            info["manual"] = track in self._applied.added
-            info.setdefault("best_frame", info["first"])
-            out.append(info)
-        return out
+    def _tracks(self) -> list[TrackSummary]:
+        return track_summaries(self.record, self._finals, self._applied)
 
     def masks(self, index: int) -> list[dict[str, Any]]:
         if not 0 <= index < len(self._finals):
@@ -247,10 +193,10 @@ class ReviewSession:
         return _jpeg(np.asarray(frame.to_ndarray(format="rgb24"), np.uint8))
 
     def thumbnail(self, track: int) -> bytes:
-        info = next((t for t in self._tracks() if t["id"] == track), None)
+        info = next((t for t in self._tracks() if t.id == track), None)
         if info is None:
             raise Problem(HTTPStatus.NOT_FOUND, f"no track {track}")
-        index = info["best_frame"]
+        index = info.best_frame
         if index is None:
             raise Problem(HTTPStatus.NOT_FOUND, f"track {track} has no frame to show")
         box = next(
@@ -291,7 +237,7 @@ class ReviewSession:
                 )  # fmt: skip
             elif action == "suppress":
                 track = int(body["track"])
-                best = next((t["best"] for t in self._tracks() if t["id"] == track), 0.0)
+                best = next((t.best for t in self._tracks() if t.id == track), 0.0)
                 self._confirmed(body, why, best, f"suppressing track {track}")
                 add_edits(self.record, who=who, why=why, suppress=[track])
             elif action == "trim":
@@ -359,12 +305,10 @@ class ReviewSession:
 
     def render(self) -> dict[str, Any]:
         """``veil render`` of the record as it is now, to the session's output."""
-        from veil._api import render
-
         if self._rendered is not None:
             self._rendered.close()
             self._rendered = None
-        manifest = render(
+        manifest = veil.render(
             self.input, self.record_path, self.output, style=self.style,
             sign_key=self.sign_key, overwrite=True,
         )  # fmt: skip
@@ -388,143 +332,3 @@ class ReviewSession:
 def _box(value: Any) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in value)
     return x0, y0, x1, y1
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    # -- the checks every request passes -----------------------------------------------------
-
-    def _allowed(self, path: str, query: dict[str, list[str]], *, changes: bool) -> None:
-        host = self.headers.get("Host", "")
-        if self.server.loopback and host not in self.server.hosts:  # DNS rebinding
-            raise Problem(HTTPStatus.FORBIDDEN, f"requests for host {host!r} are not served here")
-        if path in PUBLIC and not changes:
-            return  # the page's script, style and icon: no secret, no face
-        # a change carries the token in its header (no other page can add one); a read may
-        # carry it in the URL (the page itself, pictures)
-        given = self.headers.get("X-Veil-Token") or ""
-        if not changes:
-            given = given or (query.get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode(), self.server.session.token.encode()):
-            raise Problem(HTTPStatus.FORBIDDEN, "this request needs the session's token")
-
-    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", _CSP)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json")
-
-    def _handle(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        try:
-            self._allowed(url.path, query, changes=method == "POST")
-            if method == "GET":
-                self._get(url.path, query)
-            else:
-                self._post(url.path)
-        except Problem as problem:
-            self._json({"error": str(problem), **problem.extra}, problem.status)
-        except VeilError as exc:  # refused by the edit functions, render or sign-off
-            self._json({"error": str(exc)}, HTTPStatus.UNPROCESSABLE_ENTITY)
-        except Exception as exc:  # a bug: say so, keep serving
-            logger.exception("review app: %s %s failed", method, url.path)
-            self._json({"error": f"internal error: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def _get(self, path: str, query: dict[str, list[str]]) -> None:
-        session = self.server.session
-        if path in ASSETS:
-            name = ASSETS[path]
-            data = resources.files("veil.review").joinpath("app", name).read_bytes()
-            if name == "index.html":
-                data = data.replace(b"{{TOKEN}}", session.token.encode())
-            self._send(HTTPStatus.OK, data, _TYPES[Path(name).suffix] + "; charset=utf-8")
-            return
-
-        def number(name: str) -> int:
-            try:
-                return int(query[name][0])
-            except (KeyError, ValueError):
-                raise Problem(HTTPStatus.BAD_REQUEST, f"{name}: a number is needed") from None
-
-        with session.lock:
-            if path == "/api/state":
-                self._json(session.state())
-            elif path == "/api/masks":
-                self._json(session.masks(number("frame")))
-            elif path == "/api/frame":
-                view = (query.get("view") or ["original"])[0]
-                self._send(HTTPStatus.OK, session.picture(number("frame"), view), "image/jpeg")
-            elif path == "/api/thumb":
-                self._send(HTTPStatus.OK, session.thumbnail(number("track")), "image/jpeg")
-            else:
-                raise Problem(HTTPStatus.NOT_FOUND, f"{path}: nothing is served there")
-
-    def _post(self, path: str) -> None:
-        session = self.server.session
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            raise Problem(HTTPStatus.BAD_REQUEST, "the request is not JSON") from None
-        if not isinstance(body, dict):
-            raise Problem(HTTPStatus.BAD_REQUEST, "the request is not a JSON object")
-        with session.lock:
-            if path == "/api/edit":
-                self._json({"edit": session.edit(body), "state": session.state()})
-            elif path == "/api/render":
-                manifest = session.render()
-                self._json({"output": manifest["output"], "state": session.state()})
-            elif path == "/api/signoff":
-                self._json({"approval": session.sign_off(body), "state": session.state()})
-            else:
-                raise Problem(HTTPStatus.NOT_FOUND, f"{path}: nothing is served there")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], session: ReviewSession) -> None:
-        super().__init__(address, _Handler)
-        self.session = session
-        host, port = str(self.server_address[0]), int(self.server_address[1])
-        self.loopback = ipaddress.ip_address(host).is_loopback
-        names = {str(host), "localhost", "127.0.0.1"} if self.loopback else {str(host)}
-        self.hosts = {f"{n}:{port}" for n in names}
-        self.url = f"http://{host}:{port}/?token={session.token}"
-
-
-def serve(session: ReviewSession, listen: str = "127.0.0.1:0") -> _Server:
-    """A server for ``session`` on ``listen`` (HOST:PORT; port 0: any free one), not yet
-    serving: call ``serve_forever`` (or run it in a thread); ``url`` says where to go."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or not host:
-        raise ConfigError(f"--listen {listen!r}: expected HOST:PORT")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        raise ConfigError(f"--listen {listen!r}: HOST must be an IP address") from None
-    try:
-        return _Server((host.strip("[]"), int(port)), session)
-    except OSError as exc:
-        raise ConfigError(f"--listen {listen}: {exc}") from exc
