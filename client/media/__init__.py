@@ -1,37 +1,33 @@
-"""TODO."""
+"""Media I/O on PyAV: probing and reading an input (``_probe``, ``_input``), how the masked
+video is encoded (``_encoder``, ``_x264``), the muxer every output is (``_muxer``) with the
+file output (``_output``: written atomically, checked against the input) and the live sink
+(``_live``) as thin subclasses, stream digests (``_digest``), output paths (``_atomic``) and
+frame-exact random access for review (``_frames``).
+"""
 
 from ._atomic import check_paths, check_writable, partial_path, replacing, same_file
+from ._digest import packet_digests, sha256_file
+from ._encoder import EncoderSettings, LiveEncoder
 from ._frames import Frames
-from ._media import (
-    DecodedFrame,
-    EncoderSettings,
-    Input,
-    Output,
-    Picture,
-    VideoInfo,
-    add_copy_stream,
-    add_video_stream,
-    muxer_options,
-    packet_digests,
-    probe,
-    sample_aspect,
-    sha256_file,
-    video_info,
-)
+from ._input import DecodedFrame, Input
+from ._live import LiveSink, ProtocolError, SinkEndpoint
+from ._output import Output
+from ._probe import Picture, VideoInfo, probe, sample_aspect
 
 __all__ = [
     "DecodedFrame",
     "EncoderSettings",
     "Frames",
     "Input",
+    "LiveEncoder",
+    "LiveSink",
     "Output",
     "Picture",
+    "ProtocolError",
+    "SinkEndpoint",
     "VideoInfo",
-    "add_copy_stream",
-    "add_video_stream",
     "check_paths",
     "check_writable",
-    "muxer_options",
     "packet_digests",
     "partial_path",
     "probe",
@@ -39,5 +35,4 @@ __all__ = [
     "same_file",
     "sample_aspect",
     "sha256_file",
-    "video_info",
 ]

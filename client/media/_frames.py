@@ -1,5 +1,5 @@
-"""Frames of a video by number, in any order, as veil's reader numbers them (the review
-workstation's pictures: ``_review_app``)."""
+"""Frames of a video by number, in any order, as veil's reader numbers them (the pictures
+of the review workstation, ``veil.review``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import av
 
-from ._media import DecodedFrame, Input, probe
+from ._input import DecodedFrame, Input
+from ._probe import probe
 
 
 class Frames:
-    """Frame ``i`` of a video exactly as veil's own reader (``_media.Input``) numbers it, the
+    """Frame ``i`` of a video exactly as veil's own reader (:class:`~._input.Input`) numbers it, the
     numbering the record's frames follow.
 
     Where the container's timestamps are the reader's (checked once: the first frames decoded
