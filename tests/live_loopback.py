@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from veil import Style, TrackerConfig
-from veil.live._engine import LiveConfig, run_live
+from veil.job import validate
+from veil.live import LiveConfig, run_live
 
 DATAGRAM = 7 * 188  # 1316 bytes: seven TS packets, the usual UDP payload
 
@@ -241,7 +242,12 @@ class Run:
 
 
 def read_record(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The lines of a live record, each checked against ``live-record.schema.json`` (every
+    line a run writes must validate)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        validate(line, "live-record", f"{path}:{number}")
+    return lines
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:

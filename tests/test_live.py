@@ -46,8 +46,9 @@ from live_loopback import (
 
 from veil import DetectionConfig, Detections, DetectorError
 from veil.core._detector import DetectorInfo
-from veil.live._engine import LiveConfig, run_live
-from veil.live._io import ProtocolError, sink_endpoint, source_endpoint
+from veil.live import LiveConfig, run_live
+from veil.live._io import sink_endpoint, source_endpoint
+from veil.media import ProtocolError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -253,8 +254,8 @@ def test_missing_protocol_names_it(tmp_path: Path) -> None:
 def test_client_imports_without_prometheus(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['prometheus_client'] = None\n"
-        "import veil.live._engine, veil.cli\n"
-        "from veil.live._engine import _start_metrics, LiveStats\n"
+        "import veil.live, veil.cli\n"
+        "from veil.live._stats import _start_metrics, LiveStats\n"
         "try:\n    _start_metrics('127.0.0.1:0', LiveStats())\n"
         "except veil.ConfigError as e:\n    print('ERR', e)\n"
     )
@@ -356,7 +357,7 @@ def test_a_hard_cut_is_masked_whole_until_a_detection_after_it_is_back(tmp_path:
 def test_on_outage_stop_finishes_output_then_fails(tmp_path: Path) -> None:
     from mediagen import make_clip
 
-    from veil.live._engine import OutagePolicy
+    from veil.live import OutagePolicy
 
     clip = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=75)  # 3 s
     out, record = tmp_path / "out.ts", tmp_path / "out.jsonl"
@@ -384,7 +385,7 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
 
     from mediagen import make_clip
 
-    from veil.live._engine import LiveStats, _start_metrics
+    from veil.live._stats import LiveStats, _start_metrics
 
     stats = LiveStats()
     stats.stride = 3
