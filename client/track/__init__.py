@@ -1,8 +1,17 @@
-"""TODO."""
+"""Tracking: stable ids for detections (``Associator``), the masks of the frames between and
+around them (``Smoother``), and what is measured of the picture for it: hard cuts, blur,
+camera motion, texture followed where the detector lost a face. Every box carried to a frame
+without its detection moves by one motion model (``_motion``: the camera's measured motion plus
+the face's own robust velocity). The tracker adds coverage, it never removes it.
+"""
 
+from ._associator import Associator, centred_on
+from ._camera import CameraMotion
+from ._config import TrackerConfig
 from ._follow import Luma, follow, luma
-from ._shots import BlurWatch, CameraMotion, CutDetector
-from ._tracker import Associator, Smoother, TrackerConfig, centred_on, robust_velocity
+from ._motion import robust_velocity
+from ._shots import BlurWatch, CutDetector
+from ._smoother import Smoother
 
 __all__ = [
     "Associator",

@@ -1,5 +1,5 @@
-"""Hard cuts (where one shot ends and the next begins), camera motion between frames, and
-frames blurred against their shot (motion blur, a focus hunt).
+"""Frames judged against their shot: hard cuts (where one shot ends and the next begins) and
+frames blurred against the shot's own sharpness (motion blur, a focus hunt).
 
 A cut is two consecutive frames whose 32x32 grey thumbnails differ both in their pixels (mean
 absolute difference) and in their brightness histograms. Either alone fires on fast pans
@@ -9,7 +9,6 @@ real cuts score >= 0.10 / >= 0.19 and the fastest pan 0.13 / 0.08.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import av
@@ -43,57 +42,6 @@ class CutDetector:
         return pixels >= PIXEL_THRESHOLD and histogram >= HISTOGRAM_THRESHOLD
 
 
-#: Width of the grey thumbnails camera motion is measured on (height keeps the aspect).
-_MOTION_WIDTH = 160
-#: Smallest phase-correlation peak (0..1) for a measured motion to be used: below it the
-#: picture has no single dominant translation (independent motions, no texture).
-MOTION_MIN_RESPONSE = 0.3
-#: Motions shorter than this (stored pixels) are noise around a still camera: reported as 0.
-MOTION_MIN_PIXELS = 1.0
-
-
-class CameraMotion:
-    """Feed frames in order; ``measure`` gives how far the picture moved since the frame
-    before (dx, dy in the frame's stored pixels), by phase correlation of grey thumbnails.
-
-    Measured on the public GT clips and on generated whip pans (40-86 px a frame, motion
-    blurred) to within a few pixels of the camera's true translation, where the detector
-    finds nothing. Zero for the first frame, after a cut, and whenever the correlation peak
-    is weak or the motion is sub-pixel noise, so a still camera's masks never drift.
-    """
-
-    def __init__(self) -> None:
-        self._previous: npt.NDArray[np.float32] | None = None
-        self._window: npt.NDArray[np.float32] | None = None
-        #: The grey thumbnail of the frame measured last (what else needs the frame's
-        #: levels reads them here: the residual risk's dark frames).
-        self.thumbnail: npt.NDArray[np.uint8] = np.zeros((1, 1), np.uint8)
-
-    def measure(self, frame: av.VideoFrame, *, cut: bool = False) -> tuple[float, float]:
-        width = min(_MOTION_WIDTH, frame.width)
-        height = max(8, round(frame.height * width / frame.width))
-        thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
-        self.thumbnail = np.asarray(thumb, np.uint8)
-        current = np.asarray(thumb, np.float32)
-        previous, self._previous = self._previous, current
-        if previous is None or cut or previous.shape != current.shape:
-            return (0.0, 0.0)
-        if self._window is None or self._window.shape != current.shape:
-            self._window = np.asarray(cv2.createHanningWindow((width, height), cv2.CV_32F))
-        # OpenCV gets windowed copies, never ``current`` (kept as the next ``previous``):
-        # opencv-python-headless 5.0.0.93 writes the window into its input arrays when
-        # their size is already a fast DFT size (160x90, 160x120), so each frame was then
-        # correlated twice-windowed against once-windowed: weak, wandering peaks that
-        # 5.1.0.95 (which leaves its inputs alone) no longer gives. Same result as passing
-        # ``window``, bit for bit: OpenCV multiplies it in elementwise too.
-        (dx, dy), response = cv2.phaseCorrelate(previous * self._window, current * self._window)
-        dx, dy = dx * frame.width / width, dy * frame.height / height
-        if response < MOTION_MIN_RESPONSE or math.hypot(dx, dy) < MOTION_MIN_PIXELS:
-            return (0.0, 0.0)
-        # rounded as the record stores it: a record replays to the same masks
-        return (round(dx, 1), round(dy, 1))
-
-
 #: A frame is blurred when its sharpness is under this share of its shot's sharp frames'
 #: (the 90th percentile of the last ``BLUR_HISTORY`` frames of the shot, after
 #: ``BLUR_WARMUP``). Measured on the generated fast pan: sharp frames 2,000-5,000, the
@@ -109,8 +57,9 @@ def sharpness(thumbnail: npt.NDArray[np.uint8]) -> float:
 
 
 class BlurWatch:
-    """Feed each frame's grey thumbnail in order; ``blurred`` says whether the frame has lost
-    the fine detail its shot had (relative, so a soft but steady picture is not flagged)."""
+    """Feed each frame's grey thumbnail in order (``CameraMotion.thumbnail``); ``blurred`` says
+    whether the frame has lost the fine detail its shot had (relative, so a soft but steady
+    picture is not flagged)."""
 
     def __init__(self) -> None:
         self._shot: deque[float] = deque(maxlen=BLUR_HISTORY)

@@ -1,0 +1,64 @@
+"""How far the camera moved between two frames: the translation of the whole picture, measured
+by phase correlation of grey thumbnails. Boxes carried to frames without a detection move with
+it (``_motion``), so in a whip pan, where motion blur blinds the detector, the masks stay on
+the faces instead of staying where the faces were.
+"""
+
+from __future__ import annotations
+
+import math
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+#: Width of the grey thumbnails camera motion is measured on (height keeps the aspect).
+_MOTION_WIDTH = 160
+#: Smallest phase-correlation peak (0..1) for a measured motion to be used: below it the
+#: picture has no single dominant translation (independent motions, no texture).
+MOTION_MIN_RESPONSE = 0.3
+#: Motions shorter than this (stored pixels) are noise around a still camera: reported as 0.
+MOTION_MIN_PIXELS = 1.0
+
+
+class CameraMotion:
+    """Feed frames in order; ``measure`` gives how far the picture moved since the frame
+    before (dx, dy in the frame's stored pixels), by phase correlation of grey thumbnails.
+
+    Measured on the public GT clips and on generated whip pans (40-86 px a frame, motion
+    blurred) to within a few pixels of the camera's true translation, where the detector
+    finds nothing. Zero for the first frame, after a cut, and whenever the correlation peak
+    is weak or the motion is sub-pixel noise, so a still camera's masks never drift.
+    """
+
+    def __init__(self) -> None:
+        self._previous: npt.NDArray[np.float32] | None = None
+        self._window: npt.NDArray[np.float32] | None = None
+        #: The grey thumbnail of the frame measured last (what else needs the frame's
+        #: levels reads them here: the residual risk's dark frames).
+        self.thumbnail: npt.NDArray[np.uint8] = np.zeros((1, 1), np.uint8)
+
+    def measure(self, frame: av.VideoFrame, *, cut: bool = False) -> tuple[float, float]:
+        width = min(_MOTION_WIDTH, frame.width)
+        height = max(8, round(frame.height * width / frame.width))
+        thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
+        self.thumbnail = np.asarray(thumb, np.uint8)
+        current = np.asarray(thumb, np.float32)
+        previous, self._previous = self._previous, current
+        if previous is None or cut or previous.shape != current.shape:
+            return (0.0, 0.0)
+        if self._window is None or self._window.shape != current.shape:
+            self._window = np.asarray(cv2.createHanningWindow((width, height), cv2.CV_32F))
+        # OpenCV gets windowed copies, never ``current`` (kept as the next ``previous``):
+        # opencv-python-headless 5.0.0.93 writes the window into its input arrays when
+        # their size is already a fast DFT size (160x90, 160x120), so each frame was then
+        # correlated twice-windowed against once-windowed: weak, wandering peaks that
+        # 5.1.0.95 (which leaves its inputs alone) no longer gives. Same result as passing
+        # ``window``, bit for bit: OpenCV multiplies it in elementwise too.
+        (dx, dy), response = cv2.phaseCorrelate(previous * self._window, current * self._window)
+        dx, dy = dx * frame.width / width, dy * frame.height / height
+        if response < MOTION_MIN_RESPONSE or math.hypot(dx, dy) < MOTION_MIN_PIXELS:
+            return (0.0, 0.0)
+        # rounded as the record stores it: a record replays to the same masks
+        return (round(dx, 1), round(dy, 1))
