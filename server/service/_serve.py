@@ -1,28 +1,22 @@
-"""``veil serve``: configuration, :func:`create_server` and :func:`serve`.
+"""``veil serve``: :func:`create_server` and :func:`serve`.
 
 :func:`create_server` builds a :class:`VeilServer` without starting it, so tests run a real
 server on port 0 in process; :func:`serve` adds signal handling and waits. The server
 listens at once, reports health NOT_SERVING while the model loads, and SERVING only after a
 warm-up inference passed. SIGTERM drains: health goes NOT_SERVING, new calls get
-UNAVAILABLE, calls in flight get ``grace_s`` to finish.
-
-Settings come from, in rising precedence: defaults, a TOML file's ``[serve]`` table (with an
-optional ``[serve.limits]``), ``VEIL_*`` environment variables, command-line flags.
+UNAVAILABLE, calls in flight get ``grace_s`` to finish. Its settings: ``_config``.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -33,46 +27,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from veil.core import ConfigError, DetectorError, fit_size
-from veil.job import DetectorSettings
-from veil.server.engine import InferenceBackend, member_models, members_of, onnxruntime_missing
+from veil.server.engine import InferenceBackend, member_models, onnxruntime_missing
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
-from ._batcher import Batcher, BatcherConfig
+from ._batcher import Batcher
+from ._config import BackendKind, ServeConfig, split_address
 from ._metrics import Metrics, MetricsInterceptor
-from ._servicer import SERVICE_NAME, DetectionServicer, Limits
+from ._servicer import SERVICE_NAME, DetectionServicer
 from ._status import DecodeGuard
 
-__all__ = ["BackendKind", "ServeConfig", "VeilServer", "create_server", "serve"]
+__all__ = ["VeilServer", "create_server", "open_backend", "serve"]
 
 logger = logging.getLogger(__name__)
-
-_ENV = {
-    "listen": "VEIL_LISTEN",
-    "metrics": "VEIL_METRICS",
-    "backend": "VEIL_BACKEND",
-    "triton": "VEIL_TRITON",
-    "model": "VEIL_MODEL",
-    "provider": "VEIL_PROVIDER",
-    "tls_cert": "VEIL_TLS_CERT",
-    "tls_key": "VEIL_TLS_KEY",
-    "tls_client_ca": "VEIL_TLS_CLIENT_CA",
-    "token_file": "VEIL_TOKEN_FILE",
-    "insecure": "VEIL_INSECURE",
-}
-
-
-class BackendKind(StrEnum):
-    ONNXRUNTIME = "onnxruntime"
-    TRITON = "triton"
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"address {address!r} must read HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def _check_free(address: str, flag: str) -> None:
@@ -99,130 +66,6 @@ def _check_free(address: str, flag: str) -> None:
                 errno.EACCES: "no permission for that port",
             }.get(exc.errno or 0, exc.strerror or str(exc))
             raise ConfigError(f"cannot listen on {address}: {why} ({flag})") from exc
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    """Everything ``veil serve`` needs; validated once, here.
-
-    ``listen``/``metrics``: ``HOST:PORT`` (port 0: any free one; ``metrics`` None: no HTTP
-    endpoint). ``backend``: ``onnxruntime`` in process (``provider``, ``threads``) or
-    ``triton`` at ``triton`` (``HOST:PORT`` of its gRPC endpoint) serving ``model`` from a
-    ``models/`` repository. ``tls_cert``/``tls_key`` turn on TLS; ``tls_client_ca`` also
-    requires client certificates signed by it (mutual TLS). ``token_file`` and/or
-    ``tokens`` (``VEIL_TOKENS``) turn on bearer-token auth. A non-loopback ``listen`` without
-    TLS is refused unless ``insecure``. ``batching`` and ``limits`` bound the work; messages
-    above ``max_message_bytes`` are refused (RESOURCE_EXHAUSTED); ``grace_s`` is the drain time.
-    ``health_interval_s``: how often a backend that can say so (Triton) is asked whether it is
-    ready; health and ``veil_backend_ready`` follow it.
-    """
-
-    listen: str = "127.0.0.1:50051"
-    metrics: str | None = None
-    backend: BackendKind = BackendKind.ONNXRUNTIME
-    triton: str | None = None
-    model: str = DetectorSettings.model
-    provider: str = "cpu"
-    threads: int | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    token_file: Path | None = None
-    tokens: tuple[str, ...] = field(default=(), repr=False)
-    insecure: bool = False
-    batching: BatcherConfig = field(default_factory=BatcherConfig)
-    limits: Limits = field(default_factory=Limits)
-    max_message_bytes: int = 16 << 20
-    max_workers: int = 64
-    grace_s: float = 10.0
-    health_interval_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "backend", BackendKind(self.backend))
-        except ValueError:
-            raise ConfigError(f"backend {self.backend!r} is not onnxruntime or triton") from None
-        host, _ = split_address(self.listen)
-        if self.metrics is not None:
-            split_address(self.metrics)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-        if self.tls_cert is None and not is_loopback(host) and not self.insecure:
-            raise ConfigError(
-                f"refusing to listen on {self.listen} without TLS: give --tls-cert and "
-                "--tls-key, or --insecure on a trusted network"
-            )
-        try:
-            members_of(self.model)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if self.backend is BackendKind.TRITON and not self.triton:
-            raise ConfigError("--backend triton needs --triton HOST:PORT")
-        if self.triton:
-            split_address(self.triton)
-        if self.max_message_bytes < 1024 or self.max_workers < 4 or self.grace_s < 0:
-            raise ConfigError("max_message_bytes, max_workers or grace_s out of range")
-        if not 0.05 <= self.health_interval_s <= 300:
-            raise ConfigError(f"health_interval_s {self.health_interval_s} is not in 0.05..300")
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-    @classmethod
-    def from_sources(
-        cls,
-        *,
-        flags: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
-        toml: Mapping[str, Any] | None = None,
-    ) -> ServeConfig:
-        """Defaults < ``toml`` (the ``[serve]`` table) < ``env`` < ``flags`` (None: unset)."""
-        values: dict[str, Any] = {}
-        table = dict(toml or {})
-        limits = table.pop("limits", {})
-        batching = table.pop("batching", {})
-        known = {f.name for f in fields(cls)} - {"limits", "batching"}
-        known |= {"max_batch", "max_queue", "workers", "max_delay_ms"}
-        unknown = set(table) - known
-        if unknown:
-            raise ConfigError(f"config [serve]: unknown keys {', '.join(sorted(unknown))}")
-        values.update(table)
-        env = env or {}
-        for name, variable in _ENV.items():
-            if env.get(variable):
-                values[name] = env[variable]
-        if env.get("VEIL_TOKENS"):
-            values["tokens"] = tuple(t.strip() for t in env["VEIL_TOKENS"].split(",") if t.strip())
-        values.update({k: v for k, v in (flags or {}).items() if v is not None})
-        if isinstance(values.get("insecure"), str):
-            values["insecure"] = values["insecure"].lower() in ("1", "true", "yes")
-        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
-            if values.get(name) is not None:
-                values[name] = Path(values[name])
-        batching = dict(batching)
-        for name in ("max_batch", "max_queue", "workers"):  # flags that tune the batcher
-            if (value := values.pop(name, None)) is not None:
-                batching[name] = int(value)
-        if (delay_ms := values.pop("max_delay_ms", None)) is not None:
-            batching["max_delay_s"] = float(delay_ms) / 1000
-        try:
-            return cls(**values, batching=BatcherConfig(**batching), limits=Limits(**limits))
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid serve settings: {exc}") from exc
 
 
 def _read(path: Path, what: str) -> bytes:

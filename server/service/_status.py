@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from veil.core import ConfigError, DetectorError, InputError, OutputError, RecordError, VeilError
+from veil.wire import WireError
 
 __all__ = [
     "Cancelled",
@@ -96,6 +97,7 @@ class InferenceFailed(ServiceError, RuntimeError):
 
 
 _VEIL_CODES: tuple[tuple[type[VeilError], grpc.StatusCode], ...] = (
+    (WireError, grpc.StatusCode.INVALID_ARGUMENT),  # a message that breaks the contract
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (RecordError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -112,7 +114,7 @@ def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     """
     if isinstance(exc, ServiceError):
         return exc.code, str(exc)
-    if isinstance(exc, VeilError):  # the pipeline, run server-side for cloud jobs
+    if isinstance(exc, VeilError):  # veil.wire, and the pipeline run server-side for cloud jobs
         for kind, code in _VEIL_CODES:
             if isinstance(exc, kind):
                 return code, str(exc)
