@@ -20,13 +20,7 @@ if TYPE_CHECKING:
     )
     from ._models import CenterFace, FaceModel, RetinaFace, make_model
     from ._onnxruntime import BackendError, ExecutionProvider, OnnxRuntimeBackend, OnnxRuntimeConfig
-    from ._triton import (
-        TritonBackend,
-        TritonBackendError,
-        TritonServer,
-        TritonServerConfig,
-        TritonUnavailableError,
-    )
+    from ._triton import TritonBackend, TritonBackendError, TritonUnavailableError
     from .weights import ModelNotFoundError, WeightsError, model_path, weights_sha256
 
 _WHERE = {
@@ -47,8 +41,6 @@ _WHERE = {
     "OnnxRuntimeConfig": "._onnxruntime",
     "TritonBackend": "._triton",
     "TritonBackendError": "._triton",
-    "TritonServer": "._triton",
-    "TritonServerConfig": "._triton",
     "TritonUnavailableError": "._triton",
     "ModelNotFoundError": ".weights",
     "WeightsError": ".weights",
@@ -69,8 +61,6 @@ __all__ = [
     "RetinaFace",
     "TritonBackend",
     "TritonBackendError",
-    "TritonServer",
-    "TritonServerConfig",
     "TritonUnavailableError",
     "WeightsError",
     "build_detector",
