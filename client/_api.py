@@ -1,4 +1,6 @@
-"""The Python API the CLI calls: detect, render, anonymize."""
+"""The public Python API (``veil.anonymize``, ``veil.detect``, ``veil.render``; ``veil``
+re-exports it): paths checked and replaced all or nothing, the detector opened and closed, and
+``veil.job``'s detect and render jobs run with a preset's settings."""
 
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ from veil.job import (
     DetectorSettings,
     JobResult,
     Preset,
+    PresetChoice,
     Record,
     Signer,
+    VideoOptions,
+    detect_job,
     manifest_path,
-    run_job,
+    render_job,
 )
 from veil.mask import Style
 from veil.media import EncoderSettings, check_paths, probe, replacing
@@ -75,12 +80,14 @@ class DetectionConfig:
             if getattr(ours, f.name) != getattr(base, f.name)
         ]
 
+    @property
+    def choice(self) -> PresetChoice:
+        """The preset and the settings changed from it, as the record names them."""
+        return PresetChoice(preset=self.preset.value, preset_overrides=tuple(self.overrides))
+
     def to_record(self) -> dict[str, Any]:
         """What the record's detector block says of the preset."""
-        overrides = self.overrides
-        return {"preset": self.preset.value} | (
-            {"preset_overrides": overrides} if overrides else {}
-        )
+        return self.choice.to_json()
 
     @classmethod
     def from_preset(
@@ -106,7 +113,7 @@ def open_detector(
 ) -> Detector:
     """The detector for ``settings``: in process (onnxruntime), or on the veil server at
     ``url`` (``grpc[s]://HOST:PORT``, hybrid mode) reached with ``channel``
-    (``veil.remote._remote.ChannelOptions``; None: defaults)."""
+    (``veil.remote.ChannelOptions``; None: defaults)."""
     if url is not None:
         from veil.remote import RemoteDetector
 
@@ -142,28 +149,53 @@ def _detect_job(
     input: Path,
     config: DetectionConfig,
     detector: Detector | None,
-    **job: Any,
+    *,
+    record_path: Path | None,
+    drop_streams: Sequence[int],
+    progress: bool,
+    output: Path | None = None,
+    video: VideoOptions | None = None,
 ) -> JobResult:
+    """A detection job with ``config``'s settings, on ``detector`` or one opened (and closed)
+    here, with the passes that run in the client whichever detector answers."""
     owned = detector is None
     if owned:
         # A bad input, or a picture stream not dropped, is named before the model loads.
-        probe(input, drop=job.get("drop_streams", ()))
+        probe(input, drop=drop_streams)
     detector = detector or open_detector(config.detector)
     try:
-        passes = client_passes(detector, config.detector)
-        detector_json = passes.info.to_json() | config.to_record()
-        return run_job(
+        return detect_job(
             Path(input),
-            detector=passes,
-            detector_json=detector_json,
+            detector=client_passes(detector, config.detector),
             tracker=config.tracker_for_run,
             batch_size=config.detector.batch_size,
             stride=config.detector.stride,
-            **job,
+            preset=config.choice,
+            drop_streams=drop_streams,
+            record_path=record_path,
+            output=output,
+            video=video,
+            progress=progress,
         )
     finally:
         if owned:
             detector.close()
+
+
+def _video(
+    style: Style | None,
+    encoder: EncoderSettings | None,
+    sign_key: Path | str | None,
+    manifest: Path,
+) -> VideoOptions:
+    """The output video's options from the public functions' arguments (None: defaults);
+    the signing key is read here, so a bad key is refused before any work."""
+    return VideoOptions(
+        style=style or Style(),
+        encoder=encoder or EncoderSettings(),
+        signer=None if sign_key is None else Signer.load(sign_key),
+        manifest=manifest,
+    )
 
 
 def detect(
@@ -223,20 +255,11 @@ def render(
         reads.append(("record", Path(record)))
     writes = [("output", output), ("manifest", manifest_out)]
     check_paths(reads, writes, overwrite=overwrite)
-    signer = None if sign_key is None else Signer.load(sign_key)
+    video = _video(style, encoder, sign_key, manifest_out)
     if not isinstance(record, Record):
         record = Record.load(Path(record))
     with replacing([path for _, path in writes], overwrite=overwrite):
-        result = run_job(
-            Path(input),
-            record=record,
-            output=output,
-            style=style,
-            encoder=encoder,
-            progress=progress,
-            signer=signer,
-            manifest_out=manifest_out,
-        )
+        result = render_job(Path(input), record, output, video=video, progress=progress)
     assert result.manifest is not None
     return result.manifest
 
@@ -282,18 +305,15 @@ def anonymize(
     if record_path is not None:
         writes.insert(1, ("record", record_path))
     check_paths([("input", Path(input))], writes, overwrite=overwrite)
-    signer = None if sign_key is None else Signer.load(sign_key)
+    video = _video(style, encoder, sign_key, manifest_out)
     with replacing([path for _, path in writes], overwrite=overwrite):
         return _detect_job(
             Path(input),
             config or DetectionConfig(),
             detector,
             record_path=record_path,
-            output=output,
-            style=style,
-            encoder=encoder,
-            progress=progress,
-            signer=signer,
-            manifest_out=manifest_out,
             drop_streams=drop_streams,
+            progress=progress,
+            output=output,
+            video=video,
         )

@@ -3,7 +3,7 @@
 A record's ``frames`` are what the detector and tracker found; they are never rewritten.
 Reviewers append edits to the record's ``edits`` log instead (who, when, why, and the record
 file they were made on), and every render replays the whole log, in order, on top of the
-frames. Three edits exist:
+frames. The edits:
 
 * ``add_boxes``: manual boxes for a track (a new one by default), given as keyframes and
   interpolated linearly between them: a mask in every frame from the first keyframe to the
@@ -19,24 +19,25 @@ frames. Three edits exist:
 * ``reviewed``: frames a person looked at and judged (no track; nothing masked changes): a
   flag of the review is answered, and the log says by whom.
 
-``Replay`` turns a record into final per-frame masks without touching video, so ``render``,
-``review`` and ``diff`` all agree on what an edited record masks.
+Each entry is an :class:`Edit` while veil makes or applies it; the log keeps the entries as
+written (the record's bytes, hence its sha256, never change under a reader). ``_replay`` turns
+a record and its log into final per-frame masks.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
-from veil.core import EVIDENCE, POLICY_TRACK, Box, FrameMasks, Mask, Origin, RecordError
-from veil.track import Smoother
+from veil.core import POLICY_TRACK, Box, Mask, Origin, RecordError
 
-from ._record import Record, box_problem, coordinate_reach, validate
+from ._documents import JsonObject, validate
+from ._record import Record, box_problem, coordinate_reach
 
 #: The most a single ``grow`` edit may grow a mask (a share of its width and height).
 MAX_GROW = 2.0
@@ -46,6 +47,77 @@ MAX_GROW = 2.0
 class Keyframe:
     frame: int
     box: Box
+
+
+class Action(StrEnum):
+    """What an edit does (the log's ``action``)."""
+
+    ADD_BOXES = "add_boxes"
+    SUPPRESS = "suppress"
+    GROW = "grow"
+    TRIM = "trim"
+    REVIEWED = "reviewed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit:
+    """One entry of a record's edit log: what it does (``action`` and the fields that action
+    takes: ``track``, ``keyframes``, ``factor``, ``first``/``last``), who decided it, when
+    (:func:`now`), why, and the sha256 of the record file it was made on (``base_sha256``).
+    ``id`` numbers the log's entries from 1, in order."""
+
+    id: int
+    action: Action
+    track: int | None = None  # every action but reviewed
+    keyframes: tuple[Keyframe, ...] = ()  # add_boxes
+    factor: float | None = None  # grow
+    first: int | None = None  # trim, reviewed
+    last: int | None = None
+    who: str
+    when: str
+    why: str
+    base_sha256: str
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any], where: str = "edit") -> Edit:
+        try:
+            action = Action(entry["action"])
+        except ValueError:  # the schema admits no other action
+            raise RecordError(f"{where}: unknown action {entry['action']!r}") from None
+        keyframes = tuple(
+            Keyframe(frame=k["frame"], box=cast(Box, tuple(k["box"])))
+            for k in entry.get("keyframes", ())
+        )
+        return cls(
+            id=entry["id"],
+            action=action,
+            track=entry.get("track"),
+            keyframes=keyframes,
+            factor=entry.get("factor"),
+            first=entry.get("first"),
+            last=entry.get("last"),
+            who=entry["who"],
+            when=entry["when"],
+            why=entry["why"],
+            base_sha256=entry["base_sha256"],
+        )
+
+    def to_json(self) -> JsonObject:
+        entry: JsonObject = {"id": self.id, "action": self.action.value}
+        if self.track is not None:
+            entry["track"] = self.track
+        if self.action is Action.ADD_BOXES:
+            entry["keyframes"] = [{"frame": k.frame, "box": list(k.box)} for k in self.keyframes]
+        if self.factor is not None:
+            entry["factor"] = self.factor
+        if self.first is not None:
+            entry["first"], entry["last"] = self.first, self.last
+        return entry | {
+            "who": self.who,
+            "when": self.when,
+            "why": self.why,
+            "base_sha256": self.base_sha256,
+        }
 
 
 def _check_box(box: Sequence[float], where: str) -> Box:
@@ -85,35 +157,38 @@ class Applied:
     """The net effect of a record's edit log, checked edit by edit, in order."""
 
     manual: dict[int, list[Mask]] = field(default_factory=dict)  # frame -> manual masks
-    suppressed: dict[int, dict[str, Any]] = field(default_factory=dict)  # track -> its edit
+    suppressed: dict[int, JsonObject] = field(default_factory=dict)  # track -> its edit
     growth: dict[int, float] = field(default_factory=dict)  # track -> total factor
-    added: dict[int, dict[str, Any]] = field(default_factory=dict)  # new track -> edit
+    added: dict[int, JsonObject] = field(default_factory=dict)  # new track -> edit
     trimmed: dict[int, tuple[int, int]] = field(default_factory=dict)  # track -> kept frames
-    reviewed: list[dict[str, Any]] = field(default_factory=list)  # the reviewed edits
+    reviewed: list[JsonObject] = field(default_factory=list)  # the reviewed edits
 
     @classmethod
     def of(cls, record: Record) -> Applied:
-        """Check and apply ``record.edits``; a bad log is a ``RecordError`` naming the edit."""
+        """Check and apply ``record.edits``; a bad log is a ``RecordError`` naming the edit.
+        The tables keep each edit's log entry (as the record holds it), for people to read."""
         applied = cls()
         frames = len(record.frames)
         detected = {m.track for f in record.frames for m in f.masks} - {POLICY_TRACK}
-        for position, edit in enumerate(record.edits, start=1):
+        for position, entry in enumerate(record.edits, start=1):
             where = f"edit #{position}"
-            if edit.get("id") != position:
+            if entry.get("id") != position:
                 raise RecordError(
                     f"{where}: edits must be numbered 1, 2, 3, ... in log order "
-                    f"(found id {edit.get('id')!r}); the log is appended to, never rewritten"
+                    f"(found id {entry.get('id')!r}); the log is appended to, never rewritten"
                 )
-            action = edit["action"]
-            if action == "reviewed":
-                if not 0 <= edit["first"] <= edit["last"] < frames:
+            edit = Edit.from_json(entry, where)
+            if edit.action is Action.REVIEWED:
+                if not 0 <= cast(int, edit.first) <= cast(int, edit.last) < frames:
                     raise RecordError(
-                        f"{where}: frames {edit['first']}-{edit['last']} are not a range of "
+                        f"{where}: frames {edit.first}-{edit.last} are not a range of "
                         f"the record's {frames} frames"
                     )
-                applied.reviewed.append(edit)
+                applied.reviewed.append(entry)
                 continue
-            track: int = edit["track"]
+            track = edit.track
+            if track is None:  # the schema requires one
+                raise RecordError(f"{where}: a {edit.action} edit names no track")
             known = detected | set(applied.added)
             if track == POLICY_TRACK:
                 raise RecordError(
@@ -124,55 +199,62 @@ class Applied:
                     f"{where}: track {track} was suppressed by edit "
                     f"#{applied.suppressed[track]['id']}"
                 )
-            if action == "add_boxes":
-                keyframes = [
-                    Keyframe(frame=k["frame"], box=_check_box(k["box"], where))
-                    for k in edit["keyframes"]
-                ]
-                indices = [k.frame for k in keyframes]
-                if len(set(indices)) != len(indices):
-                    raise RecordError(f"{where}: two keyframes for the same frame")
-                if max(indices) >= frames:
-                    raise RecordError(
-                        f"{where}: frame {max(indices)} is past the end (the record has {frames})"
-                    )
-                if track not in known:
-                    applied.added[track] = edit
-                if track in applied.trimmed:
-                    raise RecordError(
-                        f"{where}: track {track} was trimmed; boxes for it outside its frames "
-                        "would be trimmed too: add them as a new track"
-                    )
-                for index, box in interpolate(keyframes):
-                    mask = Mask(track=track, origin=Origin.MANUAL, box=box, score=1.0)
-                    applied.manual.setdefault(index, []).append(mask)
+            if edit.action is Action.ADD_BOXES:
+                applied._add_boxes(entry, edit, track, known, frames, where)
             elif track not in known:
                 raise RecordError(f"{where}: the record has no track {track}")
-            elif action == "suppress":
-                applied.suppressed[track] = edit
-            elif action == "trim":
-                first, last = edit["first"], edit["last"]
-                if not 0 <= first <= last < frames:
-                    raise RecordError(
-                        f"{where}: frames {first}-{last} are not a range of the record's "
-                        f"{frames} frames"
-                    )
-                kept = applied.trimmed.get(track, (0, frames - 1))
-                if first > kept[1] or last < kept[0]:
-                    raise RecordError(
-                        f"{where}: frames {first}-{last} lie outside track {track}'s frames "
-                        f"{kept[0]}-{kept[1]} as trimmed before: a trim to nothing is a "
-                        "suppression (say so with one)"
-                    )
-                applied.trimmed[track] = (max(first, kept[0]), min(last, kept[1]))
-            elif action == "grow":
-                factor = float(edit["factor"])
+            elif edit.action is Action.SUPPRESS:
+                applied.suppressed[track] = entry
+            elif edit.action is Action.TRIM:
+                applied._trim(track, cast(int, edit.first), cast(int, edit.last), frames, where)
+            else:
+                factor = float(cast(float, edit.factor))
                 if not 0 < factor <= MAX_GROW:
                     raise RecordError(f"{where}: grow factor {factor} must be in (0, {MAX_GROW}]")
                 applied.growth[track] = (1 + applied.growth.get(track, 0.0)) * (1 + factor) - 1
-            else:  # the schema admits no other action
-                raise RecordError(f"{where}: unknown action {action!r}")
         return applied
+
+    def _add_boxes(
+        self,
+        entry: JsonObject,
+        edit: Edit,
+        track: int,
+        known: set[int],
+        frames: int,
+        where: str,
+    ) -> None:
+        keyframes = [Keyframe(frame=k.frame, box=_check_box(k.box, where)) for k in edit.keyframes]
+        indices = [k.frame for k in keyframes]
+        if len(set(indices)) != len(indices):
+            raise RecordError(f"{where}: two keyframes for the same frame")
+        if max(indices) >= frames:
+            raise RecordError(
+                f"{where}: frame {max(indices)} is past the end (the record has {frames})"
+            )
+        if track not in known:
+            self.added[track] = entry
+        if track in self.trimmed:
+            raise RecordError(
+                f"{where}: track {track} was trimmed; boxes for it outside its frames "
+                "would be trimmed too: add them as a new track"
+            )
+        for index, box in interpolate(keyframes):
+            mask = Mask(track=track, origin=Origin.MANUAL, box=box, score=1.0)
+            self.manual.setdefault(index, []).append(mask)
+
+    def _trim(self, track: int, first: int, last: int, frames: int, where: str) -> None:
+        if not 0 <= first <= last < frames:
+            raise RecordError(
+                f"{where}: frames {first}-{last} are not a range of the record's {frames} frames"
+            )
+        kept = self.trimmed.get(track, (0, frames - 1))
+        if first > kept[1] or last < kept[0]:
+            raise RecordError(
+                f"{where}: frames {first}-{last} lie outside track {track}'s frames "
+                f"{kept[0]}-{kept[1]} as trimmed before: a trim to nothing is a "
+                "suppression (say so with one)"
+            )
+        self.trimmed[track] = (max(first, kept[0]), min(last, kept[1]))
 
     def _dropped(self, track: int, index: int) -> bool:
         """Whether the edits take ``track``'s masks out of frame ``index``."""
@@ -205,51 +287,6 @@ class Applied:
                 )
             out.add(m)
         return sorted(out)
-
-
-class Replay:
-    """A record's final masks, frame by frame: edits applied, derived masks re-derived.
-
-    Feed frame indices in order with ``push``; frames come back (from ``push`` or ``flush``)
-    once the smoother has seen enough frames ahead. The final set of a frame is the union of
-    its listed masks and the masks re-derived from evidence, after the edits.
-    """
-
-    def __init__(self, record: Record) -> None:
-        self._frames = record.frames
-        self._edits = Applied.of(record)
-        self._smoother = Smoother(record.tracker)
-
-    @property
-    def edits(self) -> Applied:
-        return self._edits
-
-    def push(self, index: int) -> Iterator[FrameMasks]:
-        listed = self._frames[index]
-        masks = self._edits.listed(index, listed.masks)
-        evidence = [m for m in masks if m.origin in EVIDENCE]
-        yield from self._union(
-            self._smoother.push(index, listed.pts, evidence, listed.cut, listed.motion)
-        )
-
-    def flush(self) -> Iterator[FrameMasks]:
-        yield from self._union(self._smoother.flush())
-
-    def _union(self, finals: Iterator[FrameMasks]) -> Iterator[FrameMasks]:
-        for final in finals:
-            listed = self._edits.listed(final.index, self._frames[final.index].masks)
-            masks = self._edits.finish(final.index, set(listed) | set(final.masks))
-            yield FrameMasks(final.index, final.pts, masks, final.cut, final.motion)
-
-
-def final_frames(record: Record) -> list[FrameMasks]:
-    """Every frame's final masks, as ``veil render`` of this record draws them."""
-    replay = Replay(record)
-    out: list[FrameMasks] = []
-    for index in range(len(record.frames)):
-        out.extend(replay.push(index))
-    out.extend(replay.flush())
-    return out
 
 
 # -- making edits ---------------------------------------------------------------------------
@@ -299,7 +336,7 @@ def add_edits(
     trim: Sequence[tuple[int, int, int]] = (),
     reviewed: Sequence[tuple[int, int]] = (),
     when: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """Append edits to ``record`` (in memory), check the whole log, return the new entries.
 
     All ``add_boxes`` keyframes form one track: ``track`` if given (an existing track gets
@@ -310,11 +347,14 @@ def add_edits(
         raise RecordError("an edit needs --who and --why (the log says who decided what, and why)")
     if not (add_boxes or suppress or grow or trim or reviewed):
         raise RecordError("no edit given (--add-box, --suppress, --grow, --trim or --reviewed)")
-    common = {"who": who, "when": when or now(), "why": why, "base_sha256": record.sha256()}
-    entries: list[dict[str, Any]] = []
+    made: list[Edit] = []
+    stamp, base = when or now(), record.sha256()
 
-    def append(fields: dict[str, Any]) -> None:
-        entries.append({"id": len(record.edits) + len(entries) + 1, **fields, **common})
+    def append(action: Action, **fields: Any) -> None:
+        number = len(record.edits) + len(made) + 1
+        made.append(
+            Edit(id=number, action=action, who=who, when=stamp, why=why, base_sha256=base, **fields)
+        )
 
     if add_boxes:
         keyframes = sorted(add_boxes, key=lambda k: k.frame)
@@ -323,21 +363,17 @@ def add_edits(
             problem = box_problem(k.box, reach)
             if problem is not None:
                 raise RecordError(f"--add-box frame {k.frame}: box {list(k.box)} {problem}")
-        append(
-            {
-                "action": "add_boxes",
-                "track": _next_track(record) if track is None else track,
-                "keyframes": [{"frame": k.frame, "box": list(k.box)} for k in keyframes],
-            }
-        )
+        new_track = _next_track(record) if track is None else track
+        append(Action.ADD_BOXES, track=new_track, keyframes=tuple(keyframes))
     for t in suppress:
-        append({"action": "suppress", "track": t})
+        append(Action.SUPPRESS, track=t)
     for t, factor in grow:
-        append({"action": "grow", "track": t, "factor": factor})
+        append(Action.GROW, track=t, factor=factor)
     for t, first, last in trim:
-        append({"action": "trim", "track": t, "first": first, "last": last})
+        append(Action.TRIM, track=t, first=first, last=last)
     for first, last in reviewed:
-        append({"action": "reviewed", "first": first, "last": last})
+        append(Action.REVIEWED, first=first, last=last)
+    entries = [edit.to_json() for edit in made]
     candidate = replace(record, edits=record.edits + entries)
     validate(candidate.to_json(), "record", "the edited record")
     Applied.of(candidate)  # the whole log must still apply
@@ -345,12 +381,13 @@ def add_edits(
     return entries
 
 
-def describe(edit: dict[str, Any]) -> str:
-    """One line for people: ``#2 suppress track 3 (alice, 2025-01-01T10:00:00Z): reason``."""
+def describe(edit: Mapping[str, Any]) -> str:
+    """One line for people: ``#2 suppress track 3 (alice, 2025-01-01T10:00:00Z): reason``.
+    Takes a log entry as a record or manifest holds it (whatever veil wrote it)."""
     return f"#{edit['id']} {action_text(edit)} ({edit['who']}, {edit['when']}): {edit['why']}"
 
 
-def action_text(edit: dict[str, Any]) -> str:
+def action_text(edit: Mapping[str, Any]) -> str:
     """What an edit does, in a few words: ``suppress track 3``, ``trim track 2 to frames
     4-90``, ``frames 10-20 reviewed``."""
     what = f"{edit['action'].replace('_', ' ')} track {edit.get('track')}"
@@ -364,123 +401,3 @@ def action_text(edit: dict[str, Any]) -> str:
     elif edit["action"] == "reviewed":
         what = f"frames {edit['first']}-{edit['last']} reviewed"
     return what
-
-
-# -- diff -----------------------------------------------------------------------------------
-
-
-def ranges(indices: Iterable[int]) -> str:
-    """``[1, 2, 3, 7, 9, 10]`` -> ``1-3, 7, 9-10``."""
-    out: list[str] = []
-    items = sorted(set(indices))
-    start = prev = None
-    for i in [*items, None]:
-        if start is not None and (i is None or i != prev + 1):  # type: ignore[operator]
-            out.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if i is not None and start is None:
-            start = i
-        prev = i
-    return ", ".join(out) or "none"
-
-
-def _flat(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(f"{prefix}.{k}", v))
-        return out
-    return {prefix: value}
-
-
-def _canonical(edit: dict[str, Any]) -> str:
-    return json.dumps(edit, sort_keys=True, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Diff:
-    """What changed from record A to record B, as lines for people and a JSON document."""
-
-    lines: list[str]
-    document: dict[str, Any]
-
-    @property
-    def identical(self) -> bool:
-        return not self.lines
-
-
-def diff(a: Record, b: Record) -> Diff:
-    """Compare two records: input, settings, edit logs, and final masks track by track."""
-    lines: list[str] = []
-    doc: dict[str, Any] = {"settings": {}, "edits": {}, "tracks": {}}
-    if a.input.get("sha256") != b.input.get("sha256"):
-        lines.append(
-            f"input: A is for {a.input.get('name')} (sha256 {a.input.get('sha256', '')[:12]}…), "
-            f"B for {b.input.get('name')} (sha256 {b.input.get('sha256', '')[:12]}…)"
-        )
-        doc["input"] = {"a": a.input.get("sha256"), "b": b.input.get("sha256")}
-    fa = _flat("detector", a.detector) | _flat("tracker", a.tracker.to_json())
-    fb = _flat("detector", b.detector) | _flat("tracker", b.tracker.to_json())
-    fa["veil_version"], fb["veil_version"] = a.veil_version, b.veil_version
-    for key in sorted(fa.keys() | fb.keys()):
-        if fa.get(key) != fb.get(key):
-            lines.append(f"{key}: {fa.get(key)!r} -> {fb.get(key)!r}")
-            doc["settings"][key] = {"a": fa.get(key), "b": fb.get(key)}
-
-    common = 0
-    for ea, eb in zip(a.edits, b.edits, strict=False):
-        if _canonical(ea) != _canonical(eb):
-            break
-        common += 1
-    if common < len(a.edits):
-        lines.append(
-            f"edits: HISTORY REWRITTEN: A's edit log is not a prefix of B's "
-            f"(they part at edit #{common + 1}); edits are appended, never changed"
-        )
-        doc["edits"]["rewritten_from"] = common + 1
-        doc["edits"]["only_in_a"] = a.edits[common:]
-    for edit in b.edits[common:]:
-        lines.append(f"edit added: {describe(edit)}")
-    doc["edits"]["only_in_b"] = b.edits[common:]
-
-    raw_changed = [
-        i
-        for i, (x, y) in enumerate(zip(a.frames, b.frames, strict=False))
-        if x.masks != y.masks or x.pts != y.pts
-    ]
-    if len(a.frames) != len(b.frames):
-        lines.append(f"frames: A lists {len(a.frames)}, B lists {len(b.frames)}")
-    if raw_changed:
-        lines.append(
-            f"detections: the listed masks differ in {len(raw_changed)} frames "
-            f"({ranges(raw_changed)[:120]})"
-        )
-    doc["frames_with_different_listed_masks"] = raw_changed
-
-    per_track: dict[str, dict[int, dict[int, Box]]] = {}
-    for name, record in (("a", a), ("b", b)):
-        tracks: dict[int, dict[int, Box]] = {}
-        for frame in final_frames(record):
-            for m in frame.masks:
-                tracks.setdefault(m.track, {})[frame.index] = m.box
-        per_track[name] = tracks
-    suppressed_b = Applied.of(b).suppressed
-    for track in sorted(per_track["a"].keys() | per_track["b"].keys()):
-        ta, tb = per_track["a"].get(track, {}), per_track["b"].get(track, {})
-        gone = sorted(ta.keys() - tb.keys())
-        new = sorted(tb.keys() - ta.keys())
-        moved = sorted(i for i in ta.keys() & tb.keys() if ta[i] != tb[i])
-        if not (gone or new or moved):
-            continue
-        label = "policy (whole frame)" if track == POLICY_TRACK else f"track {track}"
-        parts = []
-        if gone:
-            why = " (suppressed in B)" if track in suppressed_b else ""
-            parts.append(f"no longer masked in {len(gone)} frames [{ranges(gone)}]{why}")
-        if new:
-            parts.append(f"newly masked in {len(new)} frames [{ranges(new)}]")
-        if moved:
-            parts.append(f"boxes changed in {len(moved)} frames")
-        lines.append(f"{label}: " + "; ".join(parts))
-        doc["tracks"][str(track)] = {"unmasked": gone, "masked": new, "boxes_changed": moved}
-    return Diff(lines=lines, document=doc | {"identical": not lines})

@@ -1,0 +1,135 @@
+"""Where a job's final frames go: the detection record (each frame to disk as it comes, and
+into the residual-risk tally) and the output video (masks drawn by a pool of threads, frames
+encoded in frame order, the other streams copied as packets, the file committed with its
+manifest). Memory does not grow with the video's length in either."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from veil.core import FrameMasks
+from veil.mask import Style, render_frame
+from veil.media import DecodedFrame, EncoderSettings, Input, Output
+
+from ._detecting import DetectedMasks
+from ._documents import JsonObject, validate, write_json_atomic
+from ._framelog import FrameLog
+from ._provenance import Manifest, Signer, manifest_path
+from ._record import Record
+from ._risk import RiskTally
+from ._threads import InOrder
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def render_workers() -> int:
+    """Threads that draw masks: enough to keep up with the encoder, never more than 4."""
+    return max(1, min(4, available_cores() // 2))
+
+
+class RecordSink:
+    """A detection run's record as it comes: each final frame to a :class:`FrameLog` (the
+    record's ``frames``, on disk) and into the residual-risk tally."""
+
+    def __init__(self, stride: int) -> None:
+        self.frames = FrameLog()
+        self._risk = RiskTally(stride)
+
+    def add(self, item: DecodedFrame, final: FrameMasks) -> None:
+        self.frames.append(final)
+        self._risk.add(final)
+
+    def residual_risk(self, masks: DetectedMasks) -> JsonObject:
+        """The record's residual-risk block, once every frame is in."""
+        return self._risk.report(
+            masks.policy,
+            masks.near_misses,
+            masks.scene.dark_frames(),
+            masks.scene.blurred_frames(),
+        )
+
+    def discard(self) -> None:
+        """The job failed: nobody gets its record (the frames go)."""
+        self.frames.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoOptions:
+    """How the output video is drawn (``style``), encoded (``encoder``) and vouched for: its
+    manifest at ``manifest`` (None: ``OUT.manifest.json``), signed by ``signer`` if given."""
+
+    style: Style = field(default_factory=Style)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    signer: Signer | None = None
+    manifest: Path | None = None
+
+
+class VideoSink:
+    """The output video: each frame's masks drawn by a pool of threads, frames handed to the
+    encoder in frame order, the input's other streams copied as packets (:meth:`copy`).
+
+    A frame is encoded once twice as many later frames as there are drawing threads have
+    been submitted (or at :meth:`flush`): a count, never a timing, decides it. Nothing is
+    under the output's name until :meth:`commit`; :meth:`close` removes what was not.
+    """
+
+    def __init__(self, path: Path, source: Input, options: VideoOptions) -> None:
+        self.path = path
+        self._options = options
+        self._out = Output(path, source, options.encoder)
+        workers = render_workers()
+        self._drawing: InOrder[None, av.VideoFrame] = InOrder(
+            workers=workers, depth=2 * workers, name="veil-render"
+        )
+
+    def copy(self, packet: av.Packet) -> None:
+        self._out.copy(packet)
+
+    def add(self, item: DecodedFrame, final: FrameMasks) -> None:
+        boxes = [m.box for m in final.masks]
+        style, pix_fmt = self._options.style, self._out.pix_fmt
+        self._drawing.submit(None, render_frame, item.frame, boxes, style, pix_fmt=pix_fmt)
+        for _, drawn in self._drawing.ready():
+            self._out.encode(drawn.result())
+
+    def flush(self) -> None:
+        for _, drawn in self._drawing.drain():
+            self._out.encode(drawn.result())
+
+    def commit(self) -> None:
+        """Finish the file, read it back, and move it to its name (``Output.commit``)."""
+        self._out.commit()
+
+    def write_manifest(
+        self, *, source: Input, record: Record, record_sha256: str, input_sha256: str
+    ) -> JsonObject:
+        """Write the committed output's manifest (signed if a signer was given); returns it
+        as written. ``source`` must be demuxed to its end: its digests are then final."""
+        manifest = Manifest.of_render(
+            input_sha256=input_sha256,
+            source=source,
+            record=record,
+            record_sha256=record_sha256,
+            style=self._options.style,
+            out=self._out,
+        ).to_json()
+        if self._options.signer is not None:
+            manifest = self._options.signer.sign(manifest)
+        validate(manifest, "manifest", str(self.path))
+        write_json_atomic(self._options.manifest or manifest_path(self.path), manifest)
+        return manifest
+
+    def close(self) -> None:
+        """Stop the drawing threads, then drop the output unless it was committed."""
+        self._drawing.close()
+        self._out.__exit__(None)
