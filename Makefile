@@ -71,8 +71,8 @@ lint: setup
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) $(DEFACE_VENV) $(AUDIT_VENV) build *.egg-info .cache
 
-# deface (the open-source peer) in its own venv: `veil eval --compare-deface` runs it on the
-# same clips and scores its output by pixels. Pinned to the version docs/quality.md reports.
+# deface (the open-source peer) in its own venv: `benchmarks/eval.py --compare-deface` runs it
+# on the same clips and scores its output by pixels. Pinned to the version docs/quality.md reports.
 DEFACE_VENV := .deface-venv
 
 $(DEFACE_VENV)/.installed:
@@ -83,13 +83,14 @@ $(DEFACE_VENV)/.installed:
 
 deface-env: $(DEFACE_VENV)/.installed
 
-# The evaluation harness: public GT clips + generated hard clips + stills, side by side with
-# deface. EVAL_ARGS adds options, e.g. `make eval EVAL_ARGS="--preset thorough --json"`.
+# The evaluation harness (benchmarks/veil_eval, not part of the product): public GT clips +
+# generated hard clips + stills, side by side with deface. EVAL_ARGS adds options, e.g.
+# `make eval EVAL_ARGS="--preset thorough --json"`.
 EVAL_CLIPS ?= ../shared/data/clips
 EVAL_ARGS ?=
 
 eval: setup deface-env golden
-	$(VENV)/bin/veil eval --clips $(EVAL_CLIPS) --generated --stills --all-presets --compare-deface $(EVAL_ARGS)
+	$(PY) benchmarks/eval.py --clips $(EVAL_CLIPS) --generated --stills --all-presets --compare-deface $(EVAL_ARGS)
 
 # tests/golden/eval_public.json: the presets' scores on the public GT clips (by record), which
 # tests/test_eval.py holds later runs to. `make eval` regenerates it too.

@@ -20,7 +20,7 @@ threshold; a higher threshold keeps the detections scoring at least that much (g
 makes this the same as running at it). Over valid faces (not ``invalid``) >= 20 px tall:
 
 * recall (masked): the detections' boxes grown by the default margin (0.2 per side) cover
-  80 % of the face's box, as ``veil eval`` scores the stills (``veil._eval.covered_share``);
+  80 % of the face's box, as ``benchmarks/eval.py`` scores the stills (``veil_eval.covered_share``);
   also split by WIDER's pose flag (typical / atypical = mostly profile);
 * recall (IoU 0.5): one detection overlaps the face's box with IoU >= 0.5 (box agreement,
   closer to WIDER's own protocol, which also counts box shape);
@@ -153,7 +153,7 @@ def score_image(
     size: tuple[int, int],
     style: Any,
 ) -> None:
-    from veil._eval import COVER_MIN, covered_share
+    from veil_eval import COVER_MIN, covered_share
 
     gt = np.array(
         [[f["x"], f["y"], f["x"] + f["w"], f["y"] + f["h"]] for f in faces], np.float64

@@ -4,7 +4,7 @@ YuNet's FP32 weights (the fetched model) are quantised to QDQ INT8 with onnxrunt
 ``quantize_static`` (per-tensor: the model's opset predates per-channel DequantizeLinear),
 calibrated on frames of the shared real videos (``../shared/data/videos``, not the clips
 scored below). Both models then run side by side in this process on every 3rd frame of the
-generated hard clips (``veil eval --generated``, cached in ``.cache/eval/clips``), fit to
+generated hard clips (``benchmarks/eval.py --generated``, cached in ``.cache/eval/clips``), fit to
 640 px: detector time per frame (the model and its pre/post-processing, onnxruntime on all
 cores) and per-frame leak / collateral of the raw detections, at balanced's weak threshold
 (0.15) and YuNet's own (0.5). Prints the INT8/FP32 time ratio.
@@ -31,9 +31,8 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
+from veil_eval import GtClip, generate_all, score_masks
 
-from veil._eval import GtClip, score_masks
-from veil._eval_clips import generate_all
 from veil.core._detector import fit_size
 from veil.server.engine._local import build_detector
 from veil.server.engine._models import make_model

@@ -48,7 +48,7 @@ from live_loopback import (  # noqa: E402
 
 from veil import DetectionConfig, open_detector  # noqa: E402
 from veil._api import client_passes  # noqa: E402
-from veil.live._engine import LiveConfig, run_live  # noqa: E402
+from veil.live import LiveConfig, run_live  # noqa: E402
 
 GT_CLIP = ROOT.parent / "shared" / "data" / "clips" / "wider_group_tilted_pan.mp4"
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
@@ -186,7 +186,7 @@ def main() -> None:
         grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{grpc_port}")).result(90)
         url = f"grpc://127.0.0.1:{grpc_port}"
     if url:
-        from veil.remote._remote import ChannelOptions
+        from veil.remote import ChannelOptions
 
         detector = open_detector(settings, url=url, channel=ChannelOptions(encoding="raw"))
     else:

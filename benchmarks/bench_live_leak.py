@@ -1,6 +1,6 @@
 """How many faces ``veil live`` lets through on GT clips (issue 18, item 5).
 
-Each clip (the public WIDER pan and the generated hard clips, ``veil eval --generated``) is
+Each clip (the public WIDER pan and the generated hard clips, ``benchmarks/eval.py --generated``) is
 published over loopback UDP at its native rate and anonymised by ``veil live`` in this process
 with a preset's detector and tracker (default ``fast``, ``veil live``'s), then every frame that
 came back is checked as ``tests/test_live.py`` checks it: a GT face (>= 20 px tall, >= 60 %
@@ -23,10 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from live_loopback import check_masked, gt_faces, live_in_process  # noqa: E402
+from veil_eval import generate_all  # noqa: E402
 
-from veil import DetectionConfig, open_detector  # noqa: E402
-from veil._api import client_passes  # noqa: E402
-from veil._eval_clips import generate_all  # noqa: E402
+from veil import DetectionConfig, client_passes, open_detector  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

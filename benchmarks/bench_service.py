@@ -23,10 +23,12 @@ import cv2
 import numpy as np
 
 from veil import DetectorSettings, fit_size
-from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector
+from veil.remote import ChannelOptions, RemoteDetector
 from veil.server.engine._local import LocalDetector
 from veil.server.engine._models import make_model
-from veil.server.service._serve import ServeConfig, create_server, open_backend
+from veil.server.service import ServeConfig, create_server
+from veil.server.service._serve import open_backend
+from veil.wire import Encoding
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

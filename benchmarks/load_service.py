@@ -35,9 +35,9 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from veil import fit_size
-from veil.remote._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
+from veil.wire import Encoding, frame_message
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "astronaut.mp4"

@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python benchmarks/sweep_presets.py [--candidates a,b,...] [--png docs/pareto.png]
 
 Each candidate (a detector and tracker setting, table ``CANDIDATES``) runs ``veil detect`` on
-the public GT clips and the generated hard clips (``veil eval --generated``, cached in
+the public GT clips and the generated hard clips (``benchmarks/eval.py --generated``, cached in
 ``.cache/eval/clips``). Every record is scored against ground truth (faces >= 20 px, by
 record, the eval's definitions); cost is the process CPU time of the detect run per frame
 (decode, detection, tracking: all threads), so a loaded box changes it little. Prints one
@@ -27,10 +27,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from veil_eval import GtClip, Score, find_clips, generate_all, score_record
 
 from veil import DetectionConfig, DetectorSettings, TrackerConfig
-from veil._eval import GtClip, Score, find_clips, score_record
-from veil._eval_clips import generate_all
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

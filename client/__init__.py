@@ -30,7 +30,15 @@ from veil.mask import Effect, Shape, Style
 from veil.media import EncoderSettings
 from veil.track import TrackerConfig
 
-from ._api import DetectionConfig, anonymize, default_record_path, detect, open_detector, render
+from ._api import (
+    DetectionConfig,
+    anonymize,
+    client_passes,
+    default_record_path,
+    detect,
+    open_detector,
+    render,
+)
 
 __all__ = [
     "PRESETS",
@@ -57,6 +65,7 @@ __all__ = [
     "VeilError",
     "__version__",
     "anonymize",
+    "client_passes",
     "default_record_path",
     "detect",
     "fit_size",

@@ -1,7 +1,9 @@
-"""Shared fixtures: where the shared test data is, and the bundled sample."""
+"""Shared fixtures: where the shared test data is, and the bundled sample. Puts benchmarks/
+on ``sys.path``: the evaluation harness (``veil_eval``) lives there, outside the product."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
+sys.path.append(str(ROOT / "benchmarks"))
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +80,8 @@ def backend_factory() -> Iterator[Callable[[Any, str], Any]]:
     """A ``backend_factory`` for test servers: in-process onnxruntime backends (2 threads), one
     per model, opened on first use and shared by every server of the session (which must
     not close them: each gets a wrapper whose ``close`` does nothing)."""
-    from veil.server.service._serve import ServeConfig, open_backend
+    from veil.server.service import ServeConfig
+    from veil.server.service._serve import open_backend
 
     opened: dict[str, Any] = {}
 
@@ -106,7 +110,7 @@ def veil_server(backend_factory: Callable[[Any, str], Any]) -> Iterator[Callable
     """Start real veil servers on 127.0.0.1 port 0: ``veil_server(**settings)`` (the keys of
     a ``[serve]`` TOML table). They share :func:`backend_factory`'s backends and stop
     (drained) when the test ends."""
-    from veil.server.service._serve import ServeConfig, create_server
+    from veil.server.service import ServeConfig, create_server
 
     started: list[Any] = []
 

@@ -23,7 +23,7 @@ from mediagen import cut
 
 from veil import ConfigError
 from veil.batch._batch import Item, core_sets, plan
-from veil.job._provenance import verify
+from veil.job._verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "astronaut.mp4"

@@ -290,7 +290,8 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
 def live_metric_names() -> set[str]:
     """Every series name `veil live --metrics` exports, scraped from its real exporter."""
 
-    from veil.live._engine import LiveStats, Mode, _start_metrics
+    from veil.live._policy import Mode
+    from veil.live._stats import LiveStats, _start_metrics
 
     stats = LiveStats()
     for mode in Mode:  # every labelled series has a sample
@@ -473,7 +474,7 @@ def test_the_veil_server_probes_speak_grpc_health_over_its_tls() -> None:
 
 
 def test_veil_settings_in_the_manifests_are_ones_veil_reads() -> None:
-    from veil.server.service import _serve
+    from veil.server.service import _config as _serve
 
     known = set(_serve._ENV.values()) | {"VEIL_TOKENS", "VEIL_MODEL_DIR"}
     known |= {
@@ -745,7 +746,7 @@ def test_the_batch_job_is_a_valid_veil_batch_on_the_engine() -> None:
     """The Job's command parses as `veil batch`, names the scheduler the workers join (the
     Service's port), mounts the archive the workers mount, and exports the metrics the
     PodMonitor scrapes; the workers have every file the per-file options name."""
-    from veil.cli import _parser
+    from veil.cli._parser import build_parser as _parser
 
     job = _by_kind("Job")["veil-batch"]["spec"]["template"]["spec"]
     [container] = job["containers"]

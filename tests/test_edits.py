@@ -17,7 +17,8 @@ import veil
 from veil import DetectionConfig, Detections, DetectorInfo, RecordError
 from veil.cli import main
 from veil.core import Origin
-from veil.job._edits import Applied, Keyframe, add_edits, final_frames
+from veil.job._edits import Applied, Keyframe, add_edits
+from veil.job._replay import final_frames
 
 FAST = DetectionConfig.from_preset("fast", detector={"stride": 1})  # every frame detected
 

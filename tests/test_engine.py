@@ -25,8 +25,10 @@ from veil import ConfigError
 from veil.core import Origin
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
-from veil.job._pipeline import _agree, _Ahead, run_job
-from veil.track._tracker import TrackerConfig
+from veil.job import detect_job as run_job
+from veil.job._stride import agree as _agree
+from veil.job._threads import Ahead as _Ahead
+from veil.track._config import TrackerConfig
 
 FACE = (100.0, 60.0, 160.0, 140.0)
 

@@ -1,5 +1,6 @@
-"""The evaluation harness (`veil eval`): its definitions, pinned on known cases, and a golden
-file that keeps each preset's leak rate on the public GT clips from rising."""
+"""The evaluation harness (`benchmarks/eval.py`, package `veil_eval`): its definitions, pinned on
+known cases, and a golden file that keeps each preset's leak rate on the public GT clips from
+rising."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-
-from veil._eval import (
+from veil_eval import (
     COVER_MIN,
     STRUCTURE_MAX,
     GtClip,
@@ -21,12 +21,15 @@ from veil._eval import (
     score_masks,
     structure_retained,
 )
+
 from veil.core import FrameMasks, Mask, Origin
 from veil.core._detections import Detections
-from veil.job._record import load_schema, residual_risk
+from veil.job._documents import load_schema
+from veil.job._risk import residual_risk
 from veil.mask._draw import render_frame
 from veil.mask._style import Style
-from veil.track._tracker import Associator, TrackerConfig
+from veil.track._associator import Associator
+from veil.track._config import TrackerConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOLDEN = Path(__file__).parent / "golden" / "eval_public.json"
@@ -207,8 +210,9 @@ def test_leak_rate_does_not_regress(preset: str) -> None:
     """Regression: a preset's leak rate (by record, faces >= 20 px), single-frame holes and
     collateral (by record, default style) on each public GT clip stay at or below the values
     recorded in tests/golden/eval_public.json (collateral: issue 5, docs/quality.md)."""
+    from veil_eval import score_record
+
     from veil._api import DetectionConfig, detect
-    from veil._eval import score_record
 
     golden = json.loads(GOLDEN.read_text())
     config = DetectionConfig.from_preset(preset)

@@ -16,10 +16,10 @@ import pytest
 from veil.core import Origin, iou
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
-from veil.job._edits import final_frames
-from veil.job._pipeline import run_job
+from veil.job import detect_job as run_job
+from veil.job._replay import final_frames
+from veil.track._config import TrackerConfig
 from veil.track._follow import follow, luma
-from veil.track._tracker import TrackerConfig
 
 SIZE = (320, 240)
 FACE = (60, 80)  # width, height

@@ -27,7 +27,7 @@ from veil.server.engine._fusion import (
     native_threshold,
     parse_member,
 )
-from veil.server.service._serve import ServeConfig
+from veil.server.service import ServeConfig
 
 FUSED = "centerface+retinaface_mnet025"
 SCALED = "yunet@320+yunet"  # one model at two scales
@@ -193,7 +193,7 @@ def test_the_record_names_the_members_and_which_found_each_face(on_prem: dict[st
 def test_a_server_serving_the_fused_model_gives_the_on_prem_record(
     clip: Path, on_prem: dict[str, Any], tmp_path: Path
 ) -> None:
-    from veil.remote._remote import RemoteDetector
+    from veil.remote import RemoteDetector
     from veil.server.service import create_server
 
     model = on_prem["detector"]["model"]

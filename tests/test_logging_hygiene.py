@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from veil import DetectorSettings, fit_size
-from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
+from veil.remote import ChannelOptions, RemoteDetector, RemoteError
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
+from veil.wire import Encoding, frame_message
 
 pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
@@ -81,7 +82,7 @@ def test_logs_hold_no_tokens_and_no_frame_data(
     sent: list[bytes] = []
 
     def remote(token: str | None, **options: Any) -> RemoteDetector:
-        from veil.remote._remote import RetryPolicy
+        from veil.remote import RetryPolicy
 
         return RemoteDetector(
             url,

@@ -236,9 +236,10 @@ def test_dark_frames_are_flagged_for_review(sample_clip: Path, tmp_path: Path) -
     estimate counts them and the review flags them; a lit clip has none."""
     import jsonschema
 
-    from veil.job._edits import Applied, final_frames
-    from veil.job._record import load_schema
-    from veil.review._report import find_flags
+    from veil.job._documents import load_schema
+    from veil.job._edits import Applied
+    from veil.job._replay import final_frames
+    from veil.review._flags import find_flags
 
     dark = darken(sample_clip, tmp_path / "dark.mp4", exposure=0.1, noise=4, frames=12)
     record = detect(dark, tmp_path / "dark.json")

@@ -25,7 +25,7 @@ import veil
 from veil.cli import main
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
-from veil.job._provenance import verify
+from veil.job._verify import verify
 
 FRAMES = 20
 
@@ -229,13 +229,8 @@ def test_dropped_streams_are_left_out_recorded_and_rendered_the_same(
 def test_cloud_mode_refuses_and_drops_the_same_way(
     veil_server: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from veil.remote._remote import (
-        ChannelOptions,
-        RemoteError,
-        RetryPolicy,
-        job_start,
-        run_remote_job,
-    )
+    from veil.remote import ChannelOptions, RemoteError, RetryPolicy, run_remote_job
+    from veil.wire import job_start
 
     src, extra, described = second_camera(tmp_path)
     url = f"grpc://127.0.0.1:{veil_server().port}"
@@ -272,7 +267,7 @@ def test_cloud_mode_refuses_and_drops_the_same_way(
 
 def test_live_refuses_a_source_with_another_picture_stream(tmp_path: Path) -> None:
     """``veil live`` copies every other stream of its source: a second picture is refused."""
-    from veil.live._engine import run_live
+    from veil.live import run_live
 
     src, extra, described = second_camera(tmp_path)
     dst = tmp_path / "out.mkv"

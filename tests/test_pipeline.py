@@ -98,7 +98,7 @@ def test_record_and_manifest_describe_the_job(tmp_path: Path) -> None:
     dst = tmp_path / "out.mp4"
     result = veil.anonymize(src, dst, config=FAST)
     record = veil.Record.load(veil.default_record_path(dst))
-    assert record.input["sha256"] == veil.media._media.sha256_file(src)
+    assert record.input["sha256"] == veil.media.sha256_file(src)
     audio = next(s for s in record.input["streams"] if s["type"] == "audio")
     assert audio["packets"] == len(packets(src, "audio"))
     assert record.detector["model"] == "yunet"
@@ -107,7 +107,7 @@ def test_record_and_manifest_describe_the_job(tmp_path: Path) -> None:
     manifest = result.manifest
     assert manifest is not None
     assert manifest["record_sha256"] == record.file_sha256
-    assert manifest["output"]["sha256"] == veil.media._media.sha256_file(dst)
+    assert manifest["output"]["sha256"] == veil.media.sha256_file(dst)
     out_audio = next(s for s in manifest["output"]["streams"] if s["type"] == "audio")
     assert out_audio["payload_sha256"] == audio["payload_sha256"]
 

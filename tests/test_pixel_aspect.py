@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from veil_eval import STRUCTURE_MAX, structure_retained
 
 import veil
 from veil import DetectionConfig
-from veil._eval import STRUCTURE_MAX, structure_retained
 from veil.core import Origin
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo, display_size, unrotate
@@ -110,7 +110,7 @@ def test_hybrid_detects_on_the_displayed_picture_too(
     veil_server: Callable[..., Any], sample_clip: Path, tmp_path: Path
 ) -> None:
     """Hybrid mode goes through the same scaling: the record equals the on-prem one."""
-    from veil.remote._remote import RemoteDetector
+    from veil.remote import RemoteDetector
 
     src = _squeezed(sample_clip, tmp_path / "in.mp4", Fraction(3, 1))
     on_prem = veil.detect(src, tmp_path / "local.json")
@@ -216,7 +216,7 @@ def test_rotation_and_non_square_pixels_together(tmp_path: Path) -> None:
 
 
 def test_live_detects_on_the_displayed_picture_too(tmp_path: Path) -> None:
-    from veil.live._engine import run_live
+    from veil.live import run_live
 
     src = _flat_clip(tmp_path / "in.mkv", (120, 240), Fraction(3, 1), frames=8)
     detector = Recording()

@@ -186,9 +186,9 @@ def _detect(address: str, frames: int) -> int:
     import grpc
 
     from veil.core._detector import fit_size
-    from veil.remote._remote import frame_message
     from veil.v1 import detection_pb2 as pb
     from veil.v1 import detection_pb2_grpc as pb_grpc
+    from veil.wire import frame_message
 
     messages = []
     with av.open(str(SAMPLE)) as container:

@@ -15,7 +15,8 @@ from mediagen import make_clip
 import veil
 from veil import DetectionConfig
 from veil.cli import main
-from veil.job._provenance import canonical, verify
+from veil.job._provenance import canonical
+from veil.job._verify import verify
 
 FAST = DetectionConfig.from_preset("fast")
 

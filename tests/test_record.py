@@ -20,16 +20,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mediagen import make_clip
 
-import veil.job._pipeline
 import veil.job._record
+import veil.job._sinks
 from veil import OutputError, RecordError
 from veil.core import FrameMasks, Mask, Origin, iou
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
 from veil.core._errors import DetectorLost
-from veil.job._pipeline import run_job
-from veil.job._record import RISK_LIST_LIMIT, FrameLog, Record, residual_risk
-from veil.track._tracker import TrackerConfig
+from veil.job import detect_job as run_job
+from veil.job._framelog import FrameLog
+from veil.job._record import Record
+from veil.job._risk import RISK_LIST_LIMIT, residual_risk
+from veil.track._config import TrackerConfig
 
 
 def _frames(n: int, seed: int = 0) -> list[FrameMasks]:
@@ -420,7 +422,7 @@ def test_a_failed_detection_run_closes_its_frame_log(
             super().__init__()
             logs.append(self)
 
-    monkeypatch.setattr(veil.job._pipeline, "FrameLog", Tracked)
+    monkeypatch.setattr(veil.job._sinks, "FrameLog", Tracked)
     src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=60, audio=None)
     with pytest.raises(type(error)):
         run_job(src, detector=LostDetector(error), record_path=tmp_path / "r.json")
@@ -594,7 +596,7 @@ def test_a_blend_that_steadies_a_detection_is_no_bridged_gap() -> None:
     detected one of the same track: the track was seen in that frame, so neither the residual
     risk nor the review flags call it a gap."""
     from veil.job._edits import Applied
-    from veil.review._report import find_flags
+    from veil.review._flags import find_flags
 
     def frame(i: int, *origins: Origin) -> FrameMasks:
         return FrameMasks(

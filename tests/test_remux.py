@@ -25,9 +25,10 @@ from mediagen import _picture, _write_tone, frame_times, make_clip, packets
 from veil import OutputError
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo
-from veil.job._pipeline import manifest_path, run_job
-from veil.job._provenance import verify
-from veil.live._engine import LiveConfig, run_live
+from veil.job import detect_job as run_job
+from veil.job import manifest_path
+from veil.job._verify import verify
+from veil.live import LiveConfig, run_live
 
 WRAP_S = Fraction(2**33, 90000)  # MPEG-TS timestamps wrap after 2^33 ticks of 90 kHz
 
@@ -290,21 +291,28 @@ def test_timecode_track_into_a_container_without_one_is_named(tmp_path: Path) ->
 # -- item 13: live and file outputs share one stream setup ----------------------------------
 
 
-def _phone_clip(path: Path, *, audio: bool) -> Path:
-    """A phone-like clip: 90 degree display rotation, BT.709 colour tags, 1/600 time base."""
+def _phone_clip(
+    path: Path,
+    *,
+    audio: bool,
+    pix_fmt: str = "yuv420p",
+    colour: tuple[int, int, int, int] = (1, 1, 1, 1),
+) -> Path:
+    """A phone-like clip: 90 degree display rotation, ``colour`` tags (primaries, transfer,
+    matrix, range; BT.709 limited range unless told), 1/600 time base."""
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        video.width, video.height, video.pix_fmt = 160, 120, pix_fmt
         video.time_base = video.codec_context.time_base = Fraction(1, 600)
         ctx = video.codec_context
-        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 1
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = colour
         video.set_display_rotation(90)
         sound = out.add_stream("aac", rate=48000) if audio else None
         if sound is not None:
             sound.layout, sound.format = "stereo", "fltp"
         for i in range(25):
             frame = av.VideoFrame.from_ndarray(_picture(i, 160, 120), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
+            frame = frame.reformat(format=pix_fmt)
             frame.pts, frame.time_base = i * 24, Fraction(1, 600)
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
@@ -349,6 +357,29 @@ def test_bug_live_output_lost_rotation_colour_and_timing(
         assert [t for t, _ in _audio(dst)] == [t for t, _ in _audio(src)]
 
 
+@pytest.mark.parametrize("target", [".mkv", ".mp4"])
+@pytest.mark.parametrize(
+    ("pix_fmt", "colour"),
+    [("yuvj420p", (1, 1, 1, 2)), ("yuv420p10le", (9, 16, 9, 1))],
+    ids=["bt709-full-range", "bt2020-pq-10bit"],
+)
+def test_live_sink_and_file_output_carry_the_same_colour_and_rotation(
+    tmp_path: Path, pix_fmt: str, colour: tuple[int, int, int, int], target: str
+) -> None:
+    """Issue 15: the file output and the live sink are one muxer (``_muxer.Muxer``), so a
+    rotated clip with full-range or HDR colour tags comes out of both with the source's
+    colour range, primaries, transfer, matrix and rotation (a live copy of the stream setup
+    once lost them). The live encoder's 8-bit 4:2:0 keeps the tags of a 10-bit source."""
+    src = _phone_clip(tmp_path / "in.mp4", audio=False, pix_fmt=pix_fmt, colour=colour)
+    file_out, live_out = tmp_path / f"file{target}", tmp_path / f"live{target}"
+    run_job(src, detector=_Stub(), output=file_out)
+    summary = run_live(str(src), str(live_out), detector=_Stub(), config=LiveConfig(delay_s=0.5))
+    assert summary["frames_out"] == 25
+    want = _describe(src)
+    assert want == {"rotation": want["rotation"], "colour": colour} and want["rotation"] != 0
+    assert _describe(file_out) == _describe(live_out) == want
+
+
 # -- also left out, deliberately -------------------------------------------------------------
 
 
@@ -375,7 +406,7 @@ def test_chapters_are_left_out_and_logged(tmp_path: Path, caplog: pytest.LogCapt
                 packet.stream = stream
                 out.mux(packet)
     dst = tmp_path / "out.mkv"
-    with caplog.at_level("WARNING", logger="veil.media._media"):
+    with caplog.at_level("WARNING", logger="veil.media._output"):
         _anonymize(src, dst)
     assert "its 1 chapters are left out of out.mkv" in caplog.text
     with av.open(str(dst)) as container:

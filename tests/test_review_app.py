@@ -27,9 +27,10 @@ from test_edits import ScriptedDetector
 import veil
 from veil import DetectionConfig
 from veil.cli import main
-from veil.job._provenance import keygen, verify
+from veil.job._provenance import keygen
 from veil.job._record import Record
-from veil.review._app import ReviewSession, serve
+from veil.job._verify import verify
+from veil.review import ReviewSession, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / ".cache" / "test-artifacts"
@@ -424,8 +425,7 @@ def test_every_frame_shown_is_the_frame_the_record_numbers(
     container seeks true (MP4 with B-frames, an open GOP) or not (MPEG-TS; AVI, whose
     timestamps the reader repairs)."""
     clip = _numbered(tmp_path / name, options)
-    from veil.media._frames import Frames
-    from veil.media._media import DecodedFrame, Input, probe
+    from veil.media import DecodedFrame, Frames, Input, probe
 
     with Input(clip, probe(clip)) as reader:
         pts = [i.frame.pts for i in reader.demux() if isinstance(i, DecodedFrame)]

@@ -18,11 +18,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from veil import DetectorSettings, fit_size
-from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector, RemoteError, frame_message
+from veil.remote import ChannelOptions, RemoteDetector, RemoteError
 from veil.server.engine import load_detector
-from veil.server.service._serve import ServeConfig, create_server
+from veil.server.service import ServeConfig, create_server
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
+from veil.wire import Encoding, frame_message
 
 pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 

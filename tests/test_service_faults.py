@@ -32,9 +32,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mediagen import cut
 
 from veil import DetectorSettings, fit_size
-from veil.remote._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
+from veil.wire import Encoding, frame_message
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -211,8 +211,9 @@ def test_hybrid_job_fails_cleanly_when_the_server_stays_down(
 
 @pytest.mark.triton
 def test_health_follows_triton_down_and_back(tmp_path: Path) -> None:
-    from veil.server.engine._triton import TritonServer, TritonServerConfig
-    from veil.server.service._serve import ServeConfig, create_server
+    from triton_server import TritonServer, TritonServerConfig
+
+    from veil.server.service import ServeConfig, create_server
 
     base = TritonServerConfig()
     if not (base.venv / ".installed").is_file():
@@ -507,7 +508,7 @@ def test_a_hybrid_client_refused_a_stream_waits_for_room_instead_of_failing(
     (RESOURCE_EXHAUSTED, nothing sent yet): the hybrid client backs off and opens it again
     once a stream has ended, instead of failing the job."""
     from veil import DetectionConfig
-    from veil.remote._remote import ChannelOptions, RemoteDetector
+    from veil.remote import ChannelOptions, RemoteDetector
 
     server = veil_server(max_queue=16, limits={"window": 12})  # room for one stream of 12
     url = f"grpc://127.0.0.1:{server.port}"
@@ -518,7 +519,7 @@ def test_a_hybrid_client_refused_a_stream_waits_for_room_instead_of_failing(
     first.detect([image], [(320, 240)])  # its stream holds the room
     threading.Timer(1.0, first.close).start()
     with (
-        caplog.at_level("WARNING", logger="veil.remote._remote"),
+        caplog.at_level("WARNING", logger="veil.remote"),
         RemoteDetector(url, settings, ChannelOptions()) as second,
     ):
         found = second.detect([image, image], [(320, 240), (320, 240)])

@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from veil import fit_size
-from veil.remote._remote import Encoding, frame_message
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
+from veil.wire import Encoding, frame_message
 
 pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
@@ -80,7 +80,7 @@ def seed_frames(sample_clip: Path) -> dict[tuple[int, Encoding], list[pb.Frame]]
 
 @pytest.fixture(scope="module")
 def fuzz_server(backend_factory: Any) -> Iterator[Any]:
-    from veil.server.service._serve import ServeConfig, create_server
+    from veil.server.service import ServeConfig, create_server
 
     config = ServeConfig.from_sources(
         toml={

@@ -14,7 +14,8 @@ from mediagen import cut, darken
 
 from veil import DetectionConfig, anonymize, detect
 from veil.cli import main
-from veil.remote._remote import ChannelOptions, Encoding, RemoteDetector, job_start, run_remote_job
+from veil.remote import ChannelOptions, RemoteDetector, run_remote_job
+from veil.wire import Encoding, job_start
 
 pytestmark = pytest.mark.weights  # the fetched detector weights (make models)
 
@@ -133,7 +134,7 @@ def _balanced_job(name: str, size: int, config: DetectionConfig) -> Any:
 
 
 def test_cloud_job_refusals(veil_server: Callable[..., Any], clip: Path, tmp_path: Path) -> None:
-    from veil.remote._remote import RemoteError, RetryPolicy
+    from veil.remote import RemoteError, RetryPolicy
 
     server = veil_server(limits={"max_job_bytes": 1000})
     start = _balanced_job(clip.name, clip.stat().st_size, DetectionConfig())
@@ -188,7 +189,7 @@ def test_a_cloud_job_runs_the_detector_and_tracker_settings_it_was_sent(
     client's."""
     from dataclasses import replace
 
-    from veil.server.service._servicer import _job_settings
+    from veil.wire import read_job_start as _job_settings
 
     base = DetectionConfig.from_preset("balanced")
     config = DetectionConfig(

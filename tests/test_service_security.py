@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from veil import ConfigError, DetectorSettings
-from veil.remote._remote import ChannelOptions, RemoteDetector, RemoteError
-from veil.server.service._serve import ServeConfig
+from veil.remote import ChannelOptions, RemoteDetector, RemoteError
+from veil.server.service import ServeConfig
 
 URL = "grpcs://localhost:{port}"
 
@@ -23,7 +23,7 @@ def remote(port: int, **options: Any) -> RemoteDetector:
 
 
 def _no_retry() -> Any:
-    from veil.remote._remote import RetryPolicy
+    from veil.remote import RetryPolicy
 
     return RetryPolicy(attempts=1)
 

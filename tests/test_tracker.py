@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 import veil
 from veil import DetectionConfig, Detections, Mask, Origin, TrackerConfig
 from veil.core import FrameMasks
-from veil.job._pipeline import _FromRecord
-from veil.media._media import DecodedFrame
-from veil.track._shots import CameraMotion, CutDetector
-from veil.track._tracker import FOLLOW_LIMIT, Associator, Smoother
+from veil.job._replay import RecordMasks as _FromRecord
+from veil.media import DecodedFrame
+from veil.track._associator import FOLLOW_LIMIT, Associator
+from veil.track._camera import CameraMotion
+from veil.track._shots import CutDetector
+from veil.track._smoother import Smoother
 
 CONFIG = TrackerConfig(max_gap=4, lead_in=3, lead_out=2)
 

@@ -18,17 +18,13 @@ import numpy.typing as npt
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
+from triton_server import TritonServer
 from tritonclient.grpc import model_config_pb2
 
 from veil.core._detections import Detections
 from veil.server.engine import BackendError, LocalDetector, load_detector, weights_sha256
 from veil.server.engine._models import make_model
-from veil.server.engine._triton import (
-    TritonBackend,
-    TritonBackendError,
-    TritonServer,
-    TritonUnavailableError,
-)
+from veil.server.engine._triton import TritonBackend, TritonBackendError, TritonUnavailableError
 
 pytest_plugins = ["triton_fixture"]
 

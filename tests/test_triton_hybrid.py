@@ -10,7 +10,7 @@ import pytest
 from mediagen import cut
 
 from veil import DetectionConfig, anonymize
-from veil.remote._remote import RemoteDetector
+from veil.remote import RemoteDetector
 
 pytest_plugins = ["triton_fixture"]
 pytestmark = pytest.mark.triton
@@ -21,7 +21,7 @@ FRAMES = 20
 def test_hybrid_through_veil_serve_on_triton_equals_on_prem(
     triton_server: object, sample_clip: Path, tmp_path: Path
 ) -> None:
-    from veil.server.service._serve import ServeConfig, create_server
+    from veil.server.service import ServeConfig, create_server
 
     clip = cut(sample_clip, tmp_path / "clip.mp4", FRAMES)
     on_prem = tmp_path / "on_prem.mp4"

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from veil.server.engine._triton import TritonServer, TritonServerConfig
+from triton_server import TritonServer, TritonServerConfig
 
 __all__ = ["triton_server"]
 

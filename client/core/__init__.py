@@ -1,4 +1,9 @@
-"""TODO."""
+"""The small shared core every other package builds on: detections and the detector protocol,
+boxes and their overlap (the one ``Box``, ``iou``, the retry ``backoff``), the masks a frame
+gets (``Mask``, ``Origin``, ``FrameMasks``) and veil's one family of errors.
+
+Nothing here does I/O or imports another veil package.
+"""
 
 from ._detections import Detections, merge, nms
 from ._detector import (
