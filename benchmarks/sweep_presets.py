@@ -94,7 +94,7 @@ def _c(base: str, tracker: dict[str, Any] | None = None, **detector: Any) -> Can
 
 @dataclass(frozen=True)
 class Current:
-    """A preset as client/_settings.py defines it now, with ``detector`` and ``tracker``
+    """A preset as client/job/_settings.py defines it now, with ``detector`` and ``tracker``
     changes."""
 
     preset: str
@@ -111,7 +111,7 @@ CANDIDATES: dict[str, Candidate | Current] = {
     # the presets before issue 18 (the thorough one, 221 ms a frame, is in an earlier run)
     "fast (before)": _c("fast"),
     "balanced (before)": _c("balanced"),
-    # the presets now (client/_settings.py)
+    # the presets now (client/job/_settings.py)
     "fast: yunet 640 0.5/t0.25": Current("fast"),
     "balanced: yunet 640 0.5/t0.15": Current("balanced"),
     "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),

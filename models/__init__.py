@@ -1,1 +1,1 @@
-"""The detector manifest and Triton configs, packaged as data (no code): see server/weights.py."""
+"""The detector manifest and Triton configs, packaged as data (no code): see server/engine/weights.py."""

@@ -152,7 +152,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def server_metric_names() -> set[str]:
-    """Every series name veil serve exports, from server/_metrics.py's registry."""
+    """Every series name veil serve exports, from server/service/_metrics.py's registry."""
     from veil.server.service._metrics import Metrics
 
     names = set()

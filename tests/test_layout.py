@@ -146,3 +146,45 @@ def test_the_engine_imports_without_grpc() -> None:
     ]
     result = _import_all([*engine, "veil.core", "veil.job", "veil.media"], "grpc")
     assert result.returncode == 0, result.stderr
+
+
+#: Which packages each package may import (``veil``: the top-level public API and version).
+#: The arrows point one way, down to ``veil.core``; docs/architecture.md draws the same map.
+LAYERS = {
+    "veil.core": set(),
+    "veil.media": {"veil.core"},
+    "veil.track": {"veil.core"},
+    "veil.mask": {"veil.core"},
+    "veil.job": {"veil", "veil.core", "veil.media", "veil.track", "veil.mask"},
+    "veil.wire": {
+        "veil", "veil.core", "veil.media", "veil.track", "veil.mask", "veil.job", "veil.v1"
+    },
+    "veil.remote": {"veil", "veil.core", "veil.media", "veil.job", "veil.wire", "veil.v1"},
+    "veil.live": {"veil", "veil.core", "veil.media", "veil.track", "veil.mask"},
+    "veil.review": {"veil", "veil.core", "veil.media", "veil.mask", "veil.job"},
+    "veil.batch": {"veil.core", "veil.media", "veil.job", "veil.cli"},
+    "veil.server.engine": {"veil.core"},
+    "veil.server.service": {
+        "veil", "veil.core", "veil.media", "veil.job", "veil.wire", "veil.v1", "veil.server.engine"
+    },
+}  # fmt: skip
+
+
+def _top(module: str) -> str:
+    """The package a dotted name belongs to, at the depth ``LAYERS`` names them."""
+    parts = module.split(".")
+    depth = 3 if parts[:2] == ["veil", "server"] and len(parts) > 2 else 2
+    return ".".join(parts[:depth])
+
+
+def test_packages_import_only_the_layers_below_them() -> None:
+    wrong = []
+    for path, module in _sources():
+        package = _top(module)
+        if package not in LAYERS:
+            continue
+        for line, target in _imports(path, module):
+            above = target.startswith("veil") and _top(target) not in {package, *LAYERS[package]}
+            if above:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not wrong, "\n".join(wrong)

@@ -24,6 +24,7 @@ from typing import Protocol, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from veil.core import Detections, DetectorInfo, Image, fit_size, iou_matrix
 
@@ -221,7 +222,10 @@ def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detection
     score-weighted mean box, the best score, the leader's landmarks, and every member that
     had a box in it.
     """
-    boxes, scores, sources, landmarks = [], [], [], []
+    boxes: list[npt.NDArray[np.float32]] = []
+    scores: list[npt.NDArray[np.float32]] = []
+    sources: list[npt.NDArray[np.uint32]] = []
+    landmarks: list[npt.NDArray[np.float32]] = []
     with_marks = all(p.landmarks is not None for p in parts)
     for k, (part, c) in enumerate(zip(parts, calibration, strict=True)):
         if not len(part):
@@ -230,11 +234,13 @@ def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detection
         scores.append(np.array([fused_score(float(s), c) for s in part.scores], np.float32))
         sources.append(np.full(len(part), 1 << k, np.uint32))
         if with_marks:
-            landmarks.append(part.landmarks)
+            landmarks.append(part.landmarks)  # type: ignore[arg-type]  # with_marks: not None
     if not boxes:
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), sources=[])
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), sources=np.zeros(0, np.uint32)
+        )
     b, s, src = np.concatenate(boxes), np.concatenate(scores), np.concatenate(sources)
-    marks = np.concatenate(landmarks) if with_marks else None  # type: ignore[arg-type]
+    marks = np.concatenate(landmarks) if with_marks else None
     order = np.argsort(-s, kind="stable")
     overlap = iou_matrix(b.astype(np.float64), b.astype(np.float64))
     taken = np.zeros(len(b), bool)

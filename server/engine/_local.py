@@ -208,7 +208,8 @@ class LocalDetector:
                 merged[i].append(_unmirror(found, width))
         if self._tiles == 2:
             crops = _tile_boxes(width, height)
-            tile_images, where = [], []
+            tile_images: list[Image] = []
+            where: list[tuple[int, int, int]] = []
             for i, image in enumerate(images):
                 for x0, y0, x1, y1 in crops:
                     tile = cv2.resize(
@@ -216,7 +217,7 @@ class LocalDetector:
                         ((x1 - x0) * 2, (y1 - y0) * 2),
                         interpolation=cv2.INTER_LINEAR,
                     )
-                    tile_images.append(tile)
+                    tile_images.append(np.asarray(tile, np.uint8))  # cv2 types it loosely
                     where.append((i, x0, y0))
             tile_size = ((crops[0][2] - crops[0][0]) * 2, (crops[0][3] - crops[0][1]) * 2)
             for start in range(0, len(tile_images), self._max_batch):
