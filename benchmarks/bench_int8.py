@@ -31,13 +31,13 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
-from veil_eval import GtClip, generate_all, score_masks
 
 from veil.core._detector import fit_size
 from veil.server.engine._local import build_detector
 from veil.server.engine._models import make_model
 from veil.server.engine._onnxruntime import OnnxRuntimeBackend
 from veil.server.engine.weights import model_path
+from veil_eval import GtClip, generate_all, score_masks
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -46,8 +46,11 @@ from live_loopback import (  # noqa: E402
     wait_udp_bound,
 )
 
-from veil import DetectionConfig, open_detector  # noqa: E402
-from veil._api import client_passes  # noqa: E402
+from veil import (  # noqa: E402
+    DetectionConfig,
+    client_passes,
+    open_detector,
+)
 from veil.live import LiveConfig, run_live  # noqa: E402
 
 GT_CLIP = ROOT.parent / "shared" / "data" / "clips" / "wider_group_tilted_pan.mp4"

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from live_loopback import check_masked, gt_faces, live_in_process  # noqa: E402
-from veil_eval import generate_all  # noqa: E402
 
 from veil import DetectionConfig, client_passes, open_detector  # noqa: E402
+from veil_eval import generate_all  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

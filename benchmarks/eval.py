@@ -17,9 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from veil_eval import evaluate, find_clips, generate_all
-
 from veil import Preset
+from veil_eval import evaluate, find_clips, generate_all
 
 
 def _parser() -> argparse.ArgumentParser:

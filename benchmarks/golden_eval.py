@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from veil_eval import GtClip, find_clips, score_record
-
 from veil import DetectionConfig, Preset, detect
+from veil_eval import GtClip, find_clips, score_record
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT.parent / "shared" / "data" / "clips"

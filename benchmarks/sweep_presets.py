@@ -27,9 +27,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from veil_eval import GtClip, Score, find_clips, generate_all, score_record
 
 from veil import DetectionConfig, DetectorSettings, TrackerConfig
+from veil_eval import GtClip, Score, find_clips, generate_all, score_record
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

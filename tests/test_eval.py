@@ -12,15 +12,6 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-from veil_eval import (
-    COVER_MIN,
-    STRUCTURE_MAX,
-    GtClip,
-    GtFace,
-    covered_share,
-    score_masks,
-    structure_retained,
-)
 
 from veil.core import FrameMasks, Mask, Origin
 from veil.core._detections import Detections
@@ -30,6 +21,15 @@ from veil.mask._draw import render_frame
 from veil.mask._style import Style
 from veil.track._associator import Associator
 from veil.track._config import TrackerConfig
+from veil_eval import (
+    COVER_MIN,
+    STRUCTURE_MAX,
+    GtClip,
+    GtFace,
+    covered_share,
+    score_masks,
+    structure_retained,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOLDEN = Path(__file__).parent / "golden" / "eval_public.json"
@@ -210,9 +210,8 @@ def test_leak_rate_does_not_regress(preset: str) -> None:
     """Regression: a preset's leak rate (by record, faces >= 20 px), single-frame holes and
     collateral (by record, default style) on each public GT clip stay at or below the values
     recorded in tests/golden/eval_public.json (collateral: issue 5, docs/quality.md)."""
-    from veil_eval import score_record
-
     from veil._api import DetectionConfig, detect
+    from veil_eval import score_record
 
     golden = json.loads(GOLDEN.read_text())
     config = DetectionConfig.from_preset(preset)

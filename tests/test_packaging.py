@@ -139,6 +139,9 @@ def test_the_wheel_ships_the_manifest_the_configs_and_py_typed(wheel: Path) -> N
         "veil/models/yunet/config.pbtxt",
         "veil/models/scrfd/config.pbtxt",
         "veil/v1/record.schema.json",
+        "veil/v1/live-record.schema.json",
+        "veil/review/templates/report.html",
+        "veil/review/app/index.html",
     ):
         assert member in names, f"{wheel.name} lacks {member}"
     assert not [n for n in names if n.endswith(".onnx")], "weights are fetched, never shipped"

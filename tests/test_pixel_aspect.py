@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from veil_eval import STRUCTURE_MAX, structure_retained
 
 import veil
 from veil import DetectionConfig
 from veil.core import Origin
 from veil.core._detections import Detections
 from veil.core._detector import DetectorInfo, display_size, unrotate
+from veil_eval import STRUCTURE_MAX, structure_retained
 
 #: Frames of the sample: shot 1 (one face, 95-200 px tall), shot 2 (60 and 35 px faces).
 PICKED = (0, 40, 80, 120, 150, 170, 185, 199)

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """``veil live``: runs until the source ends or SIGINT/SIGTERM, which finish the output
     and the record (exit 0)."""
     from veil import client_passes, open_detector
-    from veil.live import LiveConfig, LiveEncoder, ReconnectPolicy, run_live
+    from veil.live import LiveConfig, ReconnectPolicy, run_live
+    from veil.media import LiveEncoder
 
     detection = detection_config(args, config)
     changes = {"crf": args.live_crf, "preset": args.live_preset}

@@ -5,6 +5,7 @@ gets (``Mask``, ``Origin``, ``FrameMasks``) and veil's one family of errors.
 Nothing here does I/O or imports another veil package.
 """
 
+from ._cores import available_cores
 from ._detections import Detections, merge, nms
 from ._detector import (
     Detector,
@@ -52,6 +53,7 @@ __all__ = [
     "RecordError",
     "Upright",
     "VeilError",
+    "available_cores",
     "backoff",
     "centre",
     "display_size",

@@ -7,10 +7,7 @@ write (a temp name, fsync, rename), so a reader never sees half a file.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,8 +15,8 @@ from typing import Any
 
 import jsonschema
 
-from veil.core import OutputError, RecordError
-from veil.media import partial_path
+from veil.core import RecordError
+from veil.media import write_atomic
 
 #: A JSON object as a record or manifest holds it: a block kept as read (so it is written
 #: back byte for byte) or about to be written. Typed classes build the blocks veil makes
@@ -47,31 +44,6 @@ def validate(document: Any, name: str, source: str) -> None:
 def dumps(document: Any) -> bytes:
     """Compact JSON, UTF-8: the encoding of every record and manifest."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> str:
-    """Write ``chunks`` under a temp name, fsync, then rename; returns their sha256.
-
-    Nothing is left behind if writing (or producing a chunk) fails: ``path`` is either the
-    whole new file or untouched.
-    """
-    digest = hashlib.sha256()
-    tmp = partial_path(path)
-    try:
-        with tmp.open("wb") as fh:
-            for chunk in chunks:
-                digest.update(chunk)
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return digest.hexdigest()
 
 
 def write_json_atomic(path: Path, document: JsonObject) -> bytes:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from veil.core import FrameMasks, RecordError
+from veil.media import write_atomic
 from veil.track import TrackerConfig
 
-from ._documents import JsonObject, dumps, validate, write_atomic
+from ._documents import JsonObject, dumps, validate
 from ._framelog import FrameCounts, FrameLog, frame_entry, frame_from_entry
 
 SCHEMA = "veil.record/1"

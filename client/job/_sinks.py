@@ -5,13 +5,12 @@ manifest). Memory does not grow with the video's length in either."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
-from veil.core import FrameMasks
+from veil.core import FrameMasks, available_cores
 from veil.mask import Style, render_frame
 from veil.media import DecodedFrame, EncoderSettings, Input, Output
 
@@ -22,14 +21,6 @@ from ._provenance import Manifest, Signer, manifest_path
 from ._record import Record
 from ._risk import RiskTally
 from ._threads import InOrder
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def render_workers() -> int:

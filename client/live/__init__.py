@@ -4,14 +4,11 @@ masked (pure, clock injected); ``_predict`` is live's motion model; ``_engine`` 
 ``_reader``, ``_worker`` and ``_inbox`` are its threads and queue; ``_timeline`` spans
 reconnects; ``_record`` the typed JSON Lines record; ``_stats`` the counters and metrics."""
 
-from veil.media import LiveEncoder
-
 from ._config import LiveConfig, OutagePolicy, ReconnectPolicy
 from ._run import run_live
 
 __all__ = [
     "LiveConfig",
-    "LiveEncoder",
     "OutagePolicy",
     "ReconnectPolicy",
     "run_live",

@@ -5,7 +5,14 @@ file output (``_output``: written atomically, checked against the input) and the
 frame-exact random access for review (``_frames``).
 """
 
-from ._atomic import check_paths, check_writable, partial_path, replacing, same_file
+from ._atomic import (
+    check_paths,
+    check_writable,
+    partial_path,
+    replacing,
+    same_file,
+    write_atomic,
+)
 from ._digest import packet_digests, sha256_file
 from ._encoder import EncoderSettings, LiveEncoder
 from ._frames import Frames
@@ -35,4 +42,5 @@ __all__ = [
     "same_file",
     "sample_aspect",
     "sha256_file",
+    "write_atomic",
 ]

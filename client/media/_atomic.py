@@ -10,7 +10,7 @@ import errno
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from veil.core import ConfigError, OutputError, OutputExists
@@ -201,3 +201,28 @@ def _why(folder: Path, exc: OSError) -> str:
     if exc.errno == errno.EROFS:
         return f"{shown} is on a read-only filesystem"
     return f"{exc.strerror or exc}"
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes]) -> str:
+    """Write ``chunks`` under a temp name, fsync, then rename; returns their sha256.
+
+    Nothing is left behind if writing (or producing a chunk) fails: ``path`` is either the
+    whole new file or untouched.
+    """
+    digest = hashlib.sha256()
+    tmp = partial_path(path)
+    try:
+        with tmp.open("wb") as fh:
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()

@@ -10,15 +10,13 @@ script, no external resource, so the file can be archived and mailed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from veil.core import OutputError
 from veil.job import Record
 from veil.mask import Style
-from veil.media import partial_path
+from veil.media import write_atomic
 
 from ._flags import Flag
 from ._page import render
@@ -73,15 +71,5 @@ def write_report(
         style=style,
         thumbnails=thumbnails,
     )
-    _write_text_atomic(Path(output), report.html)
+    write_atomic(Path(output), [report.html.encode()])
     return report
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = partial_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc

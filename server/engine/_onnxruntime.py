@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+
+from veil.core import available_cores
 
 __all__ = ["BackendError", "ExecutionProvider", "OnnxRuntimeBackend", "OnnxRuntimeConfig"]
 
@@ -40,14 +41,6 @@ _ORT_NAMES = {
     ExecutionProvider.CUDA: "CUDAExecutionProvider",
     ExecutionProvider.TENSORRT: "TensorrtExecutionProvider",
 }
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, kw_only=True)
