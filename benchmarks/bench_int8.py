@@ -32,10 +32,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from veil.core._detector import fit_size
-from veil.server.engine._local import build_detector
-from veil.server.engine._models import make_model
-from veil.server.engine._onnxruntime import OnnxRuntimeBackend
+from veil.core import fit_size
+from veil.server.engine import OnnxRuntimeBackend, build_detector, make_model
 from veil.server.engine.weights import model_path
 from veil_eval import GtClip, generate_all, score_masks
 

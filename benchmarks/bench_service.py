@@ -24,8 +24,7 @@ import numpy as np
 
 from veil import DetectorSettings, fit_size
 from veil.remote import ChannelOptions, RemoteDetector
-from veil.server.engine._local import LocalDetector
-from veil.server.engine._models import make_model
+from veil.server.engine import LocalDetector, make_model
 from veil.server.service import ServeConfig, create_server
 from veil.server.service._serve import open_backend
 from veil.wire import Encoding

@@ -19,6 +19,7 @@ from veil.job import (
     Record,
     Signer,
     VideoOptions,
+    default_record_path,
     detect_job,
     manifest_path,
     render_job,
@@ -262,11 +263,6 @@ def render(
         result = render_job(Path(input), record, output, video=video, progress=progress)
     assert result.manifest is not None
     return result.manifest
-
-
-def default_record_path(output: Path | str) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".veil.json")
 
 
 def anonymize(

@@ -19,7 +19,7 @@ from veil import DetectionConfig
 from veil.job._edits import Applied
 from veil.job._replay import final_frames
 from veil.review._flags import find_flags
-from veil.review._risk import residual_risk, risk_series
+from veil.review._risk import risk_block, risk_series
 from veil.track._shots import BlurWatch
 
 BLURRED = range(12, 17)
@@ -70,6 +70,6 @@ def test_blurred_frames_are_in_the_record_and_flagged(tmp_path: Path) -> None:
     assert block["blurred_frames"] == {"count": 5, "list": [{"first": 12, "last": 16}]}
     assert block["dark_frames"]["count"] == 0
     finals = final_frames(record)
-    risk = residual_risk(record, {"residual_risk": block})
+    risk = risk_block(record, {"residual_risk": block})
     flags = find_flags(record, finals, Applied.of(record), risk_series(risk, len(finals)), risk)
     assert [(f.first, f.last) for f in flags if f.reason == "blurred frames"] == [(12, 16)]

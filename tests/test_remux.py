@@ -380,6 +380,27 @@ def test_live_sink_and_file_output_carry_the_same_colour_and_rotation(
     assert _describe(file_out) == _describe(live_out) == want
 
 
+def test_a_live_recording_survives_a_failed_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue 15: with the live sink on the file output's muxer, a failure while
+    finishing (a full disk at the trailer, here the final rename) deleted the whole masked
+    recording. The live sink keeps its partial file, as it did before; never the final name."""
+    src = make_clip(tmp_path / "in.mp4", frames=25, audio=None)
+    out = tmp_path / "live.ts"
+
+    def full_disk(self: Any) -> None:
+        raise OutputError(f"{out}: cannot write (No space left on device)")
+
+    monkeypatch.setattr("veil.media._live.LiveSink._publish", full_disk)
+    with pytest.raises(OutputError, match="No space left"):
+        run_live(str(src), str(out), detector=_Stub(), config=LiveConfig(delay_s=0.5))
+    assert not out.exists()
+    [kept] = [p for p in tmp_path.iterdir() if p.name.startswith(".live.veil-partial")]
+    with av.open(str(kept)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
+
+
 # -- also left out, deliberately -------------------------------------------------------------
 
 

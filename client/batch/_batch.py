@@ -30,8 +30,8 @@ from typing import Any
 
 import av
 
-from veil.core import ConfigError, VeilError
-from veil.job import verify, write_json_atomic
+from veil.core import ConfigError, VeilError, split_address
+from veil.job import default_record_path, manifest_path, verify, write_json_atomic
 from veil.media import same_file, sha256_file
 
 #: What a folder is searched for unless ``--include`` says otherwise (lower case).
@@ -51,11 +51,11 @@ class Item:
 
     @property
     def record(self) -> Path:
-        return self.output.with_name(self.output.name + ".veil.json")
+        return default_record_path(self.output)
 
     @property
     def manifest(self) -> Path:
-        return self.output.with_name(self.output.name + ".manifest.json")
+        return manifest_path(self.output)
 
 
 @dataclass
@@ -228,7 +228,7 @@ def run_file(item: Item, options: Sequence[str], cpus: Sequence[int] = ()) -> Ou
 def _child_run(
     item: Item, options: Sequence[str], cpus: Sequence[int], outcome: Outcome
 ) -> Outcome:
-    argv = [sys.executable, "-m", "veil.batch._batch", str(os.getpid()), ",".join(map(str, cpus))]
+    argv = [sys.executable, "-m", "veil.batch", str(os.getpid()), ",".join(map(str, cpus))]
     argv += ["anonymize", str(item.input), "-o", str(item.output), "--overwrite", "-q"]
     start = time.monotonic()
     with subprocess.Popen(
@@ -384,9 +384,7 @@ def serve_metrics(address: str, files: int) -> tuple[Report, Any]:
         raise ConfigError(
             f"--metrics needs prometheus-client ({exc}); install veil[server]"
         ) from exc
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise ConfigError(f"--metrics {address!r}: expected HOST:PORT")
+    host, port = split_address(address, "--metrics", default_host="0.0.0.0")
     registry = CollectorRegistry()
     Gauge("veil_batch_files", "Files in the batch", registry=registry).set(files)
     ended = Counter(
@@ -396,7 +394,7 @@ def serve_metrics(address: str, files: int) -> tuple[Report, Any]:
     for status in ("ok", "failed", "skipped"):
         ended.labels(status)
     try:
-        server, _ = start_http_server(int(port), host or "0.0.0.0", registry=registry)
+        server, _ = start_http_server(port, host, registry=registry)
     except OSError as exc:
         raise ConfigError(f"--metrics {address}: {exc}") from exc
 
@@ -405,27 +403,3 @@ def serve_metrics(address: str, files: int) -> tuple[Report, Any]:
         frames.inc(outcome.frames)
 
     return count, server
-
-
-def _child(argv: list[str]) -> int:
-    """``python -m veil.batch._batch PARENT_PID CPUS anonymize ...``: a batch's per-file process.
-    Dies with the process that started it (Linux; a worker killed mid-file leaves no
-    writer behind to finish the file a second time) and runs on ``CPUS`` (comma-separated,
-    empty: all), so ``--jobs N`` children do not fight over the cores."""
-    parent, cpus, rest = int(argv[0]), argv[1], argv[2:]
-    if sys.platform == "linux":
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took
-            return 130
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
-    from veil.cli import main
-
-    return main(rest)
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))

@@ -2,9 +2,11 @@
 boxes and their overlap (the one ``Box``, ``iou``, the retry ``backoff``), the masks a frame
 gets (``Mask``, ``Origin``, ``FrameMasks``) and veil's one family of errors.
 
-Nothing here does I/O or imports another veil package.
+Nothing here does I/O or imports another veil package (``available_cores`` only asks the
+kernel how many cores this process may use).
 """
 
+from ._address import split_address
 from ._cores import available_cores
 from ._detections import Detections, merge, nms
 from ._detector import (
@@ -27,8 +29,9 @@ from ._errors import (
     RecordError,
     VeilError,
 )
-from ._geometry import Box, Offset, backoff, centre, iou, iou_matrix, shifted, union
+from ._geometry import Box, Offset, centre, iou, iou_matrix, shifted, union
 from ._masks import CARRIED, EVIDENCE, POLICY_TRACK, FrameMasks, Mask, Origin, whole_frame
+from ._retry import backoff
 
 __all__ = [
     "CARRIED",
@@ -64,6 +67,7 @@ __all__ = [
     "merge",
     "nms",
     "shifted",
+    "split_address",
     "union",
     "whole_frame",
 ]

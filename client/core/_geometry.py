@@ -47,9 +47,3 @@ def union(a: Box, b: Box) -> Box:
 
 def centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-
-def backoff(failures: int, *, initial: float, multiplier: float, ceiling: float) -> float:
-    """The wait after ``failures`` failures in a row: ``initial``, then ``multiplier`` times
-    more after each further failure, at most ``ceiling`` (every retry loop in veil)."""
-    return min(ceiling, initial * multiplier ** min(max(failures, 1) - 1, 64))

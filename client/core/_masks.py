@@ -21,7 +21,8 @@ class Origin(StrEnum):
     DETECTED = "detected"
     INTERPOLATED = "interpolated"
     EXTRAPOLATED = "extrapolated"
-    #: carried into a frame where the detector lost it by the texture inside it (``_follow``)
+    #: carried by the texture inside it into a frame where the detector lost it
+    #: (``veil.track._follow``)
     FOLLOWED = "followed"
     MANUAL = "manual"
     POLICY = "policy"

@@ -19,7 +19,7 @@ from ._edits import (
 )
 from ._header import PresetChoice
 from ._pipeline import JobResult, detect_job, render_job
-from ._provenance import Signer, key_id, keygen, manifest_path
+from ._provenance import Signer, default_record_path, key_id, keygen, manifest_path
 from ._record import Record
 from ._replay import final_frames
 from ._risk import AGREE_IOU
@@ -41,6 +41,7 @@ __all__ = [
     "VideoOptions",
     "action_text",
     "add_edits",
+    "default_record_path",
     "describe",
     "detect_job",
     "diff",

@@ -42,6 +42,12 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
 
+def default_record_path(output: Path | str) -> Path:
+    """Where an output's detection record goes unless told: beside it, ``OUT.veil.json``."""
+    output = Path(output)
+    return output.with_name(output.name + ".veil.json")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutputIdentity:
     """The manifest's ``output`` block: the file as committed (name, size, sha256), its

@@ -22,7 +22,7 @@ from veil.media import sha256_file
 
 from ._documents import JsonObject, validate
 from ._edits import describe
-from ._provenance import canonical, key_id, load_public_key, raw_key
+from ._provenance import canonical, default_record_path, key_id, load_public_key, raw_key
 from ._record import Record
 
 
@@ -340,9 +340,7 @@ def verify(
 
     _check_dropped(manifest, actual, result)
 
-    record_path = (
-        Path(record) if record is not None else output.with_name(output.name + ".veil.json")
-    )
+    record_path = Path(record) if record is not None else default_record_path(output)
     if record is not None or record_path.is_file():
         rec_sha = sha256_file(record_path) if record_path.is_file() else None
         if rec_sha is not None and rec_sha == manifest["record_sha256"]:

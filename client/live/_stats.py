@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from veil.core import ConfigError
+from veil.core import ConfigError, split_address
 
 from ._policy import Mode
 
@@ -143,9 +143,7 @@ def _start_metrics(address: str, stats: LiveStats) -> Any:
             f"--metrics needs prometheus-client ({exc}); install veil[server] or "
             "pip install prometheus-client"
         ) from exc
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise ConfigError(f"--metrics {address!r}: expected HOST:PORT")
+    host, port = split_address(address, "--metrics", default_host="127.0.0.1")
 
     class _Collector:
         def collect(self) -> Any:
@@ -191,7 +189,7 @@ def _start_metrics(address: str, stats: LiveStats) -> Any:
     registry = CollectorRegistry()
     registry.register(_Collector())  # type: ignore[arg-type]
     try:
-        started = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+        started = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(f"--metrics {address}: cannot listen ({exc})") from exc
     return started[0] if isinstance(started, tuple) else None

@@ -122,5 +122,8 @@ class LiveSink(Muxer):
         self.time_base: Fraction = self.video.codec_context.time_base
 
     def close(self) -> None:
-        """Flush the encoder, write the trailer and (file sinks) move the file to its name."""
-        self._close()
+        """Flush the encoder, write the trailer and (file sinks) move the file to its name.
+        If finishing fails, the partial file stays (and the log names it): every frame in it
+        is masked, and a stream's recording of hours is not thrown away for a failed trailer
+        (an MPEG-TS file reads without one)."""
+        self._close(keep_partial=True)

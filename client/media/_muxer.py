@@ -184,10 +184,10 @@ class Muxer:
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self._where}: writing failed ({exc})") from exc
 
-    def _close(self) -> None:
+    def _close(self, *, keep_partial: bool = False) -> None:
         """Flush the encoder, write the trailer, check the file (:meth:`_check`) and move it
-        to its name. Any failure abandons the output (:meth:`abort`); a second call does
-        nothing."""
+        to its name. Any failure abandons the output (:meth:`abort`, which keeps the partial
+        file with ``keep_partial``); a second call does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -200,7 +200,7 @@ class Muxer:
             self._check()
             self._publish()
         except BaseException:
-            self.abort()
+            self.abort(keep_partial=keep_partial)
             raise
 
     def _check(self) -> None:
@@ -218,12 +218,15 @@ class Muxer:
         except OSError as exc:
             raise OutputError(f"{self._where}: cannot write ({exc.strerror or exc})") from exc
 
-    def abort(self) -> None:
+    def abort(self, *, keep_partial: bool = False) -> None:
         """Abandon the output: close the container (what that raises is only logged) and
-        remove the partial file."""
+        remove the partial file, unless ``keep_partial``. Either way nothing is left under the
+        final name."""
         try:
             self.container.close()
         except Exception:
             logger.debug("closing a failed output raised", exc_info=True)
-        if self._target is not None and self._target != self._final:
+        if keep_partial and self._target is not None:
+            logger.warning("%s: what was written is kept in %s", self._where, self._target)
+        elif self._target is not None and self._target != self._final:
             self._target.unlink(missing_ok=True)

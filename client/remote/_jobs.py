@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from veil.core import OutputError
+from veil.job import manifest_path
 from veil.media import partial_path
 from veil.v1 import detection_pb2 as pb
 from veil.v1 import detection_pb2_grpc as pb_grpc
@@ -97,7 +98,7 @@ def run_remote_job(
     ``record``, all or nothing. UNAVAILABLE before any answer is retried from the start."""
     options = options or ChannelOptions()
     kinds = pb.FileChunk
-    manifest = None if output is None else output.with_name(output.name + ".manifest.json")
+    manifest = None if output is None else manifest_path(output)
     targets: dict[int, Path | None] = {
         kinds.KIND_OUTPUT: output,
         kinds.KIND_RECORD: record,

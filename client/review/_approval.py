@@ -1,6 +1,6 @@
 """Sign-off: a reviewer approves a rendered video (``veil review --serve``). The approval
 is appended to the record and carried, signed, by the output's manifest; ``veil verify``
-checks it (``_provenance``)."""
+checks it (``veil.job._verify``)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from veil.mask import Style, render_frame
 from veil.media import DecodedFrame, Input, VideoInfo, probe, sha256_file
 
 from ._flags import Flag, find_flags
-from ._risk import near_threshold, residual_risk, risk_series
+from ._risk import near_threshold, risk_block, risk_series
 from ._tracks import TrackView, track_views
 
 #: Flagged runs shown with a picture (all of them are on the timeline).
@@ -83,9 +83,9 @@ def gather(
         )
     applied = Applied.of(record)
     finals = final_frames(record)
-    risk_block = residual_risk(record, document)
-    risk = risk_series(risk_block, len(finals))
-    flags = find_flags(record, finals, applied, risk, risk_block)
+    block = risk_block(record, document)
+    risk = risk_series(block, len(finals))
+    flags = find_flags(record, finals, applied, risk, block)
     tracks = track_views(record, finals, applied)
     carded = sorted(
         sorted(flags, key=lambda f: (f.rank, f.first))[:MAX_FLAG_CARDS],
@@ -109,9 +109,9 @@ def gather(
         tracks=tracks,
         flags=flags,
         carded=carded,
-        risk_block=risk_block,
+        risk_block=block,
         risk=risk,
-        near=near_threshold(risk_block),
+        near=near_threshold(block),
         crops=crops,
         pictures=pictures,
         width=int(video.get("width") or info.width),

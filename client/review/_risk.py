@@ -9,14 +9,10 @@ from typing import Any
 from veil.job import Record
 
 
-def residual_risk(record: Record, document: dict[str, Any]) -> dict[str, Any] | None:
-    """The record's optional ``residual_risk`` block, however this veil's Record holds it."""
-    block = document.get("residual_risk") or getattr(record, "residual_risk", None)
-    if block is None:
-        return None
-    if hasattr(block, "to_json"):
-        block = block.to_json()
-    return block if isinstance(block, dict) else {"value": block}
+def risk_block(record: Record, document: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's optional ``residual_risk`` block (as read from ``document``, else as the
+    record holds it); None where it has none."""
+    return document.get("residual_risk") or record.residual_risk or None
 
 
 def near_threshold(block: dict[str, Any] | None) -> dict[int, float]:

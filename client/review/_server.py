@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from veil.core import ConfigError, VeilError
+from veil.core import ConfigError, VeilError, split_address
 
 from ._session import Problem, ReviewSession
 
@@ -172,14 +172,12 @@ class _Server(ThreadingHTTPServer):
 def serve(session: ReviewSession, listen: str = "127.0.0.1:0") -> _Server:
     """A server for ``session`` on ``listen`` (HOST:PORT; port 0: any free one), not yet
     serving: call ``serve_forever`` (or run it in a thread); ``url`` says where to go."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or not host:
-        raise ConfigError(f"--listen {listen!r}: expected HOST:PORT")
+    host, port = split_address(listen, "--listen")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError(f"--listen {listen!r}: HOST must be an IP address") from None
     try:
-        return _Server((host.strip("[]"), int(port)), session)
+        return _Server((host, port), session)
     except OSError as exc:
         raise ConfigError(f"--listen {listen}: {exc}") from exc

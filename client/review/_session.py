@@ -43,7 +43,7 @@ from veil.media import Frames, sha256_file
 from ._approval import sign_off
 from ._charts import FLAG_COLOURS
 from ._flags import find_flags
-from ._risk import near_threshold, residual_risk, risk_series
+from ._risk import near_threshold, risk_block, risk_series
 from ._tracks import TrackSummary, track_summaries
 
 #: Suppressing a track detected at this score or above is a decision to make twice: the app
@@ -111,7 +111,7 @@ class ReviewSession:
     def state(self) -> dict[str, Any]:
         record = self.record
         n = len(record.frames)
-        block = residual_risk(record, {})
+        block = risk_block(record, {})
         flags = find_flags(record, self._finals, self._applied, risk_series(block, n), block)
         done = [(e["first"], e["last"]) for e in self._applied.reviewed]
         video = record.input.get("video", {})

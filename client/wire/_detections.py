@@ -20,7 +20,7 @@ from veil.job import DetectorSettings
 from veil.v1 import detection_pb2 as pb
 
 __all__ = [
-    "DEFAULT_MAX_SIDE",
+    "QUERY_MAX_SIDE",
     "DetectorQuery",
     "ServedModel",
     "model_info_message",
@@ -31,7 +31,7 @@ __all__ = [
     "result_message",
 ]
 
-DEFAULT_MAX_SIDE = 640
+QUERY_MAX_SIDE = 640
 """The ``max_side`` of a query that sets none (``DetectorParams.max_side`` 0)."""
 
 
@@ -79,7 +79,7 @@ class DetectorQuery:
     values against its own limits."""
 
     model: str | None = None
-    max_side: int = DEFAULT_MAX_SIDE
+    max_side: int = QUERY_MAX_SIDE
     score_threshold: float | None = None
     nms_threshold: float | None = None
 
@@ -109,7 +109,7 @@ def read_params(params: pb.DetectorParams) -> DetectorQuery:
     """The query ``params`` make; its unset (zero) fields are the server's choice."""
     return DetectorQuery(
         model=params.model or None,
-        max_side=params.max_side or DEFAULT_MAX_SIDE,
+        max_side=params.max_side or QUERY_MAX_SIDE,
         score_threshold=params.score_threshold or None,
         nms_threshold=params.nms_threshold or None,
     )

@@ -46,7 +46,9 @@ from functools import cache
 from pathlib import Path
 
 __all__ = [
+    "MODEL_FILE",
     "MODEL_NAMES",
+    "MODEL_VERSION",
     "ModelEntry",
     "ModelNotFoundError",
     "SourceSpec",
@@ -57,6 +59,8 @@ __all__ = [
     "fetch_model",
     "load_manifest",
     "model_path",
+    "sha256_file",
+    "weights_license",
     "weights_sha256",
 ]
 

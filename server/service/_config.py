@@ -14,14 +14,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from veil.core import ConfigError
+from veil.core import ConfigError, split_address
 from veil.job import DetectorSettings
 from veil.server.engine import members_of
 
 from ._batcher import BatcherConfig
 from ._requests import Limits
 
-__all__ = ["BackendKind", "ServeConfig", "is_loopback", "split_address"]
+__all__ = ["BackendKind", "ServeConfig", "is_loopback"]
 
 _ENV = {
     "listen": "VEIL_LISTEN",
@@ -41,14 +41,6 @@ _ENV = {
 class BackendKind(StrEnum):
     ONNXRUNTIME = "onnxruntime"
     TRITON = "triton"
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"address {address!r} must read HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def is_loopback(host: str) -> bool:
@@ -101,9 +93,9 @@ class ServeConfig:
             object.__setattr__(self, "backend", BackendKind(self.backend))
         except ValueError:
             raise ConfigError(f"backend {self.backend!r} is not onnxruntime or triton") from None
-        host, _ = split_address(self.listen)
+        host, _ = split_address(self.listen, "--listen")
         if self.metrics is not None:
-            split_address(self.metrics)
+            split_address(self.metrics, "--metrics")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -120,7 +112,7 @@ class ServeConfig:
         if self.backend is BackendKind.TRITON and not self.triton:
             raise ConfigError("--backend triton needs --triton HOST:PORT")
         if self.triton:
-            split_address(self.triton)
+            split_address(self.triton, "--triton")
         if self.max_message_bytes < 1024 or self.max_workers < 4 or self.grace_s < 0:
             raise ConfigError("max_message_bytes, max_workers or grace_s out of range")
         if not 0.05 <= self.health_interval_s <= 300:

@@ -24,6 +24,7 @@ import grpc
 
 from veil import anonymize, default_record_path, detect
 from veil.core import Detections, DetectorInfo, Image
+from veil.job import manifest_path
 from veil.media import probe
 from veil.v1 import detection_pb2 as pb
 from veil.wire import read_job_start
@@ -224,7 +225,7 @@ def _send(output: Path | None, record: Path) -> Iterator[pb.JobResponse]:
     kinds = pb.FileChunk
     files = [(kinds.KIND_OUTPUT, output), (kinds.KIND_RECORD, record)]
     if output is not None:
-        files.append((kinds.KIND_MANIFEST, output.with_name(output.name + ".manifest.json")))
+        files.append((kinds.KIND_MANIFEST, manifest_path(output)))
     for kind, path in files:
         if path is None or not path.exists():
             continue

@@ -26,13 +26,13 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from veil.core import ConfigError, DetectorError, fit_size
+from veil.core import ConfigError, DetectorError, fit_size, split_address
 from veil.server.engine import InferenceBackend, member_models, onnxruntime_missing
 from veil.v1 import detection_pb2_grpc as pb_grpc
 
 from ._auth import AuthInterceptor, TokenStore
 from ._batcher import Batcher
-from ._config import BackendKind, ServeConfig, split_address
+from ._config import BackendKind, ServeConfig
 from ._metrics import Metrics, MetricsInterceptor
 from ._servicer import SERVICE_NAME, DetectionServicer
 from ._status import DecodeGuard
@@ -46,7 +46,7 @@ def _check_free(address: str, flag: str) -> None:
     """``ConfigError`` when ``address`` (``HOST:PORT``) cannot be listened on: the port is
     taken, or the host is not this machine's. Asked before gRPC binds, whose C core would
     log its own multi-line error first."""
-    host, port = split_address(address)
+    host, port = split_address(address, flag)
     if port == 0:
         return
     try:
@@ -192,7 +192,7 @@ class VeilServer:
 
     @property
     def address(self) -> str:
-        host, _ = split_address(self.config.listen)
+        host, _ = split_address(self.config.listen, "--listen")
         return f"{host}:{self.port}"
 
     @property
@@ -200,14 +200,14 @@ class VeilServer:
         """``http://HOST:PORT/metrics`` once serving metrics (None: no metrics)."""
         if self.config.metrics is None or self.metrics_port is None:
             return None
-        host, _ = split_address(self.config.metrics)
+        host, _ = split_address(self.config.metrics, "--metrics")
         return f"http://{host}:{self.metrics_port}/metrics"
 
     def start(self) -> VeilServer:
         """Listen, load the model, warm it up, then report SERVING."""
         config = self.config
         if config.metrics is not None:
-            host, port = split_address(config.metrics)
+            host, port = split_address(config.metrics, "--metrics")
             try:
                 _check_free(config.metrics, "--metrics")
                 self.metrics_port = self.metrics.serve_http(host, port)

@@ -1,4 +1,4 @@
-// veil review: the reviewer's page. Talks to the JSON API of veil/_review_app.py; nothing is
+// veil review: the reviewer's page. Talks to the JSON API of veil/review/_server.py; nothing is
 // fetched from anywhere else. Every change is a request carrying the session's token.
 "use strict";
 
