@@ -106,7 +106,7 @@ class LiveSink(Muxer):
             final=final,
         )
         try:
-            self.video = self._add_video(video, video_info(video, first), rate)
+            self.video = self._add_video(video, video_info(video, first, frame_colour=True), rate)
             ctx = self.video.codec_context
             if rate:
                 ctx.gop_size = max(1, round(rate * Fraction(encoder.keyframe_s)))

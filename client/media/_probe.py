@@ -227,12 +227,19 @@ def sample_aspect(stream: av.VideoStream) -> Fraction:
 
 
 def video_info(
-    stream: av.VideoStream, first: av.VideoFrame, *, dropped: Collection[int] = ()
+    stream: av.VideoStream,
+    first: av.VideoFrame,
+    *,
+    dropped: Collection[int] = (),
+    frame_colour: bool = False,
 ) -> VideoInfo:
     """The :class:`VideoInfo` of ``stream`` from ``first``, its first decoded frame: one
     description for a file (:func:`probe`) and a live source, so that their outputs are set
-    up alike. The colour tags are the stream's as its decoder filled them in."""
+    up alike. The colour range and matrix are the stream's as its decoder filled them in;
+    with ``frame_colour`` (a live source, whose decoder may leave them unset until frames
+    carry them) the first frame's where the stream has none."""
     ctx = stream.codec_context
+    fallback = first if frame_colour else None
     return VideoInfo(
         index=stream.index,
         codec=ctx.name,
@@ -243,8 +250,8 @@ def video_info(
         average_rate=stream.average_rate,
         frames=stream.frames or 0,
         rotation=int(first.rotation or 0),
-        color_range=int(ctx.color_range or 0),
-        colorspace=int(ctx.colorspace or 0),
+        color_range=int(ctx.color_range or (fallback and fallback.color_range) or 0),
+        colorspace=int(ctx.colorspace or (fallback and fallback.colorspace) or 0),
         color_primaries=int(ctx.color_primaries or 0),
         color_trc=int(ctx.color_trc or 0),
         sample_aspect_ratio=sample_aspect(stream),
