@@ -71,11 +71,19 @@ class FaceModel(Protocol):
         ...
 
 
-def _check_thresholds(score: float, nms_iou: float) -> None:
+def _check_settings(score: float, nms_iou: float, max_candidates: int) -> None:
+    """The checks every model's settings pass once, in ``__post_init__``."""
     if not 0.0 < score <= 1.0:
         raise ValueError(f"score_threshold {score} is not in (0, 1]")
     if not 0.0 < nms_iou <= 1.0:
         raise ValueError(f"nms_threshold {nms_iou} is not in (0, 1]")
+    if max_candidates < 1:
+        raise ValueError(f"max_candidates {max_candidates} is below 1")
+
+
+def _options(max_candidates: int) -> dict[str, Any]:
+    """What every model reports of its decoding (``FaceModel.options``)."""
+    return {"max_candidates": max_candidates, "pad_multiple": PAD_MULTIPLE}
 
 
 def _padded(size: int) -> int:
@@ -148,12 +156,10 @@ class CenterFace:
     stride: ClassVar[int] = 4
 
     def __post_init__(self) -> None:
-        _check_thresholds(self.score_threshold, self.nms_threshold)
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+        _check_settings(self.score_threshold, self.nms_threshold, self.max_candidates)
 
     def options(self) -> dict[str, Any]:
-        return {"max_candidates": self.max_candidates, "pad_multiple": PAD_MULTIPLE}
+        return _options(self.max_candidates)
 
     def preprocess(self, images: Sequence[Image]) -> FloatArray:
         return _batch(images, [0, 1, 2], np.zeros(3, np.float32))
@@ -234,16 +240,10 @@ class RetinaFace:
     output_names: ClassVar[tuple[str, ...]] = ("loc", "conf", "landmarks")
 
     def __post_init__(self) -> None:
-        _check_thresholds(self.score_threshold, self.nms_threshold)
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+        _check_settings(self.score_threshold, self.nms_threshold, self.max_candidates)
 
     def options(self) -> dict[str, Any]:
-        return {
-            "max_candidates": self.max_candidates,
-            "pad_multiple": PAD_MULTIPLE,
-            "mean_bgr": list(self.mean_bgr),
-        }
+        return _options(self.max_candidates) | {"mean_bgr": list(self.mean_bgr)}
 
     def preprocess(self, images: Sequence[Image]) -> FloatArray:
         return _batch(images, [2, 1, 0], np.asarray(self.mean_bgr, np.float32))
@@ -328,12 +328,10 @@ class YuNet:
     )
 
     def __post_init__(self) -> None:
-        _check_thresholds(self.score_threshold, self.nms_threshold)
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+        _check_settings(self.score_threshold, self.nms_threshold, self.max_candidates)
 
     def options(self) -> dict[str, Any]:
-        return {"max_candidates": self.max_candidates, "pad_multiple": PAD_MULTIPLE}
+        return _options(self.max_candidates)
 
     def preprocess(self, images: Sequence[Image]) -> FloatArray:
         return _batch(images, [2, 1, 0], np.zeros(3, np.float32))
@@ -402,12 +400,10 @@ class SCRFD:
     anchors: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
-        _check_thresholds(self.score_threshold, self.nms_threshold)
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates {self.max_candidates} is below 1")
+        _check_settings(self.score_threshold, self.nms_threshold, self.max_candidates)
 
     def options(self) -> dict[str, Any]:
-        return {"max_candidates": self.max_candidates, "pad_multiple": PAD_MULTIPLE}
+        return _options(self.max_candidates)
 
     def preprocess(self, images: Sequence[Image]) -> FloatArray:
         batch = _batch(images, [0, 1, 2], np.zeros(3, np.float32))
