@@ -146,14 +146,14 @@ bench-batch: setup models
 
 
 # deploy/ checked without Docker or a cluster: promtool (scrape configs, rules, rule unit tests
-# firing every alert), then tests/test_deploy.py (Kubernetes schemas, compose-spec schema,
+# firing every alert), then tests/test_deploy_*.py (Kubernetes schemas, compose-spec schema,
 # hadolint, COPY paths, dashboard metric names) and tests/test_prometheus.py (a real
 # Prometheus scraping a real `veil serve`). promtool: Debian's prometheus (.ci/setup-system.sh).
 deploy-check: setup
 	promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-kubernetes.yml
 	promtool check rules deploy/prometheus/rules/veil.rules.yml
 	cd deploy/prometheus/tests && promtool test rules veil.rules.test.yml
-	$(PY) -m pytest -q tests/test_deploy.py tests/test_prometheus.py
+	$(PY) -m pytest -q tests/test_deploy_*.py tests/test_prometheus.py
 
 
 # Hardening (issue 9). `make fuzz`: the record-parser and RPC-validation fuzzers for longer
@@ -161,7 +161,7 @@ deploy-check: setup
 FUZZ_EXAMPLES ?= 2000
 
 fuzz: setup models
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_service_fuzz.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_service_fuzz_*.py
 
 # requirements.lock: every package of the development install at the newest versions the
 # index has today, resolved in a scratch venv (veil itself, pip and setuptools excluded).

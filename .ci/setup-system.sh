@@ -9,9 +9,9 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version
 
-#   prometheus: promtool checks deploy/prometheus (tests/test_deploy.py, make deploy-check) and
-#   tests/test_prometheus.py runs its own prometheus on a free loopback port with its own
-#   storage in a temporary folder: nothing depends on the package's system service.
+#   prometheus: promtool checks deploy/prometheus (tests/test_deploy_prometheus.py, make
+#   deploy-check) and tests/test_prometheus.py runs its own prometheus on a free loopback port
+#   with its own storage in a temporary folder: nothing depends on the package's system service.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq prometheus >/dev/null

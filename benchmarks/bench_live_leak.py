@@ -3,9 +3,9 @@
 Each clip (the public WIDER pan and the generated hard clips, ``benchmarks/eval.py --generated``) is
 published over loopback UDP at its native rate and anonymised by ``veil live`` in this process
 with a preset's detector and tracker (default ``fast``, ``veil live``'s), then every frame that
-came back is checked as ``tests/test_live.py`` checks it: a GT face (>= 20 px tall, >= 60 %
-visible) leaks when the frame's masks cover less than 80 % of it or its pixels keep more than
-half their fine structure. Prints, per clip, faces checked, leaks and their share, and how the
+came back is checked as ``tests/test_live_outage.py`` checks it: a GT face (>= 20 px tall,
+>= 60 % visible) leaks when the frame's masks cover less than 80 % of it or its pixels keep more
+than half their fine structure. Prints, per clip, faces checked, leaks and their share, and how the
 frames were masked (detected / tracked / late / policy). Real time: a run varies with the
 machine's load, so run it on a quiet box and compare runs of one session.
 

@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
 sys.path.append(str(ROOT / "benchmarks"))
+# Helpers that hold the asserts of several test modules: rewritten like a test module's (so
+# failures show their values), and before a test module imports them ahead of pytest_plugins.
+pytest.register_assert_rewrite("deploy_files", "serve_subprocess", "service_fuzzing")
 
 
 @pytest.fixture(scope="session")

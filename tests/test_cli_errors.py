@@ -184,7 +184,7 @@ def test_a_record_box_that_cannot_be_drawn_is_exit_4(
 ) -> None:
     """Regression (issue 14): a swapped box rendered no mask (exit 0); NaN or 1e308 crashed
     the render with a traceback."""
-    from test_record import _document
+    from recordgen import _document
 
     record = tmp_path / "in.veil.json"
     record.write_text(json.dumps(_document()).replace("[10.0, 20.0, 50.0, 70.0]", box))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from mediagen import make_clip
-from test_record import _document
+from recordgen import _document
 
 import veil
 from veil import ConfigError, OutputExists

@@ -4,7 +4,7 @@ other file.
 
 A :class:`~veil.job.Record` keeps each block as the JSON object its file holds, so a record
 read, edited and written again keeps every byte of them (a record from an older veil may
-carry detector fields this one does not know). ``tests/test_record.py`` checks these classes
+carry detector fields this one does not know). ``tests/test_schemas.py`` checks these classes
 against ``record.schema.json``.
 """
 
