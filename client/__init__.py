@@ -25,13 +25,12 @@ from veil.core import (
     VeilError,
     fit_size,
 )
-from veil.job import PRESETS, DetectorSettings, Preset, Record
+from veil.job import PRESETS, DetectionConfig, DetectorSettings, Preset, Record
 from veil.mask import Effect, Shape, Style
 from veil.media import EncoderSettings
 from veil.track import TrackerConfig
 
 from ._api import (
-    DetectionConfig,
     anonymize,
     client_passes,
     default_record_path,

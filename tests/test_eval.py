@@ -210,7 +210,7 @@ def test_leak_rate_does_not_regress(preset: str) -> None:
     """Regression: a preset's leak rate (by record, faces >= 20 px), single-frame holes and
     collateral (by record, default style) on each public GT clip stay at or below the values
     recorded in tests/golden/eval_public.json (collateral: issue 5, docs/quality.md)."""
-    from veil._api import DetectionConfig, detect
+    from veil import DetectionConfig, detect
     from veil_eval import score_record
 
     golden = json.loads(GOLDEN.read_text())

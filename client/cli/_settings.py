@@ -9,9 +9,8 @@ import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from veil import DetectionConfig
 from veil.core import ConfigError
-from veil.job import Preset
+from veil.job import DetectionConfig, Preset
 from veil.mask import Style
 from veil.media import EncoderSettings
 

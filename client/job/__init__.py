@@ -23,7 +23,7 @@ from ._provenance import Signer, default_record_path, key_id, keygen, manifest_p
 from ._record import Record
 from ._replay import final_frames
 from ._risk import AGREE_IOU
-from ._settings import PRESETS, DetectorSettings, Preset
+from ._settings import PRESETS, DetectionConfig, DetectorSettings, Preset
 from ._sinks import VideoOptions
 from ._verify import verify
 
@@ -31,6 +31,7 @@ __all__ = [
     "AGREE_IOU",
     "PRESETS",
     "Applied",
+    "DetectionConfig",
     "DetectorSettings",
     "JobResult",
     "Keyframe",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
 from veil.core import ConfigError
 from veil.track import TrackerConfig
+
+from ._header import PresetChoice
 
 
 class Preset(StrEnum):
@@ -140,3 +142,83 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
         ),
     ),
 }
+
+
+@dataclass(frozen=True, init=False)
+class DetectionConfig:
+    """Everything that decides the detection record: preset, detector and tracker settings.
+
+    ``preset`` (a :class:`Preset` or its name) supplies whatever ``detector`` and ``tracker``
+    leave out, so ``DetectionConfig(preset="fast")`` runs the fast preset's detector. Settings
+    that differ from the preset's are named in the record (``preset_overrides``).
+    """
+
+    preset: Preset
+    detector: DetectorSettings
+    tracker: TrackerConfig
+
+    def __init__(
+        self,
+        *,
+        preset: Preset | str = Preset.BALANCED,
+        detector: DetectorSettings | None = None,
+        tracker: TrackerConfig | None = None,
+    ) -> None:
+        try:
+            preset = Preset(preset)
+        except ValueError:
+            names = ", ".join(p.value for p in Preset)
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {names}") from None
+        base_detector, base_tracker = PRESETS[preset]
+        object.__setattr__(self, "preset", preset)
+        object.__setattr__(self, "detector", detector or base_detector)
+        object.__setattr__(self, "tracker", tracker or base_tracker)
+
+    @property
+    def tracker_for_run(self) -> TrackerConfig:
+        """The tracker settings a detection run uses: with a track threshold, only detections
+        at ``score_threshold`` or above start tracks (the model runs at the track threshold)."""
+        if self.detector.track_threshold is None:
+            return self.tracker
+        return replace(self.tracker, new_track_score=self.detector.score_threshold)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The settings that differ from the preset's, as ``detector.NAME``/``tracker.NAME``."""
+        base_detector, base_tracker = PRESETS[self.preset]
+        return [
+            f"{part}.{f.name}"
+            for part, ours, base in (
+                ("detector", self.detector, base_detector),
+                ("tracker", self.tracker, base_tracker),
+            )
+            for f in fields(ours)
+            if getattr(ours, f.name) != getattr(base, f.name)
+        ]
+
+    @property
+    def choice(self) -> PresetChoice:
+        """The preset and the settings changed from it, as the record names them."""
+        return PresetChoice(preset=self.preset.value, preset_overrides=tuple(self.overrides))
+
+    def to_record(self) -> dict[str, Any]:
+        """What the record's detector block says of the preset."""
+        return self.choice.to_json()
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: Preset | str = Preset.BALANCED,
+        *,
+        detector: dict[str, Any] | None = None,
+        tracker: dict[str, Any] | None = None,
+    ) -> DetectionConfig:
+        """The preset's settings with the given fields overridden (None values ignored)."""
+        base = cls(preset=preset)
+        return cls(
+            preset=base.preset,
+            detector=base.detector.updated(**(detector or {})),
+            tracker=replace(
+                base.tracker, **{k: v for k, v in (tracker or {}).items() if v is not None}
+            ),
+        )

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from veil import DetectionConfig
-from veil.job import DetectorSettings, Preset
+from veil.job import DetectionConfig, DetectorSettings, Preset
 from veil.mask import Style
 from veil.media import EncoderSettings
 from veil.track import TrackerConfig
