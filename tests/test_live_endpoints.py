@@ -16,7 +16,7 @@ from live_detectors import _Fixed
 from live_loopback import free_udp_port
 
 from veil.live import run_live
-from veil.live._io import sink_endpoint, source_endpoint
+from veil.live._endpoints import sink_endpoint, source_endpoint
 from veil.media import ProtocolError
 
 pytestmark = pytest.mark.timeout(600)

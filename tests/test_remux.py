@@ -392,7 +392,7 @@ def test_a_live_recording_survives_a_failed_finish(
     def full_disk(self: Any) -> None:
         raise OutputError(f"{out}: cannot write (No space left on device)")
 
-    monkeypatch.setattr("veil.media._live.LiveSink._publish", full_disk)
+    monkeypatch.setattr("veil.media._sink.LiveSink._publish", full_disk)
     with pytest.raises(OutputError, match="No space left"):
         run_live(str(src), str(out), detector=_Stub(), config=LiveConfig(delay_s=0.5))
     assert not out.exists()

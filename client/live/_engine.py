@@ -33,6 +33,7 @@ from veil.media import LiveSink, sample_aspect
 from veil.track import CutDetector
 
 from ._config import LiveConfig
+from ._endpoints import Endpoint
 from ._inbox import (
     Connected,
     Crashed,
@@ -45,7 +46,6 @@ from ._inbox import (
     SourceFrame,
     SourcePacket,
 )
-from ._io import Endpoint
 from ._policy import Decision, LivePolicy, Mode
 from ._predict import Predictor
 from ._reader import Reader

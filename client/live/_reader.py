@@ -14,8 +14,8 @@ from veil.core import InputError
 from veil.media import Picture, ProtocolError
 
 from ._config import LiveConfig
+from ._endpoints import Endpoint, SourceKind, open_source
 from ._inbox import Connected, Crashed, End, Inbox, Lost, Release, SourceFrame, SourcePacket
-from ._io import Endpoint, SourceKind, open_source
 
 logger = logging.getLogger(__name__)
 

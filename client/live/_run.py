@@ -14,8 +14,8 @@ from veil.core import Detector, DetectorError
 from veil.mask import single_threaded_opencv
 
 from ._config import LiveConfig
+from ._endpoints import redact, sink_endpoint, source_endpoint
 from ._engine import Ending, EndKind, Engine
-from ._io import redact, sink_endpoint, source_endpoint
 from ._record import Header, RecordWriter, Summary
 from ._stats import LiveStats, _start_metrics
 

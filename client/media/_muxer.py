@@ -3,7 +3,7 @@ source's, the input's other streams copied as packets, and the source's timestam
 wherever the container holds them.
 
 :class:`~._output.Output` (a file, checked before it is published) and
-:class:`~._live.LiveSink` (a live stream) are thin subclasses of :class:`Muxer`: their stream
+:class:`~._sink.LiveSink` (a live stream) are thin subclasses of :class:`Muxer`: their stream
 setup is this one, so the two cannot drift apart again (a live copy of it once lost the
 source's rotation and colour tags).
 """
