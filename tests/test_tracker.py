@@ -358,6 +358,20 @@ def test_one_shrunken_detection_between_steady_ones_is_joined_by_their_blend() -
     assert all(len(f.masks) == 1 for f in _smooth(agreeing, 5, steady))
 
 
+def test_a_blend_outside_the_box_by_less_than_the_rounding_still_adds_its_mask() -> None:
+    """Regression (issue 15's rebuild): the steadying check compared the *rounded* blend (a
+    Mask rounds its box to 0.01 px) with the detection, so a blend reaching out by 0.005 px
+    added nothing where it had before; thorough's record of the 720p bench clip lost three
+    interpolated masks and was no longer the same bytes as before the rebuild."""
+    face = (100.0, 100.0, 160.0, 170.0)
+    wider = (100.0, 100.0, 160.01, 170.0)
+    evidence = {0: [_detected(1, face)], 1: [_detected(1, wider)], 2: [_detected(1, face)]}
+    evidence |= {3: [_detected(1, face)], 4: [_detected(1, face)]}
+    steady = TrackerConfig(max_gap=4, lead_in=3, lead_out=2, steady_span=2)
+    frame = _smooth(evidence, 5, steady)[2]
+    assert [m.origin for m in frame.masks if m.track == 1].count(Origin.INTERPOLATED) == 1
+
+
 def test_the_blend_comes_only_from_sightings_within_the_span() -> None:
     face = (100.0, 100.0, 160.0, 170.0)
     shrunk = (112.0, 92.0, 150.0, 140.0)

@@ -109,10 +109,11 @@ class Smoother:
         after = [p for p in points if index < p[0] <= index + span]
         if not before or not after:
             return None
-        blend = _bridged(index, offset, before[-1], after[0])
-        if union(mask.box, blend.box) == mask.box:
+        # compared unrounded (a Mask rounds its box): a blend reaching outside by less than
+        # the rounding still adds its mask
+        if union(mask.box, _blend(index, offset, before[-1], after[0])) == mask.box:
             return None
-        return blend
+        return _bridged(index, offset, before[-1], after[0])
 
     def _derive(self, index: int, offset: Offset, points: list[_Point]) -> Mask | None:
         """The mask of a track at a frame without its evidence, carried from the nearest
@@ -176,13 +177,19 @@ class Smoother:
                 del points[:keep]
 
 
-def _bridged(index: int, offset: Offset, first: _Point, last: _Point) -> Mask:
-    """A track's mask at frame ``index`` (the camera at ``offset``) between two of its
+def _blend(index: int, offset: Offset, first: _Point, last: _Point) -> Box:
+    """A track's box at frame ``index`` (the camera at ``offset``) between two of its
     sightings: both carried to the frame with the camera, then blended by where the frame lies
     between them (a face's own motion is the blend itself)."""
     (f0, m0, o0), (f1, m1, o1) = first, last
     t = (index - f0) / (f1 - f0)
     a = carried(m0.box, index - f0, start=o0, end=offset)
     b = carried(m1.box, index - f1, start=o1, end=offset)
-    box = cast(Box, tuple(p + (q - p) * t for p, q in zip(a, b, strict=True)))
+    return cast(Box, tuple(p + (q - p) * t for p, q in zip(a, b, strict=True)))
+
+
+def _bridged(index: int, offset: Offset, first: _Point, last: _Point) -> Mask:
+    """The interpolated mask of :func:`_blend`'s box, scored by the weaker sighting."""
+    (_, m0, _), (_, m1, _) = first, last
+    box = _blend(index, offset, first, last)
     return Mask(track=m0.track, origin=Origin.INTERPOLATED, box=box, score=min(m0.score, m1.score))
