@@ -5,9 +5,7 @@ from __future__ import annotations
 from ._errors import ConfigError
 
 
-def split_address(
-    address: str, what: str = "address", *, default_host: str | None = None
-) -> tuple[str, int]:
+def split_address(address: str, what: str, *, default_host: str | None = None) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port); ``what`` names the option in
     the error (``--metrics``). ``:PORT`` means ``default_host`` where one is given."""
     host, sep, port = address.rpartition(":")
