@@ -62,7 +62,12 @@ def _summary() -> Summary:
     return Summary(stats=stats.snapshot(), ended="end of stream")
 
 
-def _frame(mode: Mode, masks: tuple[Mask, ...], policy: str | None = None) -> FrameSent:
+def _frame(
+    mode: Mode,
+    masks: tuple[Mask, ...],
+    policy: str | None = None,
+    motion: tuple[float, float] = (0.0, 0.0),
+) -> FrameSent:
     return FrameSent(
         frame=7,
         pts=21000,
@@ -71,6 +76,7 @@ def _frame(mode: Mode, masks: tuple[Mask, ...], policy: str | None = None) -> Fr
         mode=mode,
         latency_s=0.1234,
         stride=2,
+        motion=motion,
         masks=masks,
         policy=policy,
     )
@@ -123,7 +129,7 @@ LINES: list[RecordLine] = [
     DetectorGone(frame=45, gone_s=0.20049, error="no answer"),
     DetectorBack(frame=80, down_s=2.5),
     _frame(Mode.DETECTED, (FACE, PREDICTED)),
-    _frame(Mode.TRACKED, (PREDICTED,)),
+    _frame(Mode.TRACKED, (PREDICTED,), motion=(-12.5, 0.8)),
     _frame(Mode.LATE, ()),
     _frame(Mode.POLICY, (whole_frame(320, 240),), "detector unavailable for 0.41 s (no answer)"),
     FrameDropped(frame=9, pts=None, reason="ingest queue full"),
@@ -163,6 +169,8 @@ def test_lines_keep_their_words_and_rounding() -> None:
     ]
     assert line["latency_ms"] == 123.4
     assert "policy" not in _frame(Mode.TRACKED, ()).to_json()
+    assert "motion" not in _frame(Mode.TRACKED, ()).to_json()  # none measured, as offline
+    assert _frame(Mode.TRACKED, (), motion=(-12.5, 0.8)).to_json()["motion"] == [-12.5, 0.8]
     summary = _summary().to_json()["summary"]
     assert summary["frames_masked_by_policy"] == 1
     assert summary["latency_ms"] == {"p50": 200.0, "p95": 200.0, "max": 200.0}

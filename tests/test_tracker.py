@@ -337,7 +337,7 @@ def test_live_a_faint_face_is_masked_from_the_sighting_that_confirms_it() -> Non
     ]
     assert kept == [0, 0, 1, 1, 1]
     assert sorted(assoc.near_misses) == [0, 1]
-    assert [track for track, _ in assoc.predict(5)] == [1]
+    assert [p.track for p in assoc.predict(5)] == [1]
 
 
 def test_one_shrunken_detection_between_steady_ones_is_joined_by_their_blend() -> None:

@@ -5,11 +5,13 @@ masked (pure, clock injected); ``_predict`` is live's motion model; ``_engine`` 
 reconnects; ``_record`` the typed JSON Lines record; ``_stats`` the counters and metrics."""
 
 from ._config import LiveConfig, OutagePolicy, ReconnectPolicy
+from ._predict import Predictor
 from ._run import run_live
 
 __all__ = [
     "LiveConfig",
     "OutagePolicy",
+    "Predictor",
     "ReconnectPolicy",
     "run_live",
 ]

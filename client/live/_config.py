@@ -74,10 +74,12 @@ class LiveConfig:
     #: Shorter than ``trust_s``: a face that entered since, or a camera that accelerates, pans
     #: or zooms, is not in the extrapolation, and would show
     extrapolate_s: float = 0.04
-    #: extra growth of a predicted box, per frame of staleness, as a share of the distance its
-    #: track (or, for a track with no velocity yet, the scene's median track) moves per frame:
-    #: the velocity estimate's uncertainty (the camera may accelerate, pan or zoom)
-    velocity_uncertainty: float = 0.5
+    #: extra growth of a predicted box, as a share of how far the motion model carried it:
+    #: the face's own speed (or, if larger, the scene's median: a track with no velocity yet
+    #: takes the scene's whole) x the frames since its detection, plus the camera's motion
+    #: since. The model's uncertainty (a face turns, the camera accelerates or zooms); 1.0
+    #: measured best against 0.5 and 0.75 (docs/live.md, "One motion model")
+    velocity_uncertainty: float = 1.0
     #: frames older than this when their turn comes are dropped (None: max(1 s, 3 x delay))
     max_lag_s: float | None = None
     read_timeout_s: float = 5.0

@@ -27,10 +27,10 @@ from enum import Enum
 
 import av
 
-from veil.core import Detector, Mask, Upright, whole_frame
+from veil.core import Detector, Mask, Offset, Upright, whole_frame
 from veil.mask import render_frame
 from veil.media import LiveSink, sample_aspect
-from veil.track import CutDetector
+from veil.track import CameraMotion, CutDetector
 
 from ._config import LiveConfig
 from ._endpoints import Endpoint
@@ -65,6 +65,10 @@ from ._worker import Worker
 
 logger = logging.getLogger(__name__)
 
+#: Frames back the camera's position is kept for a detection that comes back after its frame
+#: went out (the inbox holds 64 frames); an older one is placed at the camera's position now.
+_POSITIONS_KEPT = 512
+
 __all__ = ["EndKind", "Ending", "Engine"]
 
 
@@ -91,6 +95,10 @@ class _Pending:
     arrival: float
     deadline: float
     session: int
+    #: the camera's translation since the frame before, and its position (the translations
+    #: summed since the first frame), measured on arrival: predictions move with it
+    motion: Offset
+    offset: Offset
     submitted: bool = False
     detected: list[Mask] | None = None
     failed: bool = False
@@ -148,8 +156,13 @@ class Engine:
         self._pending: deque[_Pending] = deque()
         self._by_index: dict[int, _Pending] = {}
         self._early: deque[SourcePacket] = deque(maxlen=4096)  # packets before the sink
-        # hard cuts, measured on arrival: cheap (32x32 grey)
+        # hard cuts and the camera's motion, measured on arrival: cheap (32x32 and 160 px grey)
         self._shots = CutDetector()
+        self._camera = CameraMotion()
+        self._offset: Offset = (0.0, 0.0)
+        # the camera's position at recent frames, for detections that come back after their
+        # frame went out (late): pruned to the frames a detection may still come back for
+        self._positions: dict[int, Offset] = {}
         self._encode_s = 0.0  # render + encode time per frame (moving average)
         self._ending: Ending | None = None
 
@@ -249,14 +262,23 @@ class Engine:
         if self._sink is None:
             self._open(item)
         assert self._live is not None
-        if self._shots.is_cut(item.frame):
+        cut = self._shots.is_cut(item.frame)
+        if cut:
             self._live.policy.cut(item.index)
+        motion = self._camera.measure(item.frame, cut=cut)
+        self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
+        self._positions[item.index] = self._offset
+        if len(self._positions) > 2 * _POSITIONS_KEPT:
+            oldest = item.index - _POSITIONS_KEPT
+            self._positions = {i: o for i, o in self._positions.items() if i > oldest}
         pending = _Pending(
             index=item.index,
             frame=item.frame,
             arrival=item.arrival,
             deadline=item.arrival + self._config.delay_s - self._encode_s,
             session=item.session,
+            motion=motion,
+            offset=self._offset,
         )
         self._pending.append(pending)
         self._by_index[item.index] = pending
@@ -328,7 +350,8 @@ class Engine:
             self._record.write(DetectorBack(frame=result.index, down_s=down))
         self._stats.detections += 1
         self._stats.detect_s.append(result.seconds)
-        masks = self._live.predictor.detected(result.index, result.detections)
+        offset = self._positions.get(result.index, self._offset)
+        masks = self._live.predictor.detected(result.index, result.detections, offset)
         if pending is not None:
             pending.detected = masks
         else:
@@ -359,14 +382,14 @@ class Engine:
             case Mode.DETECTED:
                 assert pending.detected is not None
                 present = {m.track for m in pending.detected}
-                predicted = predictor.predicted(pending.index, 0.0, exclude=present)
+                predicted = predictor.predicted(pending.index, pending.offset, 0.0, exclude=present)
                 return sorted(set(pending.detected) | set(predicted))
             case Mode.POLICY:
                 return [whole_frame(pending.frame.width, pending.frame.height)]
             case Mode.LATE:
-                return predictor.predicted(pending.index, self._config.late_margin)
+                return predictor.predicted(pending.index, pending.offset, self._config.late_margin)
             case Mode.TRACKED:
-                return predictor.predicted(pending.index, 0.0)
+                return predictor.predicted(pending.index, pending.offset, 0.0)
 
     def _send(self, pending: _Pending) -> None:
         assert self._sink is not None and self._live is not None
@@ -411,6 +434,7 @@ class Engine:
                 mode=decision.mode,
                 latency_s=latency,
                 stride=self._stats.stride,
+                motion=pending.motion,
                 masks=tuple(masks),
                 policy=decision.reason,
             )

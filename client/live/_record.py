@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from veil import __version__
-from veil.core import ConfigError, Mask
+from veil.core import ConfigError, Mask, Offset
 
 from ._config import LiveConfig
 from ._policy import Mode
@@ -189,6 +189,8 @@ class FrameSent:
     mode: Mode
     latency_s: float
     stride: int
+    #: the camera's translation since the frame before, stored pixels ((0, 0): none measured)
+    motion: Offset
     masks: tuple[Mask, ...]
     policy: str | None  # why it was masked whole (mode policy)
 
@@ -203,6 +205,8 @@ class FrameSent:
             "stride": self.stride,
             "masks": [m.to_json() for m in self.masks],
         }
+        if self.motion != (0.0, 0.0):
+            line["motion"] = list(self.motion)
         if self.policy:
             line["policy"] = self.policy
         return line

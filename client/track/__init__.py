@@ -5,20 +5,22 @@ without its detection moves by one motion model (``_motion``: the camera's measu
 the face's own robust velocity). The tracker adds coverage, it never removes it.
 """
 
-from ._associator import Associator, centred_on
+from ._associator import Associator, Prediction, centred_on
 from ._camera import CameraMotion
 from ._config import TrackerConfig
 from ._follow import Luma, follow, luma
-from ._motion import robust_velocity
+from ._motion import STILL, robust_velocity
 from ._shots import BlurWatch, CutDetector
 from ._smoother import Smoother
 
 __all__ = [
+    "STILL",
     "Associator",
     "BlurWatch",
     "CameraMotion",
     "CutDetector",
     "Luma",
+    "Prediction",
     "Smoother",
     "TrackerConfig",
     "centred_on",

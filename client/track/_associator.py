@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from veil.core import POLICY_TRACK, Box, Detections, Mask, Offset, Origin, iou_m
 
 from ._config import TrackerConfig
 from ._motion import (
+    ORIGIN,
     STILL,
     VELOCITY_SIGHTINGS,
     Sighting,
@@ -74,6 +75,17 @@ class _Live:
     hits: int = 0
     # the score of its latest detection
     score: float = 0.0
+
+
+class Prediction(NamedTuple):
+    """Where a live track is expected in a frame (``Associator.predict``)."""
+
+    track: int
+    box: Box
+    stale: int  # frames since its latest detection
+    velocity: Velocity  # the face's own motion, per frame, the box was carried by
+    score: float  # its latest detection's
+    offset: Offset  # the camera's position at its latest detection
 
 
 @dataclass(frozen=True)
@@ -312,9 +324,12 @@ class Associator:
                 del self._tentative[track]
         return kept
 
-    def predict(self, index: int, *, grow: float = 0.0) -> list[tuple[int, Box]]:
-        """Where each live track is expected at frame ``index``: its last box moved at constant
-        velocity (forwards, or backwards for a frame before its last detection) and grown by
+    def predict(
+        self, index: int, *, offset: Offset = ORIGIN, grow: float = 0.0
+    ) -> list[Prediction]:
+        """Where each live track is expected at frame ``index`` (the camera at ``offset``):
+        its last box carried by the motion model (the camera's motion since, plus the face's
+        own velocity; backwards for a frame before its last detection) and grown by
         ``growth_per_frame`` per frame of staleness plus ``grow`` (a share of the box).
 
         Live mode's stand-in for the ``Smoother``, which needs look-ahead live mode cannot have.
@@ -326,7 +341,13 @@ class Associator:
             if dt > cfg.max_gap + 1 or track in self._tentative:
                 continue
             box = carried(
-                state.box, dt, velocity=state.velocity, growth=cfg.growth_per_frame, grow=grow
+                state.box,
+                dt,
+                start=state.offset,
+                end=offset,
+                velocity=state.velocity,
+                growth=cfg.growth_per_frame,
+                grow=grow,
             )
-            predicted.append((track, box))
+            predicted.append(Prediction(track, box, dt, state.velocity, state.score, state.offset))
         return predicted

@@ -9,8 +9,8 @@ positions. The face's own motion is the median step of its latest sightings with
 taken out, capped at a share of its size (``robust_velocity``). A carried box grows with the
 frames it is carried, as the caller asks: the longer since a sighting, the less sure the place.
 
-Live mode measures no camera motion (every position is the origin), so there the face's own
-velocity holds the camera's too, and the same cap applies to both.
+Live mode measures the camera's motion as each frame arrives and carries its predictions by
+this model too (``veil.live``'s ``Predictor``).
 """
 
 from __future__ import annotations
