@@ -122,6 +122,12 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "balanced recheck 8": Current("balanced", tracker={"recheck": 8}),
     # the mirror pass (profile faces)
     "balanced + flip": Current("balanced", {"flip": True}),
+    # the profile gap on stills against leaks, collateral and cost (a lower weak threshold,
+    # a larger input, the mirror pass with it)
+    "balanced t0.10": Current("balanced", {"track_threshold": 0.10}),
+    "balanced t0.08": Current("balanced", {"track_threshold": 0.08}),
+    "balanced 800 t0.12": Current("balanced", {"max_side": 800, "track_threshold": 0.12}),
+    "balanced + flip t0.10": Current("balanced", {"flip": True, "track_threshold": 0.10}),
 }
 
 
