@@ -97,6 +97,18 @@ def test_members_with_different_licences_are_each_named() -> None:
     assert [m["license"] for m in info.options["members"]] == ["MIT", "research only"]
 
 
+def test_a_box_of_no_area_is_its_own_face_found_by_its_member() -> None:
+    """A member's box clipped to nothing at the frame's edge overlaps no box, itself
+    included: it fused to a [0, 0, 0, 0] box found by no member, and thorough's record of
+    the generated crowd of small faces failed its own schema ("by" empty)."""
+    a = _found((875, 720, 884, 720, 0.3), (100, 100, 140, 150, 0.8))
+    b = _found((102, 99, 142, 151, 0.9))
+    fused = fuse([a, b], [0.4, 0.5])
+    assert fused.sources is not None and sorted(fused.sources) == [0b01, 0b11]
+    flat = fused.boxes[list(fused.sources).index(0b01)]
+    np.testing.assert_allclose(flat, [875, 720, 884, 720])
+
+
 def test_nothing_found_fuses_to_nothing() -> None:
     empty = fuse([Detections.empty(), Detections.empty()], [0.4, 0.5])
     assert len(empty) == 0

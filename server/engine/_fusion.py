@@ -248,7 +248,10 @@ def fuse(parts: Sequence[Detections], calibration: Sequence[float]) -> Detection
     for lead in order:
         if taken[lead]:
             continue
-        members = order[~taken[order] & (overlap[lead, order] >= FUSION_IOU)]
+        # the lead is always its own cluster's: a box of no area (a face beyond the frame's
+        # edge, clipped) overlaps nothing, itself included, and fused to an empty cluster (a
+        # [0, 0, 0, 0] box found by no member, which the record schema rightly refused)
+        members = order[~taken[order] & ((overlap[lead, order] >= FUSION_IOU) | (order == lead))]
         taken[members] = True
         weights = s[members] / max(float(s[members].sum()), 1e-9)
         out_boxes.append((b[members] * weights[:, None]).sum(axis=0))
