@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from veil import DetectionConfig, anonymize, client_passes, detect, open_detector
+from veil import DetectionConfig, Record, anonymize, client_passes, detect, open_detector
 
 from .coverage import score_record
 from .deface import find_deface, score_deface
@@ -29,6 +29,9 @@ def run_veil(clip: GtClip, preset: str, workdir: Path, *, pixels: bool = True) -
     else:
         record = detect(clip.video, config=config)
     seconds = time.perf_counter() - t0
+    # every record the eval makes must read back under its schema (`veil verify` and `veil
+    # render` read it so): thorough's record of the small-face crowd once did not
+    Record.from_json(record.to_json(), f"{clip.name} ({preset})")
     by_record = score_record(clip, record)
     by_record.seconds = seconds
     by_pixels = None
