@@ -169,7 +169,7 @@ def main() -> None:
         action="store_true",
         help="start a local `veil serve` (1 thread) and detect through it",
     )
-    parser.add_argument("--preset", default="fast", help="detector preset (veil live's default: fast)")
+    parser.add_argument("--preset", default="fast", help="detector preset (veil live's: fast)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     settings = DetectionConfig.from_preset(args.preset).detector
