@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from live_loopback import check_masked, gt_faces, live_in_process  # noqa: E402
 
 from veil import DetectionConfig, client_passes, open_detector  # noqa: E402
-from veil_eval import generate_all  # noqa: E402
+from veil_eval import live_clips  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -39,8 +39,7 @@ def main() -> int:
         print(f"{DATA}: the shared test data is needed", file=sys.stderr)
         return 2
     config = DetectionConfig.from_preset(args.preset)
-    clips = [DATA / "clips" / "wider_group_tilted_pan.json"]
-    clips += generate_all(DATA, ROOT / ".cache" / "eval" / "clips")
+    clips = live_clips(DATA, ROOT / ".cache" / "eval" / "clips")
     detector = client_passes(open_detector(config.detector), config.detector)  # as `veil live`
     checked = leaked = 0
     try:

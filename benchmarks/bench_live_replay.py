@@ -36,7 +36,7 @@ from veil_eval import (
     GtClip,
     collateral_share,
     covered_share,
-    generate_all,
+    live_clips,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,9 +109,7 @@ def main() -> int:
         print(f"{DATA}: the shared test data is needed", file=sys.stderr)
         return 2
     config = DetectionConfig.from_preset(args.preset)
-    paths = [DATA / "clips" / "wider_group_tilted_pan.json"]
-    paths += generate_all(DATA, ROOT / ".cache" / "eval" / "clips")
-    clips = [GtClip.load(p) for p in paths]
+    clips = [GtClip.load(p) for p in live_clips(DATA, ROOT / ".cache" / "eval" / "clips")]
     found = {clip.name: detections(clip, config) for clip in clips}
     for stride in map(int, args.strides.split(",")):
         for uncertainty in map(float, args.uncertainty.split(",")):

@@ -5,7 +5,7 @@ pixels (:mod:`.pixels`), recall on stills (:mod:`.stills`), generated hard clips
 it with ``benchmarks/`` on ``sys.path``.
 """
 
-from .clips import generate_all
+from .clips import generate_all, live_clips
 from .coverage import COVER_MIN, collateral_share, covered_share, score_masks, score_record
 from .harness import evaluate
 from .pixels import STRUCTURE_MAX, score_video, structure_retained
@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "find_clips",
     "generate_all",
+    "live_clips",
     "score_masks",
     "score_record",
     "score_stills",

@@ -236,5 +236,11 @@ def generate_all(data: Path, cache: Path, names: list[str] | None = None) -> lis
     return [generate(spec, data, cache) for spec in specs]
 
 
+def live_clips(data: Path, cache: Path) -> list[Path]:
+    """The GT clips the live benchmarks play: the public WIDER pan (720p30) and every
+    generated hard clip."""
+    return [data / "clips" / "wider_group_tilted_pan.json", *generate_all(data, cache)]
+
+
 def clean(cache: Path) -> None:
     shutil.rmtree(cache, ignore_errors=True)
