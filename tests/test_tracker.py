@@ -340,6 +340,24 @@ def test_live_a_faint_face_is_masked_from_the_sighting_that_confirms_it() -> Non
     assert [p.track for p in assoc.predict(5)] == [1]
 
 
+def test_live_masks_a_faint_face_on_its_own_frame_before_it_is_confirmed() -> None:
+    """Live cannot hold a frame until a weak sighting's track is confirmed: the sighting
+    masks its own frame at once (a near miss all the same) and is predicted into the frames
+    after only once confirmed."""
+    from fractions import Fraction
+
+    from veil.live import LiveConfig, Predictor
+
+    tracker = TrackerConfig(new_track_score=0.4, confirm_hits=3)
+    live = Predictor(LiveConfig(tracker=tracker), Fraction(25), (), (640, 360))
+    box = (100.0, 50.0, 140.0, 100.0)
+    assert [m.box for m in live.detected(0, _weak(box), (0.0, 0.0))] == [box]
+    assert live.predicted(1, (0.0, 0.0), 0.0) == []
+    for i in (2, 4):
+        assert len(live.detected(i, _weak(box), (0.0, 0.0))) == 1
+    assert [m.track for m in live.predicted(5, (0.0, 0.0), 0.0)] == [1]  # confirmed: carried
+
+
 def test_one_shrunken_detection_between_steady_ones_is_joined_by_their_blend() -> None:
     """A face seen steadily at frames 0-4 whose frame-2 detection shrank and slipped (motion
     blur, a compression artefact): the blend of frames 1 and 3 joins it, so frame 2 is no

@@ -54,9 +54,13 @@ class Predictor:
         self._uncertainty = config.velocity_uncertainty
 
     def detected(self, index: int, detections: Detections, offset: Offset) -> list[Mask]:
-        """Frame ``index``'s detections (the camera at ``offset``), as masks of their tracks
-        (tentative ones held back, as offline)."""
-        return self._associator.release(index, self._associator.assign(index, detections, offset))
+        """Frame ``index``'s detections (the camera at ``offset``), as masks of their tracks,
+        tentative ones too: offline a frame waits until a weak sighting's track is confirmed
+        or not, live cannot, so a weak sighting masks its own frame (a near miss all the
+        same until confirmed) and is predicted into others only once confirmed."""
+        masks = self._associator.assign(index, detections, offset)
+        self._associator.release(index, masks)  # counts the near misses
+        return masks
 
     def predicted(
         self,
