@@ -5,7 +5,7 @@ The boxes come from the offline ``Associator`` (``Associator.predict``) and move
 motion model offline boxes move by (``veil.track``'s ``_motion``): the camera's motion,
 measured on each frame's arrival, plus the face's own robust velocity (the median step of its
 last sightings with the camera's taken out, capped at a share of its size); grown with
-staleness. On top of it, live mode widens every predicted box by that velocity's uncertainty
+staleness. On top of it, live mode widens every predicted box by the model's uncertainty
 (it cannot wait for the next detection, as the offline smoother does).
 """
 
