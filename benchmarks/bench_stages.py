@@ -82,7 +82,7 @@ def main() -> int:
         "render (blur, GT face boxes)",
         cpu_ms(
             lambda: [
-                render_frame(f, b, style, pix_fmt="yuv420p")
+                render_frame(f, [[box] for box in b], style, pix_fmt="yuv420p")
                 for f, b in zip(frames, boxes, strict=True)
             ],
             n,

@@ -141,7 +141,7 @@ def test_masked_by_pixels(astronaut_luma, style: Style | None, masked: bool) -> 
         after = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     else:
         after = (
-            render_frame(frame, [box], style, pix_fmt="yuv420p")
+            render_frame(frame, [[box]], style, pix_fmt="yuv420p")
             .reformat(format="gray")
             .to_ndarray()
         )

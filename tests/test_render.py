@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from veil import Effect, Shape, Style
+from veil import Effect, Mask, Origin, Shape, Style
+from veil.mask import by_track
 from veil.mask._draw import Geometry, plane_arrays, render_frame
 
 W, H = 320, 240
@@ -46,7 +47,7 @@ def _face(luma: np.ndarray) -> np.ndarray:
 def test_face_structure_is_gone_and_the_rest_untouched(effect: Effect, shape: Shape) -> None:
     style = Style(effect=effect, shape=shape)
     src = _textured_frame()
-    out = render_frame(src, [FACE], style, pix_fmt="yuv420p")
+    out = render_frame(src, [[FACE]], style, pix_fmt="yuv420p")
     before, after = _luma(src), _luma(out)
     assert _detail(_face(after)) < 0.1 * _detail(_face(before))
     # Outside the covered area and its feather band nothing changes, bit for bit.
@@ -57,9 +58,38 @@ def test_face_structure_is_gone_and_the_rest_untouched(effect: Effect, shape: Sh
     assert out.pts == src.pts
 
 
+@pytest.mark.parametrize("effect", list(Effect))
+@pytest.mark.parametrize("shape", list(Shape))
+def test_a_face_s_boxes_drawn_as_one_cover_all_each_would(effect: Effect, shape: Shape) -> None:
+    """One face's detection and its steadied blend, drawn as one group: every pixel either
+    box changes alone is changed, and each box's face area loses its structure."""
+    style = Style(effect=effect, shape=shape)
+    src = _textured_frame()
+    moved = (FACE[0] + 24, FACE[1] + 10, FACE[2] + 30, FACE[3] + 14)
+    before = _luma(src)
+    together = _luma(render_frame(src, [[FACE, moved]], style, pix_fmt="yuv420p"))
+    for box in (FACE, moved):
+        alone = _luma(render_frame(src, [[box]], style, pix_fmt="yuv420p"))
+        touched = np.abs(alone - before) > 2
+        assert touched.any()
+        assert (np.abs(together - before) > 0)[touched].mean() > 0.99
+        x0, y0, x1, y1 = (int(v) for v in box)
+        face_before, face_after = before[y0:y1, x0:x1], together[y0:y1, x0:x1]
+        assert _detail(face_after) < 0.1 * _detail(face_before)
+
+
+def test_masks_are_grouped_by_track() -> None:
+    masks = [
+        Mask(track=1, origin=Origin.DETECTED, box=FACE, score=0.9),
+        Mask(track=2, origin=Origin.DETECTED, box=(0.0, 0.0, 20.0, 20.0), score=0.8),
+        Mask(track=1, origin=Origin.INTERPOLATED, box=(102.0, 61.0, 181.0, 160.0), score=0.9),
+    ]
+    assert by_track(masks) == [[FACE, (102.0, 61.0, 181.0, 160.0)], [(0.0, 0.0, 20.0, 20.0)]]
+
+
 def test_pixelate_leaves_at_most_the_configured_blocks_across_the_face() -> None:
     style = Style(effect=Effect.PIXELATE, feather=0.0, pixel_blocks=5)
-    out = _luma(render_frame(_textured_frame(), [FACE], style, pix_fmt="yuv420p"))
+    out = _luma(render_frame(_textured_frame(), [[FACE]], style, pix_fmt="yuv420p"))
     row = _face(out)[50]
     runs = 1 + int(np.count_nonzero(np.diff(row)))
     assert runs <= 6  # 5 blocks across the 100 px face side, plus a partial one at an edge
@@ -69,7 +99,7 @@ def test_blur_strength_scales_with_face_size() -> None:
     style = Style(effect=Effect.BLUR, feather=0.0)
     src = _textured_frame()
     small = (20.0, 20.0, 40.0, 44.0)
-    out = _luma(render_frame(src, [small, FACE], style, pix_fmt="yuv420p"))
+    out = _luma(render_frame(src, [[small], [FACE]], style, pix_fmt="yuv420p"))
     # A fixed kernel sized for the small face would leave the big face's structure.
     assert _detail(_face(out)) < 0.1 * _detail(_face(_luma(src)))
     assert _detail(out[20:44, 20:40]) < 0.2 * _detail(_luma(src)[20:44, 20:40])
@@ -77,7 +107,7 @@ def test_blur_strength_scales_with_face_size() -> None:
 
 def test_solid_fill_is_one_value() -> None:
     out = _luma(
-        render_frame(_textured_frame(), [FACE], Style(effect=Effect.SOLID), pix_fmt="yuv420p")
+        render_frame(_textured_frame(), [[FACE]], Style(effect=Effect.SOLID), pix_fmt="yuv420p")
     )
     assert np.unique(_face(out)).tolist() == [16.0]  # black, limited range
 

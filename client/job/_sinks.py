@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 
 from veil.core import FrameMasks, available_cores
-from veil.mask import Style, render_frame
+from veil.mask import Style, by_track, render_frame
 from veil.media import DecodedFrame, EncoderSettings, Input, Output
 
 from ._detecting import DetectedMasks
@@ -87,9 +87,9 @@ class VideoSink:
         self._out.copy(packet)
 
     def add(self, item: DecodedFrame, final: FrameMasks) -> None:
-        boxes = [m.box for m in final.masks]
+        groups = by_track(final.masks)
         style, pix_fmt = self._options.style, self._out.pix_fmt
-        self._drawing.submit(None, render_frame, item.frame, boxes, style, pix_fmt=pix_fmt)
+        self._drawing.submit(None, render_frame, item.frame, groups, style, pix_fmt=pix_fmt)
         for _, drawn in self._drawing.ready():
             self._out.encode(drawn.result())
 

@@ -28,7 +28,7 @@ from enum import Enum
 import av
 
 from veil.core import Detector, Mask, Offset, Upright, whole_frame
-from veil.mask import render_frame
+from veil.mask import by_track, render_frame
 from veil.media import LiveSink, sample_aspect
 from veil.track import CameraMotion, CutDetector
 
@@ -411,8 +411,8 @@ class Engine:
         if decision.mode is Mode.POLICY:
             frame = _masked_whole(pending.frame, pix_fmt)
         else:
-            boxes = [m.box for m in masks]
-            frame = render_frame(pending.frame, boxes, self._config.style, pix_fmt=pix_fmt)
+            groups = by_track(masks)
+            frame = render_frame(pending.frame, groups, self._config.style, pix_fmt=pix_fmt)
         frame.pts = self._sessions.out_pts(pending.frame, pending.session, self._sink.time_base)
         frame.time_base = self._sink.time_base
         self._sink.encode(frame)

@@ -7,7 +7,7 @@ at its own subsampled size), so pixels outside the masks are never converted to 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from veil.core import Box
+from veil.core import Box, Mask
 
 from ._style import Effect, Shape, Style
 
@@ -135,12 +135,28 @@ def plane_arrays(frame: av.VideoFrame) -> list[npt.NDArray[Any]]:
     return arrays
 
 
-def render_frame(
-    frame: av.VideoFrame, boxes: Iterable[Box], style: Style, *, pix_fmt: str
-) -> av.VideoFrame:
-    """A new ``pix_fmt`` frame: ``frame`` with every box masked in ``style``.
+def by_track(masks: Iterable[Mask]) -> list[list[Box]]:
+    """A frame's masks as :func:`render_frame` draws them: one group of boxes per track.
 
-    The input frame is never written to (decoders keep references to it).
+    A face often has two masks in a frame (its detection and the blend that steadies it, or
+    a followed box beside an interpolated one); drawn apart, the second blurs the first's
+    blur again, at twice the cost for nothing."""
+    groups: dict[int, list[Box]] = {}
+    for mask in masks:
+        groups.setdefault(mask.track, []).append(mask.box)
+    return list(groups.values())
+
+
+def render_frame(
+    frame: av.VideoFrame, groups: Iterable[Sequence[Box]], style: Style, *, pix_fmt: str
+) -> av.VideoFrame:
+    """A new ``pix_fmt`` frame: ``frame`` with every group of boxes masked in ``style``.
+
+    A group (one face's boxes: :func:`by_track`) is drawn once: its opacity is the largest of
+    its boxes' at each pixel, its effect that of its largest box (the strongest blur, the
+    coarsest blocks) over the union of their areas, so it covers everything each box would
+    and at least as strongly. The input frame is never written to (decoders keep references
+    to it).
     """
     src = frame.reformat(format=pix_fmt)
     out = av.VideoFrame(frame.width, frame.height, pix_fmt)
@@ -155,20 +171,31 @@ def render_frame(
     bits = max(c.bits for c in out.format.components)
     full_range = frame.color_range == 2 or pix_fmt.startswith("yuvj")
     solid = _solid_values(style.color, full_range, bits)
-    for box in boxes:
-        geometry = Geometry.of(box, style)
-        roi = geometry.roi(frame.width, frame.height, style.shape)
-        if roi is None:
+    for group in groups:
+        geometries = [Geometry.of(box, style) for box in group]
+        rois = [
+            roi
+            for geometry in geometries
+            if (roi := geometry.roi(frame.width, frame.height, style.shape)) is not None
+        ]
+        if not rois:
             continue
+        roi = (
+            min(r[0] for r in rois),
+            min(r[1] for r in rois),
+            max(r[2] for r in rois),
+            max(r[3] for r in rois),
+        )
+        size = max(geometry.size for geometry in geometries)
         windows: dict[tuple[int, int], _Window | None] = {}  # chroma planes share theirs
         for plane, value in zip(planes, solid, strict=False):
             if plane.shape not in windows:
                 windows[plane.shape] = _Window.of(
-                    plane.shape, frame.width, frame.height, roi, geometry, style
+                    plane.shape, frame.width, frame.height, roi, geometries, style
                 )
             window = windows[plane.shape]
             if window is not None:
-                _mask_plane(plane, window, geometry, style, value)
+                _mask_plane(plane, window, size, style, value)
     return out
 
 
@@ -190,7 +217,7 @@ class _Window:
         width: int,
         height: int,
         roi: tuple[int, int, int, int],
-        geometry: Geometry,
+        geometries: Sequence[Geometry],
         style: Style,
     ) -> _Window | None:
         ph, pw = shape
@@ -201,20 +228,23 @@ class _Window:
             return None
         xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) * sx
         ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) * sy
-        alpha = geometry.alpha(style.shape, xs, ys)
+        alpha = geometries[0].alpha(style.shape, xs, ys)
+        for geometry in geometries[1:]:
+            np.maximum(alpha, geometry.alpha(style.shape, xs, ys), out=alpha)
         if not alpha.any():
             return None
         return cls(x0, y0, x1, y1, alpha, max(sx, sy))
 
 
 def _mask_plane(
-    plane: npt.NDArray[Any], window: _Window, geometry: Geometry, style: Style, solid_value: int
+    plane: npt.NDArray[Any], window: _Window, size: float, style: Style, solid_value: int
 ) -> None:
+    """Draws one group's ``window`` on ``plane``; ``size``: its largest face box's side."""
     region = plane[window.y0 : window.y1, window.x0 : window.x1]
     if style.effect is Effect.BLUR:
-        effect = _blur(region, style.blur_strength * geometry.size / window.scale)
+        effect = _blur(region, style.blur_strength * size / window.scale)
     elif style.effect is Effect.PIXELATE:
-        effect = _pixelate(region, geometry.size / style.pixel_blocks / window.scale)
+        effect = _pixelate(region, size / style.pixel_blocks / window.scale)
     else:
         effect = np.full_like(region, solid_value)
     alpha = window.alpha

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from veil.core import POLICY_TRACK, Box, FrameMasks, RecordError
 from veil.job import Applied, Record, final_frames
-from veil.mask import Style, render_frame
+from veil.mask import Style, by_track, render_frame
 from veil.media import DecodedFrame, Input, VideoInfo, probe, sha256_file
 
 from ._flags import Flag, find_flags
@@ -168,7 +168,7 @@ def _cut_pictures(
             if unmasked:
                 picture = np.asarray(item.frame.to_ndarray(format="rgb24"), np.uint8)
             else:
-                drawn = render_frame(item.frame, [m.box for m in masks], style, pix_fmt="yuv420p")
+                drawn = render_frame(item.frame, by_track(masks), style, pix_fmt="yuv420p")
                 picture = np.asarray(drawn.to_ndarray(format="rgb24"), np.uint8)
             for kind, key in jobs:
                 if kind == "track":

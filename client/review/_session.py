@@ -37,7 +37,7 @@ from veil.job import (
     final_frames,
     manifest_path,
 )
-from veil.mask import Style, render_frame
+from veil.mask import Style, by_track, render_frame
 from veil.media import Frames, sha256_file
 
 from ._approval import sign_off
@@ -188,8 +188,8 @@ class ReviewSession:
         except KeyError:
             raise Problem(HTTPStatus.NOT_FOUND, f"no frame {index}") from None
         if view == "masked":
-            boxes = [m.box for m in self._finals[index].masks]
-            frame = render_frame(frame, boxes, self.style, pix_fmt="yuv420p")
+            groups = by_track(self._finals[index].masks)
+            frame = render_frame(frame, groups, self.style, pix_fmt="yuv420p")
         return _jpeg(np.asarray(frame.to_ndarray(format="rgb24"), np.uint8))
 
     def thumbnail(self, track: int) -> bytes:
