@@ -29,7 +29,7 @@ from veil import DetectionConfig, Detections, client_passes, open_detector
 from veil.core import fit_size
 from veil.live import LiveConfig, Predictor
 from veil.mask import Style
-from veil.track import CameraMotion, CutDetector
+from veil.track import CameraMotion, CutDetector, grey_thumbnail
 from veil_eval import (
     COVER_MIN,
     TARGET_HEIGHT,
@@ -82,7 +82,8 @@ def replay(
     camera, shots = CameraMotion(), CutDetector()
     offset = (0.0, 0.0)
     for i, frame in enumerate(frames):
-        motion = camera.measure(frame, cut=shots.is_cut(frame))
+        thumbnail = grey_thumbnail(frame)
+        motion = camera.measure(thumbnail, (frame.width, frame.height), cut=shots.is_cut(thumbnail))
         offset = (offset[0] + motion[0], offset[1] + motion[1])
         if i % stride == 0:
             masks = predictor.detected(i, found[i], offset)

@@ -44,7 +44,7 @@ def main() -> int:
     from veil.mask._draw import render_frame, single_threaded_opencv
     from veil.mask._style import Style
     from veil.server.engine import load_detector
-    from veil.track._camera import CameraMotion
+    from veil.track._camera import CameraMotion, grey_thumbnail
     from veil.track._shots import CutDetector
 
     with av.open(str(args.clip)) as container:
@@ -89,8 +89,11 @@ def main() -> int:
         ),
     )
     motion, cuts = CameraMotion(), CutDetector()
-    row("camera motion", cpu_ms(lambda: [motion.measure(f) for f in frames], n))
-    row("cut detector", cpu_ms(lambda: [cuts.is_cut(f) for f in frames], n))
+    size = (frames[0].width, frames[0].height)
+    thumbnails = [grey_thumbnail(f) for f in frames]
+    row("grey thumbnail", cpu_ms(lambda: [grey_thumbnail(f) for f in frames], n))
+    row("camera motion", cpu_ms(lambda: [motion.measure(t, size) for t in thumbnails], n))
+    row("cut detector", cpu_ms(lambda: [cuts.is_cut(t) for t in thumbnails], n))
     return 0
 
 

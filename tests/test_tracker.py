@@ -18,7 +18,7 @@ from veil.core import FrameMasks
 from veil.job._replay import RecordMasks as _FromRecord
 from veil.media import DecodedFrame
 from veil.track._associator import FOLLOW_LIMIT, Associator
-from veil.track._camera import CameraMotion
+from veil.track._camera import CameraMotion, grey_thumbnail
 from veil.track._shots import CutDetector
 from veil.track._smoother import Smoother
 
@@ -164,7 +164,8 @@ def test_lead_in_and_lead_out_stop_at_a_cut_but_interpolation_does_not() -> None
 def test_the_sample_has_one_cut_where_the_shot_changes(sample_clip: Path) -> None:
     shots = CutDetector()
     with av.open(str(sample_clip)) as container:
-        cuts = [i for i, frame in enumerate(container.decode(video=0)) if shots.is_cut(frame)]
+        frames = enumerate(container.decode(video=0))
+        cuts = [i for i, frame in frames if shots.is_cut(grey_thumbnail(frame))]
     assert cuts == [125]  # samples/README.md: the hard cut at 5.0 s
 
 
@@ -179,11 +180,15 @@ def _textured(width: int, height: int, dx: int = 0, dy: int = 0) -> av.VideoFram
 
 def test_camera_motion_is_measured_in_stored_pixels_and_zero_when_still_or_cut() -> None:
     camera = CameraMotion()
-    assert camera.measure(_textured(640, 360)) == (0.0, 0.0)  # the first frame
-    assert camera.measure(_textured(640, 360)) == (0.0, 0.0)  # still
-    dx, dy = camera.measure(_textured(640, 360, dx=40, dy=-12))
+
+    def measure(dx: int = 0, dy: int = 0, cut: bool = False) -> tuple[float, float]:
+        return camera.measure(grey_thumbnail(_textured(640, 360, dx, dy)), (640, 360), cut=cut)
+
+    assert measure() == (0.0, 0.0)  # the first frame
+    assert measure() == (0.0, 0.0)  # still
+    dx, dy = measure(dx=40, dy=-12)
     assert abs(dx - 40) <= 1.5 and abs(dy + 12) <= 1.5, (dx, dy)
-    assert camera.measure(_textured(640, 360, dx=80, dy=-12), cut=True) == (0.0, 0.0)
+    assert measure(dx=80, dy=-12, cut=True) == (0.0, 0.0)
 
 
 def test_masks_without_evidence_follow_the_camera() -> None:

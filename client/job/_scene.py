@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from veil.core import is_dark
 from veil.media import DecodedFrame
-from veil.track import BlurWatch, CameraMotion, CutDetector
+from veil.track import BlurWatch, CameraMotion, CutDetector, grey_thumbnail
 
 Point = tuple[float, float]
 
@@ -39,9 +39,9 @@ class SceneWatch:
         self._blurred: list[list[int]] = []
 
     def measure(self, item: DecodedFrame) -> Measured:
-        cut = self._shots.is_cut(item.frame)
-        motion = self._camera.measure(item.frame, cut=cut)
-        thumbnail = self._camera.thumbnail
+        thumbnail = grey_thumbnail(item.frame)
+        cut = self._shots.is_cut(thumbnail)
+        motion = self._camera.measure(thumbnail, (item.frame.width, item.frame.height), cut=cut)
         for hard, runs in (
             (is_dark(thumbnail), self._dark),
             (self._blur.blurred(thumbnail, cut=cut), self._blurred),

@@ -30,7 +30,7 @@ import av
 from veil.core import Detector, Mask, Offset, Upright, whole_frame
 from veil.mask import by_track, render_frame
 from veil.media import LiveSink, sample_aspect
-from veil.track import CameraMotion, CutDetector
+from veil.track import CameraMotion, CutDetector, grey_thumbnail
 
 from ._config import LiveConfig
 from ._endpoints import Endpoint
@@ -262,10 +262,11 @@ class Engine:
         if self._sink is None:
             self._open(item)
         assert self._live is not None
-        cut = self._shots.is_cut(item.frame)
+        thumbnail = grey_thumbnail(item.frame)
+        cut = self._shots.is_cut(thumbnail)
         if cut:
             self._live.policy.cut(item.index)
-        motion = self._camera.measure(item.frame, cut=cut)
+        motion = self._camera.measure(thumbnail, (item.frame.width, item.frame.height), cut=cut)
         self._offset = (self._offset[0] + motion[0], self._offset[1] + motion[1])
         self._positions[item.index] = self._offset
         if len(self._positions) > 2 * _POSITIONS_KEPT:

@@ -6,7 +6,7 @@ the face's own robust velocity). The tracker adds coverage, it never removes it.
 """
 
 from ._associator import Associator, Prediction, centred_on
-from ._camera import CameraMotion
+from ._camera import CameraMotion, grey_thumbnail
 from ._config import TrackerConfig
 from ._follow import Luma, follow, luma
 from ._motion import STILL, robust_velocity
@@ -25,6 +25,7 @@ __all__ = [
     "TrackerConfig",
     "centred_on",
     "follow",
+    "grey_thumbnail",
     "luma",
     "robust_velocity",
 ]

@@ -22,9 +22,18 @@ MOTION_MIN_RESPONSE = 0.3
 MOTION_MIN_PIXELS = 1.0
 
 
+def grey_thumbnail(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The frame's grey thumbnail, :data:`_MOTION_WIDTH` px wide (its aspect kept): made once
+    a frame, what camera motion, cut detection and the dark and blur watches read."""
+    width = min(_MOTION_WIDTH, frame.width)
+    height = max(8, round(frame.height * width / frame.width))
+    thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
+    return np.asarray(thumb, np.uint8)
+
+
 class CameraMotion:
-    """Feed frames in order; ``measure`` gives how far the picture moved since the frame
-    before (dx, dy in the frame's stored pixels), by phase correlation of grey thumbnails.
+    """Feed frames' grey thumbnails in order; ``measure`` gives how far the picture moved
+    since the frame before (dx, dy in the frame's stored pixels), by phase correlation.
 
     Measured on the public GT clips and on generated whip pans (40-86 px a frame, motion
     blurred) to within a few pixels of the camera's true translation, where the detector
@@ -35,16 +44,14 @@ class CameraMotion:
     def __init__(self) -> None:
         self._previous: npt.NDArray[np.float32] | None = None
         self._window: npt.NDArray[np.float32] | None = None
-        #: The grey thumbnail of the frame measured last (what else needs the frame's
-        #: levels reads them here: the residual risk's dark frames).
-        self.thumbnail: npt.NDArray[np.uint8] = np.zeros((1, 1), np.uint8)
 
-    def measure(self, frame: av.VideoFrame, *, cut: bool = False) -> tuple[float, float]:
-        width = min(_MOTION_WIDTH, frame.width)
-        height = max(8, round(frame.height * width / frame.width))
-        thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
-        self.thumbnail = np.asarray(thumb, np.uint8)
-        current = np.asarray(thumb, np.float32)
+    def measure(
+        self, thumbnail: npt.NDArray[np.uint8], size: tuple[int, int], *, cut: bool = False
+    ) -> tuple[float, float]:
+        """The motion since the frame before; ``thumbnail``: :func:`grey_thumbnail` of a
+        frame of ``size`` (stored width, height)."""
+        height, width = thumbnail.shape
+        current = np.asarray(thumbnail, np.float32)
         previous, self._previous = self._previous, current
         if previous is None or cut or previous.shape != current.shape:
             return (0.0, 0.0)
@@ -57,7 +64,7 @@ class CameraMotion:
         # 5.1.0.95 (which leaves its inputs alone) no longer gives. Same result as passing
         # ``window``, bit for bit: OpenCV multiplies it in elementwise too.
         (dx, dy), response = cv2.phaseCorrelate(previous * self._window, current * self._window)
-        dx, dy = dx * frame.width / width, dy * frame.height / height
+        dx, dy = dx * size[0] / width, dy * size[1] / height
         if response < MOTION_MIN_RESPONSE or math.hypot(dx, dy) < MOTION_MIN_PIXELS:
             return (0.0, 0.0)
         # rounded as the record stores it: a record replays to the same masks
