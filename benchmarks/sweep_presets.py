@@ -113,7 +113,7 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "balanced (before)": _c("balanced"),
     # the presets now (client/job/_settings.py)
     "fast: yunet 640 0.5/t0.25": Current("fast"),
-    "balanced: yunet 640 0.5/t0.15": Current("balanced"),
+    "balanced: yunet 800 0.5/t0.12": Current("balanced"),
     "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),
     # the tracker's image evidence: without it (the previous run's presets), following
     # lost faces alone, more second looks
@@ -122,12 +122,14 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "balanced recheck 8": Current("balanced", tracker={"recheck": 8}),
     # the mirror pass (profile faces)
     "balanced + flip": Current("balanced", {"flip": True}),
-    # the profile gap on stills against leaks, collateral and cost (a lower weak threshold,
-    # a larger input, the mirror pass with it)
-    "balanced t0.10": Current("balanced", {"track_threshold": 0.10}),
-    "balanced t0.08": Current("balanced", {"track_threshold": 0.08}),
-    "balanced 800 t0.12": Current("balanced", {"max_side": 800, "track_threshold": 0.12}),
-    "balanced + flip t0.10": Current("balanced", {"flip": True, "track_threshold": 0.10}),
+    # the profile gap on stills against leaks, collateral and cost: balanced as it was (640
+    # px, weak from 0.15), with a lower weak threshold, with the mirror pass
+    "balanced 640 t0.15": Current("balanced", {"max_side": 640, "track_threshold": 0.15}),
+    "balanced 640 t0.10": Current("balanced", {"max_side": 640, "track_threshold": 0.10}),
+    "balanced 640 t0.08": Current("balanced", {"max_side": 640, "track_threshold": 0.08}),
+    "balanced 640 + flip t0.10": Current(
+        "balanced", {"max_side": 640, "flip": True, "track_threshold": 0.10}
+    ),
 }
 
 

@@ -90,9 +90,11 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # its last detection (``follow_span``) and, in balanced and thorough, looked for again in
     # a window around it enlarged to a 64 px face (``recheck``: 4 / 8 windows a frame):
     # balanced 2.16 -> 1.80 % by record, 1.46 -> 1.22 % by pixels (`make eval`).
-    # Fast: YuNet at 640 px, weak from 0.25: 5.1 %. Balanced: YuNet at 640 px, weak from
-    # 0.15: 2.2 % at 35 ms a frame; at 1280 px 1.9 % for 1.7x (and 23.5 % in the dim room),
-    # with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px fused with YuNet
+    # Fast: YuNet at 640 px, weak from 0.25: 5.1 %. Balanced: YuNet at 800 px, weak from
+    # 0.12: 1.17 % at 56 CPU ms a frame, WIDER profile faces 87.4 % against typical 96.6 %
+    # (at 640 px from 0.15: 1.80 % at 43 ms, profile 77.8 / 94.0 %; paid for by drawing a
+    # face's masks once and one thumbnail a frame); at 1280 px 1.9 % for 1.7x (and 23.5 % in
+    # the dim room), with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px fused with YuNet
     # at 640 and 320 px (the coarse scale holds large faces in noise: dim room 14.3 -> 5.6 %
     # against YuNet at 1280 px), every frame, two weak sightings confirm: 0.7 %, below
     # balanced on every clip. The price is collateral: 17 % of the frame outside labelled
@@ -110,7 +112,7 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     ),
     Preset.BALANCED: (
         DetectorSettings(
-            model="yunet", max_side=640, score_threshold=0.5, track_threshold=0.15, stride=2
+            model="yunet", max_side=800, score_threshold=0.5, track_threshold=0.12, stride=2
         ),
         TrackerConfig(
             max_gap=12,
