@@ -114,7 +114,7 @@ CANDIDATES: dict[str, Candidate | Current] = {
     # the presets now (client/job/_settings.py)
     "fast: yunet 640 0.5/t0.25": Current("fast"),
     "balanced: yunet 800 0.5/t0.12": Current("balanced"),
-    "thorough: cf+yunet@640+yunet@320 1280 s1 0.4/t0.15": Current("thorough"),
+    "thorough: cf+yunet@800+yunet@320 1280 s1 0.4/t0.12": Current("thorough"),
     # the tracker's image evidence: without it (the previous run's presets), following
     # lost faces alone, more second looks
     "balanced (no follow/recheck)": Current("balanced", tracker={"follow_span": 0, "recheck": 0}),
@@ -130,6 +130,13 @@ CANDIDATES: dict[str, Candidate | Current] = {
     "balanced 640 + flip t0.10": Current(
         "balanced", {"max_side": 640, "flip": True, "track_threshold": 0.10}
     ),
+    # thorough against the new balanced: as it was (YuNet at 640 px, weak from 0.15), its
+    # YuNet at balanced's 800 px alone, the low-light pass
+    "thorough 640 t0.15": Current(
+        "thorough", {"model": "centerface+yunet@640+yunet@320", "track_threshold": 0.15}
+    ),
+    "thorough t0.15": Current("thorough", {"track_threshold": 0.15}),
+    "thorough + low light": Current("thorough", {"low_light": True}),
 }
 
 

@@ -80,9 +80,7 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus /metrics address")
     p.add_argument("--backend", choices=["onnxruntime", "triton"], help="default onnxruntime")
     p.add_argument("--triton", metavar="HOST:PORT", help="Triton's gRPC address (--backend triton)")
-    p.add_argument(
-        "--model", help="the model served (default: the balanced preset's, yunet@640+yunet)"
-    )
+    p.add_argument("--model", help="the model served (default: the balanced preset's, yunet)")
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="onnxruntime provider")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--tls-cert", type=Path, metavar="F", help="server certificate (PEM)")

@@ -94,11 +94,14 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # 0.12: 1.17 % at 56 CPU ms a frame, WIDER profile faces 87.4 % against typical 96.6 %
     # (at 640 px from 0.15: 1.80 % at 43 ms, profile 77.8 / 94.0 %; paid for by drawing a
     # face's masks once and one thumbnail a frame); at 1280 px 1.9 % for 1.7x (and 23.5 % in
-    # the dim room), with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px fused with YuNet
-    # at 640 and 320 px (the coarse scale holds large faces in noise: dim room 14.3 -> 5.6 %
-    # against YuNet at 1280 px), every frame, two weak sightings confirm: 0.7 %, below
-    # balanced on every clip. The price is collateral: 17 % of the frame outside labelled
-    # faces for balanced by record, most of it on the unlabelled small heads of crowds.
+    # the dim room), with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px
+    # fused with YuNet at 800 and 320 px (the coarse scale holds large faces in noise: dim
+    # room 14.3 -> 5.6 % against YuNet at 1280 px), weak from 0.12, every frame, two weak
+    # sightings confirm: 0.45 % by record, 0.27 % by pixels, below balanced or level with it
+    # on every clip by pixels (with YuNet at 640 px, weak from 0.15: 0.66 / 0.42 %, above the
+    # new balanced in low light and on small faces). The price is collateral: 20 % of the
+    # frame outside labelled faces for balanced by record, most of it on the unlabelled
+    # small heads of crowds.
     # Fused thresholds are on the shared scale (veil.server.engine._fusion: 0.4 runs YuNet at 0.52,
     # CenterFace at 0.32). Fast and balanced detect every other frame, and the frames
     # between wherever the faces moved (adaptive stride, docs/throughput.md).
@@ -126,10 +129,10 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     ),
     Preset.THOROUGH: (
         DetectorSettings(
-            model="centerface+yunet@640+yunet@320",
+            model="centerface+yunet@800+yunet@320",
             max_side=1280,
             score_threshold=0.4,
-            track_threshold=0.15,
+            track_threshold=0.12,
             # its 320 px member already looks coarsely: the pass cost 1.3x for nothing
             low_light=False,
         ),
