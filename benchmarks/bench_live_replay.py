@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from veil import DetectionConfig, Detections, client_passes, open_detector
 from veil.core import fit_size
@@ -79,10 +80,10 @@ def replay(
         rate = Fraction(container.streams.video[0].average_rate or 25)
         frames = list(container.decode(video=0))
     predictor = Predictor(live, rate, (), (frames[0].width, frames[0].height))
-    camera, shots = CameraMotion(), CutDetector()
+    camera, shots, scaler = CameraMotion(), CutDetector(), VideoReformatter()
     offset = (0.0, 0.0)
     for i, frame in enumerate(frames):
-        thumbnail = grey_thumbnail(frame)
+        thumbnail = grey_thumbnail(frame, scaler)
         motion = camera.measure(thumbnail, (frame.width, frame.height), cut=shots.is_cut(thumbnail))
         offset = (offset[0] + motion[0], offset[1] + motion[1])
         if i % stride == 0:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / ".cache" / "bench" / "gt_1280x720_6s.mp4"
@@ -90,8 +91,9 @@ def main() -> int:
     )
     motion, cuts = CameraMotion(), CutDetector()
     size = (frames[0].width, frames[0].height)
-    thumbnails = [grey_thumbnail(f) for f in frames]
-    row("grey thumbnail", cpu_ms(lambda: [grey_thumbnail(f) for f in frames], n))
+    scaler = VideoReformatter()
+    thumbnails = [grey_thumbnail(f, scaler) for f in frames]
+    row("grey thumbnail", cpu_ms(lambda: [grey_thumbnail(f, scaler) for f in frames], n))
     row("camera motion", cpu_ms(lambda: [motion.measure(t, size) for t in thumbnails], n))
     row("cut detector", cpu_ms(lambda: [cuts.is_cut(t) for t in thumbnails], n))
     return 0

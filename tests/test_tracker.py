@@ -9,6 +9,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,7 +166,8 @@ def test_the_sample_has_one_cut_where_the_shot_changes(sample_clip: Path) -> Non
     shots = CutDetector()
     with av.open(str(sample_clip)) as container:
         frames = enumerate(container.decode(video=0))
-        cuts = [i for i, frame in frames if shots.is_cut(grey_thumbnail(frame))]
+        scaler = VideoReformatter()
+        cuts = [i for i, frame in frames if shots.is_cut(grey_thumbnail(frame, scaler))]
     assert cuts == [125]  # samples/README.md: the hard cut at 5.0 s
 
 
@@ -179,10 +181,11 @@ def _textured(width: int, height: int, dx: int = 0, dy: int = 0) -> av.VideoFram
 
 
 def test_camera_motion_is_measured_in_stored_pixels_and_zero_when_still_or_cut() -> None:
-    camera = CameraMotion()
+    camera, scaler = CameraMotion(), VideoReformatter()
 
     def measure(dx: int = 0, dy: int = 0, cut: bool = False) -> tuple[float, float]:
-        return camera.measure(grey_thumbnail(_textured(640, 360, dx, dy)), (640, 360), cut=cut)
+        thumbnail = grey_thumbnail(_textured(640, 360, dx, dy), scaler)
+        return camera.measure(thumbnail, (640, 360), cut=cut)
 
     assert measure() == (0.0, 0.0)  # the first frame
     assert measure() == (0.0, 0.0)  # still

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from av.video.reformatter import VideoReformatter
+
 from veil.core import is_dark
 from veil.media import DecodedFrame
 from veil.track import BlurWatch, CameraMotion, CutDetector, grey_thumbnail
@@ -34,12 +36,13 @@ class SceneWatch:
         self._shots = CutDetector()
         self._camera = CameraMotion()
         self._blur = BlurWatch()
+        self._scaler = VideoReformatter()  # the measuring thread's
         self._offset = (0.0, 0.0)
         self._dark: list[list[int]] = []
         self._blurred: list[list[int]] = []
 
     def measure(self, item: DecodedFrame) -> Measured:
-        thumbnail = grey_thumbnail(item.frame)
+        thumbnail = grey_thumbnail(item.frame, self._scaler)
         cut = self._shots.is_cut(thumbnail)
         motion = self._camera.measure(thumbnail, (item.frame.width, item.frame.height), cut=cut)
         for hard, runs in (

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from veil.core import Detector, Mask, Offset, Upright, whole_frame
 from veil.mask import by_track, render_frame
@@ -159,6 +160,7 @@ class Engine:
         # hard cuts and the camera's motion, measured on arrival: cheap (32x32 and 160 px grey)
         self._shots = CutDetector()
         self._camera = CameraMotion()
+        self._thumbnails = VideoReformatter()  # the frame thread's (``_on_frame``)
         self._offset: Offset = (0.0, 0.0)
         # the camera's position at recent frames, for detections that come back after their
         # frame went out (late): pruned to the frames a detection may still come back for
@@ -262,7 +264,7 @@ class Engine:
         if self._sink is None:
             self._open(item)
         assert self._live is not None
-        thumbnail = grey_thumbnail(item.frame)
+        thumbnail = grey_thumbnail(item.frame, self._thumbnails)
         cut = self._shots.is_cut(thumbnail)
         if cut:
             self._live.policy.cut(item.index)

@@ -12,6 +12,7 @@ import av
 import cv2
 import numpy as np
 import numpy.typing as npt
+from av.video.reformatter import Interpolation, VideoReformatter
 
 #: Width of the grey thumbnails camera motion is measured on (height keeps the aspect).
 _MOTION_WIDTH = 160
@@ -22,13 +23,17 @@ MOTION_MIN_RESPONSE = 0.3
 MOTION_MIN_PIXELS = 1.0
 
 
-def grey_thumbnail(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+def grey_thumbnail(frame: av.VideoFrame, scaler: VideoReformatter) -> npt.NDArray[np.uint8]:
     """The frame's grey thumbnail, :data:`_MOTION_WIDTH` px wide (its aspect kept): made once
-    a frame, what camera motion, cut detection and the dark and blur watches read."""
+    a frame, what camera motion, cut detection and the dark and blur watches read.
+
+    ``scaler``: the caller's own, kept from frame to frame (one thread's): it keeps its
+    swscale context, which ``frame.reformat`` builds anew for every frame (0.26 against
+    0.6-1.5 ms CPU a 720p frame)."""
     width = min(_MOTION_WIDTH, frame.width)
     height = max(8, round(frame.height * width / frame.width))
-    thumb = frame.reformat(width, height, "gray", interpolation="AREA").to_ndarray()
-    return np.asarray(thumb, np.uint8)
+    thumb = scaler.reformat(frame, width, height, "gray", interpolation=Interpolation.AREA)
+    return np.asarray(thumb.to_ndarray(), np.uint8)
 
 
 class CameraMotion:
