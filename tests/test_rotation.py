@@ -38,9 +38,14 @@ def _sideways_copy(sample: Path, dst: Path, rotation: int) -> Path:
     return dst
 
 
-def _detected(record: veil.Record) -> list[np.ndarray]:
+def _detected(record: veil.Record, threshold: float) -> list[np.ndarray]:
+    """Each frame's detected boxes scored ``threshold`` or more: the faces. Weak detections
+    (down to balanced's 0.12) come and go with each file's own compression, whichever way
+    it was stored."""
     return [
-        np.array([m.box for m in f.masks if m.origin is Origin.DETECTED]).reshape(-1, 4)
+        np.array(
+            [m.box for m in f.masks if m.origin is Origin.DETECTED and m.score >= threshold]
+        ).reshape(-1, 4)
         for f in record.frames
     ]
 
@@ -53,8 +58,9 @@ def test_sideways_faces_are_found_and_masked_where_they_are_stored(
     config = DetectionConfig.from_preset("balanced")
     upright = _sideways_copy(sample_clip, tmp_path / "upright.mp4", 0)
     turned = _sideways_copy(sample_clip, tmp_path / "turned.mp4", rotation)
-    reference = _detected(veil.detect(upright, config=config))
-    found = _detected(veil.detect(turned, config=config))
+    strong = config.detector.score_threshold
+    reference = _detected(veil.detect(upright, config=config), strong)
+    found = _detected(veil.detect(turned, config=config), strong)
     with av.open(str(turned)) as c:
         size = (c.streams.video[0].width, c.streams.video[0].height)
         assert next(c.decode(video=0)).rotation % 360 == rotation % 360

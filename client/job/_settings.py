@@ -91,8 +91,8 @@ PRESETS: dict[Preset, tuple[DetectorSettings, TrackerConfig]] = {
     # a window around it enlarged to a 64 px face (``recheck``: 4 / 8 windows a frame):
     # balanced 2.16 -> 1.80 % by record, 1.46 -> 1.22 % by pixels (`make eval`).
     # Fast: YuNet at 640 px, weak from 0.25: 5.1 %. Balanced: YuNet at 800 px, weak from
-    # 0.12: 1.17 % at 56 CPU ms a frame, WIDER profile faces 87.4 % against typical 96.6 %
-    # (at 640 px from 0.15: 1.80 % at 43 ms, profile 77.8 / 94.0 %; paid for by drawing a
+    # 0.12: 1.17 % at 61 CPU ms a frame, WIDER profile faces 87.4 % against typical 96.6 %
+    # (at 640 px from 0.15: 1.80 % at 47.5 ms, profile 77.8 / 94.0 %; paid for by drawing a
     # face's masks once and one thumbnail a frame); at 1280 px 1.9 % for 1.7x (and 23.5 % in
     # the dim room), with the mirror pass 1.6 % for 1.9x. Thorough: CenterFace at 1280 px
     # fused with YuNet at 800 and 320 px (the coarse scale holds large faces in noise: dim
