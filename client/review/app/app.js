@@ -19,6 +19,7 @@ let dragTo = null;
 let keyframes = [];       // boxes drawn, {frame, box}, not yet saved
 let pending = 0;          // requests in flight (body[data-busy] for people and tests)
 let settle = null;        // ends the wait for the picture being loaded
+let shows = 0;            // calls of show(): only the latest one's picture counts
 
 function busy(delta) {
   pending += delta;
@@ -100,6 +101,7 @@ function ask(text, fields) {
 async function show(index) {
   if (!state) return;
   frame = Math.max(0, Math.min(state.frames - 1, index));
+  const call = ++shows;
   $("scrub").value = frame;
   $("frame").value = frame;
   $("time").textContent = (frame / state.fps).toFixed(2) + " s";
@@ -119,7 +121,9 @@ async function show(index) {
   } finally {
     busy(-1);
   }
-  if (frame === Number(document.body.dataset.frame)) {
+  // an earlier call, settled when this one superseded it, must not say "loaded" while the
+  // picture asked for last is still on its way (the same frame asked twice included)
+  if (call === shows) {
     document.body.dataset.loaded = "1";
     paint();
     cursor();
