@@ -8,6 +8,9 @@ Usage::
 CLIP defaults to the bench's 720p GT clip (``.cache/bench/gt_1280x720_6s.mp4``, made by
 ``bench_throughput.py``); its ``.json`` ground truth gives the face boxes the render stage
 draws. Each stage runs alone in a loop on the same decoded frames, timed by process CPU time.
+Side by side, the savings docs/throughput.md names: balanced's own record drawn mask by mask
+and a face's masks as one (``by_track``), and the grey thumbnail through ``frame.reformat``
+(a new swscale context a frame), the cut detector's old 32x32 pass, and a kept scaler.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def main() -> int:
         print(f"{args.clip}: missing (run benchmarks/bench_throughput.py once)", file=sys.stderr)
         return 2
 
+    from veil import detect as record_of
     from veil.core._detector import fit_size
+    from veil.mask import by_track
     from veil.mask._draw import render_frame, single_threaded_opencv
     from veil.mask._style import Style
     from veil.server.engine import load_detector
@@ -89,11 +94,45 @@ def main() -> int:
             n,
         ),
     )
+    # a record's masks: a face often has two in a frame (its detection and the blend that
+    # steadies it), drawn one by one before, as one group now
+    masks = [m.masks for m in record_of(args.clip).frames[:n]]
+    groups = [by_track(m) for m in masks]
+    print(
+        f"  balanced's record: {sum(map(len, masks)) / n:.1f} masks, "
+        f"{sum(map(len, groups)) / n:.1f} faces (tracks) a frame"
+    )
+    for label, drawn in (
+        ("each mask on its own", [[[m.box] for m in ms] for ms in masks]),
+        ("a face's masks as one (by_track)", groups),
+    ):
+        row(
+            f"render (balanced's record, {label})",
+            cpu_ms(
+                lambda drawn=drawn: [
+                    render_frame(f, g, style, pix_fmt="yuv420p")
+                    for f, g in zip(frames, drawn, strict=True)
+                ],
+                n,
+            ),
+        )
     motion, cuts = CameraMotion(), CutDetector()
     size = (frames[0].width, frames[0].height)
     scaler = VideoReformatter()
     thumbnails = [grey_thumbnail(f, scaler) for f in frames]
-    row("grey thumbnail", cpu_ms(lambda: [grey_thumbnail(f, scaler) for f in frames], n))
+    tw, th = thumbnails[0].shape[1], thumbnails[0].shape[0]
+    row(
+        "grey thumbnail, frame.reformat (a new swscale context a frame)",
+        cpu_ms(lambda: [f.reformat(tw, th, "gray", interpolation="AREA") for f in frames], n),
+    )
+    row(
+        "32x32 grey of the full frame (the cut detector's own pass before)",
+        cpu_ms(lambda: [f.reformat(32, 32, "gray", interpolation="AREA") for f in frames], n),
+    )
+    row(
+        "grey thumbnail (its thread's scaler kept)",
+        cpu_ms(lambda: [grey_thumbnail(f, scaler) for f in frames], n),
+    )
     row("camera motion", cpu_ms(lambda: [motion.measure(t, size) for t in thumbnails], n))
     row("cut detector", cpu_ms(lambda: [cuts.is_cut(t) for t in thumbnails], n))
     return 0

@@ -157,7 +157,7 @@ class Engine:
         self._pending: deque[_Pending] = deque()
         self._by_index: dict[int, _Pending] = {}
         self._early: deque[SourcePacket] = deque(maxlen=4096)  # packets before the sink
-        # hard cuts and the camera's motion, measured on arrival: cheap (32x32 and 160 px grey)
+        # hard cuts and the camera's motion, measured on arrival: cheap (one 160 px grey thumbnail)
         self._shots = CutDetector()
         self._camera = CameraMotion()
         self._thumbnails = VideoReformatter()  # the frame thread's (``_on_frame``)

@@ -28,8 +28,8 @@ def grey_thumbnail(frame: av.VideoFrame, scaler: VideoReformatter) -> npt.NDArra
     a frame, what camera motion, cut detection and the dark and blur watches read.
 
     ``scaler``: the caller's own, kept from frame to frame (one thread's): it keeps its
-    swscale context, which ``frame.reformat`` builds anew for every frame (0.26 against
-    0.6-1.5 ms CPU a 720p frame)."""
+    swscale context, which ``frame.reformat`` builds anew for every frame (0.3 against
+    0.6-0.7 ms CPU a 720p frame, ``benchmarks/bench_stages.py``)."""
     width = min(_MOTION_WIDTH, frame.width)
     height = max(8, round(frame.height * width / frame.width))
     thumb = scaler.reformat(frame, width, height, "gray", interpolation=Interpolation.AREA)
