@@ -9,7 +9,8 @@ each in its own thread(s), joined by bounded queues:
   and runs the detector on them in batches (onnxruntime releases the GIL), a bounded number
   of batches ahead of rendering;
 * render: a small pool draws the masks (OpenCV and numpy release the GIL);
-* encode + mux: the calling thread, in frame order (the encoder runs its own threads).
+* encode + mux: one writer thread, every call in the order the job made it (the encoder
+  runs its own threads), so the calling thread goes on tracking meanwhile.
 
 Every decision about what is given to the encoder and what is muxed when depends on frame
 and packet counts only, never on timing, so the output is a pure function of the input, the

@@ -5,8 +5,11 @@ manifest). Memory does not grow with the video's length in either."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import av
 
@@ -21,6 +24,8 @@ from ._provenance import Manifest, Signer, manifest_path
 from ._record import Record
 from ._risk import RiskTally
 from ._threads import InOrder
+
+T = TypeVar("T")
 
 
 def render_workers() -> int:
@@ -69,10 +74,17 @@ class VideoSink:
     """The output video: each frame's masks drawn by a pool of threads, frames handed to the
     encoder in frame order, the input's other streams copied as packets (:meth:`copy`).
 
-    A frame is encoded once twice as many later frames as there are drawing threads have
-    been submitted (or at :meth:`flush`): a count, never a timing, decides it. Nothing is
-    under the output's name until :meth:`commit`; :meth:`close` removes what was not.
+    One writer thread makes every call into the output (encode, copy), in the order the job
+    gave them, so the job's own thread goes on tracking while the encoder works. A frame is
+    given to the writer once twice as many later frames as there are drawing threads have
+    been submitted, and the writer is waited for once it holds more than ``_WRITE_AHEAD``
+    calls (or at :meth:`flush`): counts, never timings, decide it, and the calls reach the
+    output in the same order whatever the timing. Nothing is under the output's name until
+    :meth:`commit`; :meth:`close` removes what was not.
     """
+
+    #: Calls the writer thread may hold beyond the one it is making.
+    _WRITE_AHEAD = 4
 
     def __init__(self, path: Path, source: Input, options: VideoOptions) -> None:
         self.path = path
@@ -82,20 +94,34 @@ class VideoSink:
         self._drawing: InOrder[None, av.VideoFrame] = InOrder(
             workers=workers, depth=2 * workers, name="veil-render"
         )
+        self._writing: InOrder[None, None] = InOrder(
+            workers=1, depth=self._WRITE_AHEAD, name="veil-write"
+        )
 
     def copy(self, packet: av.Packet) -> None:
-        self._out.copy(packet)
+        self._write(self._out.copy, packet)
 
     def add(self, item: DecodedFrame, final: FrameMasks) -> None:
         groups = by_track(final.masks)
         style, pix_fmt = self._options.style, self._out.pix_fmt
         self._drawing.submit(None, render_frame, item.frame, groups, style, pix_fmt=pix_fmt)
         for _, drawn in self._drawing.ready():
-            self._out.encode(drawn.result())
+            self._write(self._encode, drawn)
 
     def flush(self) -> None:
+        """Every frame drawn, encoded and muxed (the encoder itself not yet flushed)."""
         for _, drawn in self._drawing.drain():
-            self._out.encode(drawn.result())
+            self._write(self._encode, drawn)
+        for _, written in self._writing.drain():
+            written.result()
+
+    def _write(self, call: Callable[[T], None], arg: T) -> None:
+        self._writing.submit(None, call, arg)
+        for _, written in self._writing.ready():
+            written.result()
+
+    def _encode(self, drawn: Future[av.VideoFrame]) -> None:
+        self._out.encode(drawn.result())
 
     def commit(self) -> None:
         """Finish the file, read it back, and move it to its name (``Output.commit``)."""
@@ -121,6 +147,7 @@ class VideoSink:
         return manifest
 
     def close(self) -> None:
-        """Stop the drawing threads, then drop the output unless it was committed."""
+        """Stop the drawing and writing threads, then drop the output unless it was committed."""
         self._drawing.close()
+        self._writing.close()
         self._out.__exit__(None)
