@@ -181,9 +181,10 @@ def test_a_job_follows_the_face_its_detector_lost(tmp_path: Path, light: dict[st
         assert followed[0].score == pytest.approx(0.9)
     # past the span: only the lead-out, then nothing
     assert all(not f.masks for f in record.frames[37:])
-    # the frames it was followed through are where the detector lost it: a bridged gap
+    # the frames where the detector lost it are a bridged gap: from 10 (between its last
+    # detection and its first followed box, bridged) through those it was followed in
     gaps = record.residual_risk["bridged_gaps"]
-    assert gaps["count"] == 1 and gaps["list"][0] == {"track": 1, "first": 11, "last": 34}
+    assert gaps["count"] == 1 and gaps["list"][0] == {"track": 1, "first": 10, "last": 34}
     # ``veil render`` draws what the job drew: followed masks are kept as listed
     assert [f.masks for f in final_frames(record)] == [f.masks for f in record.frames]
 

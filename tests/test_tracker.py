@@ -448,6 +448,37 @@ def test_a_followed_mask_is_added_beside_what_the_evidence_derives() -> None:
         assert extra == ({_followed(1, far)} if before.index in (1, 2, 3) else set())
 
 
+def test_a_face_followed_on_key_frames_only_is_masked_on_the_frames_between() -> None:
+    """A strided run follows a lost face on its key frames; long past the lead-out, the
+    frames between are bridged from the followed boxes around them (they were bare: the face
+    showed every other frame). Two detections stay :meth:`_derive`'s to bridge, and a gap
+    longer than ``max_gap`` stays open."""
+
+    def box(x: float) -> tuple[float, float, float, float]:
+        return (x, 0.0, x + 10.0, 10.0)
+
+    followed = {i: [_followed(1, box(2.0 * i))] for i in (10, 12, 14)}
+    followed[0] = [_detected(1, box(0.0))]
+    followed[22] = [_followed(1, box(44.0))]  # 7 frames after 14: beyond max_gap 4
+    frames = _smooth(followed, 24)
+    for index in (11, 13):
+        (mask,) = frames[index].masks
+        assert mask.origin is Origin.INTERPOLATED
+        assert mask.box == box(2.0 * index)  # halfway between the followed boxes
+    assert [f.index for f in frames if not f.masks] == [
+        *range(3, 10),  # lead-out 2 of the detection, before the first followed box
+        *range(15, 22),  # the gap of 7 frames
+        23,
+    ]
+    # a followed box next to a detection bridges too (beside the detection's lead-out);
+    # two detections are bridged once
+    mixed = _smooth({0: [_detected(1, box(0.0))], 2: [_followed(1, box(4.0))]}, 3)
+    assert sorted(m.origin.value for m in mixed[1].masks) == ["extrapolated", "interpolated"]
+    assert [m.box for m in mixed[1].masks if m.origin is Origin.INTERPOLATED] == [box(2.0)]
+    plain = _smooth({0: [_detected(1, box(0.0))], 2: [_detected(1, box(4.0))]}, 3)
+    assert len(plain[1].masks) == 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seen=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=5, max_size=30),

@@ -3,7 +3,11 @@ streaming, with look-ahead: the tracker adds coverage, it never removes it.
 
 A frame's masks are its evidence, plus, for each track without evidence there, a box bridged
 across a gap of up to ``max_gap`` frames, ``lead_in`` frames before the track's first
-evidence and ``lead_out`` after its last, all carried with the camera (``_motion``). The
+evidence and ``lead_out`` after its last, all carried with the camera (``_motion``). A track
+followed by image evidence (``followed`` masks, ``veil.track.follow``) is bridged the same way
+between its sightings, followed or detected, wherever one of them is followed: a face followed
+on the key frames of a strided run, long past its lead-out, is masked on the frames between
+too, not every other frame. The
 smoother looks ``lookahead`` frames ahead, so memory is bounded whatever the video's length.
 In a whip pan, where motion blur blinds the detector for a dozen frames, the masks stay on the
 faces instead of staying where the faces were.
@@ -41,6 +45,7 @@ class Smoother:
         # frame index, pts, evidence, cut, motion, camera offset at that frame
         self._pending: deque[tuple[int, int | None, list[Mask], bool, Offset, Offset]] = deque()
         self._evidence: dict[int, list[_Point]] = {}
+        self._followed: dict[int, list[_Point]] = {}
         self._cuts: deque[int] = deque()
         self._offset: Offset = (0.0, 0.0)
 
@@ -59,6 +64,8 @@ class Smoother:
         for mask in masks:
             if mask.origin in EVIDENCE and mask.origin is not Origin.POLICY:
                 self._evidence.setdefault(mask.track, []).append((index, mask, offset))
+            elif mask.origin is Origin.FOLLOWED:
+                self._followed.setdefault(mask.track, []).append((index, mask, offset))
         while self._pending and self._pending[0][0] <= index - self._config.lookahead:
             yield self._finalise(*self._pending.popleft())
 
@@ -89,8 +96,16 @@ class Smoother:
             derived = self._derive(index, offset, points)
             if derived is not None:
                 masks.add(derived)
+        followed = {m.track for m in evidence if m.origin is Origin.FOLLOWED}
+        for track, points in self._followed.items():
+            if track in present or track in followed:
+                continue
+            bridged = self._bridge_followed(index, offset, points, self._evidence.get(track, []))
+            if bridged is not None:
+                masks.add(bridged)
         horizon = index - max(cfg.max_gap + 1, cfg.lead_out)
-        self._prune(horizon)
+        for sightings in (self._evidence, self._followed):
+            _prune(sightings, horizon)
         while self._cuts and self._cuts[0] <= horizon:
             self._cuts.popleft()
         return FrameMasks(index, pts, sorted(masks), cut, motion)
@@ -162,19 +177,39 @@ class Smoother:
             return Mask(track=m0.track, origin=Origin.EXTRAPOLATED, box=box, score=m0.score)
         return None
 
-    def _prune(self, horizon: int) -> None:
-        """Forget evidence no frame at or after ``horizon`` can use (keep the last
-        :data:`VELOCITY_SIGHTINGS` of each track)."""
-        for track in list(self._evidence):
-            points = self._evidence[track]
-            if points[-1][0] < horizon:
-                del self._evidence[track]
-                continue
-            keep = 0
-            while keep < len(points) - VELOCITY_SIGHTINGS and points[keep + 1][0] < horizon:
-                keep += 1
-            if keep:
-                del points[:keep]
+    def _bridge_followed(
+        self, index: int, offset: Offset, followed: list[_Point], detected: list[_Point]
+    ) -> Mask | None:
+        """A followed track's mask at a frame without a sighting of it: the blend of its
+        nearest sightings (followed or detected) before and after, when they lie within
+        ``max_gap`` frames of each other and one of them is followed (two detections are
+        :meth:`_derive`'s to bridge)."""
+        before = max((p for p in (*followed, *detected) if p[0] < index), default=None, key=_frame)
+        after = min((p for p in (*followed, *detected) if p[0] > index), default=None, key=_frame)
+        if before is None or after is None or after[0] - before[0] - 1 > self._config.max_gap:
+            return None
+        if before[1].origin is not Origin.FOLLOWED and after[1].origin is not Origin.FOLLOWED:
+            return None
+        return _bridged(index, offset, before, after)
+
+
+def _frame(point: _Point) -> int:
+    return point[0]
+
+
+def _prune(sightings: dict[int, list[_Point]], horizon: int) -> None:
+    """Forget sightings no frame at or after ``horizon`` can use (keep the last
+    :data:`VELOCITY_SIGHTINGS` of each track)."""
+    for track in list(sightings):
+        points = sightings[track]
+        if points[-1][0] < horizon:
+            del sightings[track]
+            continue
+        keep = 0
+        while keep < len(points) - VELOCITY_SIGHTINGS and points[keep + 1][0] < horizon:
+            keep += 1
+        if keep:
+            del points[:keep]
 
 
 def _blend(index: int, offset: Offset, first: _Point, last: _Point) -> Box:
