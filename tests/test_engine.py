@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,36 @@ def test_a_failing_producer_thread_raises_in_the_consumer() -> None:
             got.append(item)
     ahead.close()
     assert got == [1]
+
+
+def test_a_producer_whose_start_is_cut_short_reads_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C or SIGTERM inside ``Thread.start`` (the thread launched, ``start`` raised): the
+    job never got the ``Ahead`` to close, and its thread went on demuxing the container the
+    job then closed (a segfault in tests/test_outputs.py, 2 runs in 30 under load). The
+    constructor now stops the thread before it raises."""
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(2_000):
+            produced.append(i)
+            time.sleep(0.001)
+            yield i
+
+    start = threading.Thread.start
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        start(self)
+        time.sleep(0.02)  # the thread is reading
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _Ahead(items(), depth=5_000, name="t")
+    read = len(produced)
+    time.sleep(0.1)
+    assert len(produced) == read  # stopped: not one item more
 
 
 def test_closing_early_stops_the_producer_thread() -> None:

@@ -193,8 +193,9 @@ def _run(
     ``video``; returns the number of frames. The demuxer is done when this returns: the
     input's stream digests are final."""
     count = 0
-    decoding = Ahead(source.demux(), depth=_DECODE_AHEAD, name="veil-decode")
+    decoding: Ahead | None = None
     try:
+        decoding = Ahead(source.demux(), depth=_DECODE_AHEAD, name="veil-decode")
         bar = tqdm(
             total=total or None, unit="frame", disable=not progress, dynamic_ncols=True, leave=False
         )
@@ -217,7 +218,8 @@ def _run(
             if video is not None:
                 video.flush()
     finally:
-        decoding.close()  # stopped before the containers it reads are closed
+        if decoding is not None:
+            decoding.close()  # stopped before the containers it reads are closed
     return count
 
 

@@ -26,7 +26,9 @@ class Ahead:
     Items come out in the iterator's order; an exception in the thread is raised in the
     consumer at the point it happened (never a silently dead thread and a consumer waiting
     forever). ``close`` stops the thread and waits for it, so whatever the iterator reads
-    (a container) can be closed safely afterwards.
+    (a container) can be closed safely afterwards: also when Ctrl-C or SIGTERM cut the
+    thread's start short (``Thread.start`` raised, the thread ran on, and the job closed the
+    container it was demuxing: a segfault).
     """
 
     _DONE = object()
@@ -35,8 +37,16 @@ class Ahead:
         self._items = items
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        # The thread sets ``_begun`` and then looks at ``_stop``; ``close`` sets ``_stop`` and
+        # then looks at ``_begun``: a thread that begins after ``close`` looked stops before
+        # reading anything, and one that began is joined (it began: it can be).
+        self._begun = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -48,6 +58,9 @@ class Ahead:
         return False
 
     def _run(self) -> None:
+        self._begun.set()
+        if self._stop.is_set():
+            return
         try:
             for item in self._items:
                 if not self._put((item, None)):
@@ -68,7 +81,8 @@ class Ahead:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._begun.is_set():
+            self._thread.join()
 
 
 class InOrder(Generic[K, R]):
