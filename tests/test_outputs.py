@@ -295,12 +295,22 @@ def _veil_popen(folder: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _wait_for_partial(proc: subprocess.Popen[str], folder: Path) -> Path:
+    """The job's partial output once it holds bytes: the job is under way. (Before it
+    starts, the writability check creates and removes an empty partial: a signal sent then
+    stops a job that has not begun, which leaves the old outputs, as it should.)"""
     deadline = time.monotonic() + 120
-    while not (found := list(folder.glob(".out.veil-partial-*.mp4"))):
+    while not (found := [p for p in folder.glob(".out.veil-partial-*.mp4") if _size(p)]):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return found[0]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 @pytest.mark.weights
