@@ -29,6 +29,7 @@ from veil.core._detector import DetectorInfo
 from veil.job import detect_job as run_job
 from veil.job._stride import agree as _agree
 from veil.job._threads import Ahead as _Ahead
+from veil.job._threads import InOrder as _InOrder
 from veil.track._config import TrackerConfig
 
 FACE = (100.0, 60.0, 160.0, 140.0)
@@ -352,6 +353,40 @@ def test_a_producer_whose_start_is_cut_short_reads_nothing_more(
     read = len(produced)
     time.sleep(0.1)
     assert len(produced) == read  # stopped: not one item more
+
+
+def test_a_pool_starts_every_thread_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``InOrder`` (detect, render, write) starts its threads in its constructor: a call is
+    never queued for a thread whose start an interrupt could cut short."""
+    pool: _InOrder[int, int] = _InOrder(workers=3, depth=1, name="t")
+
+    def no_start(self: threading.Thread) -> None:
+        raise AssertionError(f"{self.name} started after the constructor")
+
+    monkeypatch.setattr(threading.Thread, "start", no_start)
+    for k in range(8):
+        pool.submit(k, lambda k: k * k, k)
+    got = [(key, future.result()) for key, future in [*pool.ready(), *pool.drain()]]
+    pool.close()
+    assert got == [(k, k * k) for k in range(8)]
+
+
+def test_a_pool_whose_start_is_cut_short_leaves_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    start = threading.Thread.start
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        start(self)
+        if self.name == "cut_1":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _InOrder(workers=3, depth=1, name="cut")
+    monkeypatch.undo()
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("cut_") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a worker of the abandoned pool runs on"
+        time.sleep(0.01)
 
 
 def test_closing_early_stops_the_producer_thread() -> None:

@@ -92,12 +92,28 @@ class InOrder(Generic[K, R]):
     :meth:`ready` hands back the calls beyond the latest ``depth`` (waiting for each): a
     count, never a timing, decides when a result is taken. :meth:`drain` hands back the rest.
     The caller takes each result from its future, so it decides what a failed call means.
+
+    Every worker thread starts in the constructor, before any call is queued: a pool
+    starting its threads on first use let an interrupt (Ctrl-C, SIGTERM) inside one's
+    ``Thread.start`` leave a queued call running on a thread :meth:`close` does not know,
+    after the job closed what the call uses (the decode thread's twin of this crashed,
+    ``Ahead``).
     """
 
     def __init__(self, *, workers: int, depth: int, name: str) -> None:
         self._depth = depth
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._pending: deque[tuple[K, Future[R]]] = deque()
+        # each worker holds at the barrier, so the next submit finds none idle and starts one
+        started = threading.Barrier(workers + 1)
+        try:
+            for _ in range(workers):
+                self._pool.submit(started.wait)
+            started.wait()
+        except BaseException:
+            started.abort()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def submit(self, key: K, call: Callable[..., R], *args: Any, **kwargs: Any) -> None:
         self._pending.append((key, self._pool.submit(call, *args, **kwargs)))
