@@ -5,7 +5,6 @@ manifest). Memory does not grow with the video's length in either."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -98,15 +97,9 @@ class VideoSink:
         self._writing: InOrder[None, None] = InOrder(
             workers=1, depth=self._WRITE_AHEAD, name="veil-write"
         )
-        # Every call into the output holds this lock, and :meth:`close` takes it to close
-        # the output: a writer the job lost track of (Ctrl-C or SIGTERM cutting its start
-        # short, a call already queued for it) finds the output closed, never closes it
-        # under a running encode or mux.
-        self._lock = threading.Lock()
-        self._closed = False
 
     def copy(self, packet: av.Packet) -> None:
-        self._write(self._copy, packet)
+        self._write(self._out.copy, packet)
 
     def add(self, item: DecodedFrame, final: FrameMasks) -> None:
         groups = by_track(final.masks)
@@ -127,16 +120,8 @@ class VideoSink:
         for _, written in self._writing.ready():
             written.result()
 
-    def _copy(self, packet: av.Packet) -> None:
-        self._into_output(self._out.copy, packet)
-
     def _encode(self, drawn: Future[av.VideoFrame]) -> None:
-        self._into_output(self._out.encode, drawn.result())
-
-    def _into_output(self, call: Callable[[T], None], arg: T) -> None:
-        with self._lock:
-            if not self._closed:
-                call(arg)
+        self._out.encode(drawn.result())
 
     def commit(self) -> None:
         """Finish the file, read it back, and move it to its name (``Output.commit``)."""
@@ -164,7 +149,5 @@ class VideoSink:
     def close(self) -> None:
         """Stop the drawing and writing threads, then drop the output unless it was committed."""
         self._drawing.close()
-        self._writing.close()
-        with self._lock:
-            self._closed = True
-            self._out.__exit__(None)
+        self._writing.close()  # its thread is done with the output (``InOrder.close``)
+        self._out.__exit__(None)
