@@ -471,11 +471,14 @@ def test_a_face_followed_on_key_frames_only_is_masked_on_the_frames_between() ->
         23,
     ]
     # a followed box next to a detection bridges too (beside the detection's lead-out);
-    # two detections are bridged once
+    # two detections of a followed track are bridged once (as the smoother always did)
     mixed = _smooth({0: [_detected(1, box(0.0))], 2: [_followed(1, box(4.0))]}, 3)
     assert sorted(m.origin.value for m in mixed[1].masks) == ["extrapolated", "interpolated"]
     assert [m.box for m in mixed[1].masks if m.origin is Origin.INTERPOLATED] == [box(2.0)]
-    plain = _smooth({0: [_detected(1, box(0.0))], 2: [_detected(1, box(4.0))]}, 3)
+    plain = _smooth(
+        {0: [_detected(1, box(0.0))], 2: [_detected(1, box(4.0))], 4: [_followed(1, box(8.0))]},
+        5,
+    )
     assert len(plain[1].masks) == 1
 
 
